@@ -1,0 +1,1 @@
+"""TokenTrail processor."""
