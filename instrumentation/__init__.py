@@ -1,1 +1,59 @@
-"""TokenTrail instrumentation."""
+"""TokenTrail instrumentation: what every LLM API call costs and who it was for, as OpenTelemetry spans.
+
+    from tokentrail.instrumentation import instrument, attribute
+
+    instrument()                                  # once, at startup
+    with attribute(user="u_42", tags=["customer:acme", "feature:search"]):
+        client.chat.completions.create(...)       # its span carries user.id and tokentrail.tags
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from opentelemetry.trace import TracerProvider
+
+from ._context import Attribution, attribute, current_attribution
+from ._processor import AttributionSpanProcessor
+from .instrumentor import TokenTrailInstrumentor
+
+__all__ = [
+    "Attribution",
+    "AttributionSpanProcessor",
+    "TokenTrailInstrumentor",
+    "attribute",
+    "current_attribution",
+    "instrument",
+    "uninstrument",
+]
+
+
+def instrument(
+    tracer_provider: TracerProvider | None = None,
+    system_keys: Iterable[str] | None = None,
+    fingerprint_salt: str | bytes | None = None,
+    providers: Mapping[str, str] | None = None,
+) -> None:
+    """Trace every LLM call made through ``httpx2``/``httpx`` (the OpenAI and Anthropic SDKs, and others).
+
+    Idempotent: calling it again applies the new arguments without patching twice. ``providers`` maps base URLs
+    to provider names for servers whose host does not identify them (a proxy, a self-hosted model).
+    """
+    instrumentor = TokenTrailInstrumentor()
+    arguments = {
+        "tracer_provider": tracer_provider,
+        "system_keys": system_keys,
+        "fingerprint_salt": fingerprint_salt,
+        "providers": providers,
+    }
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.configure(**arguments)
+    else:
+        instrumentor.instrument(**arguments)
+
+
+def uninstrument() -> None:
+    """Remove the patches. Spans already started still end normally."""
+    instrumentor = TokenTrailInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()

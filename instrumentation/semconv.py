@@ -43,3 +43,12 @@ BAGGAGE_TAGS: Final = "tokentrail.tags"
 BAGGAGE_CREDENTIAL: Final = "tokentrail.credential"
 
 CREDENTIAL_TYPES: Final = ("byok", "system")
+
+# Values of gen_ai.operation.name and tokentrail.api that the instrumentation emits.
+GEN_AI_OPERATION_CHAT: Final = "chat"
+API_CHAT_COMPLETIONS: Final = "chat.completions"
+API_ANTHROPIC_MESSAGES: Final = "anthropic.messages"
+
+# Environment variables that configure the instrumentation.
+ENV_SYSTEM_KEYS: Final = "TOKENTRAIL_SYSTEM_KEYS"  # comma-separated keys that count as the service's own
+ENV_FINGERPRINT_SALT: Final = "TOKENTRAIL_FINGERPRINT_SALT"  # secret salt of tokentrail.credential.id

@@ -1,0 +1,108 @@
+"""Which key paid for a call: ``system`` (the service's own) or ``byok`` (one a customer brought), and a fingerprint.
+
+The key itself never leaves this module. Reports split spend by key through ``tokentrail.credential.id``, an
+HMAC-SHA256 of the key under a secret salt: stable enough to group by, useless for recovering or confirming a
+key without the salt. System keys are remembered only as fingerprints, so the set of them is safe to keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from . import semconv
+
+log = logging.getLogger(__name__)
+
+# A documented public default, so fingerprints are stable out of the box. Being public, it lets anyone who holds
+# a key check whether it appears in the data: set TOKENTRAIL_FINGERPRINT_SALT (or fingerprint_salt=) in production.
+DEFAULT_FINGERPRINT_SALT: Final = "tokentrail-default-fingerprint-salt-v1"
+FINGERPRINT_LENGTH: Final = 16
+
+# The environment variables in which provider SDKs and their users conventionally keep the service's own keys.
+SYSTEM_KEY_ENV_VARS: Final = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GROQ_API_KEY",
+    "MISTRAL_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "XAI_API_KEY",
+    "OPENROUTER_API_KEY",
+    "TOGETHER_API_KEY",
+    "FIREWORKS_API_KEY",
+    "AI_GATEWAY_API_KEY",
+)
+
+_warned_default_salt = False
+
+
+def resolve_salt(fingerprint_salt: str | bytes | None, environ: Mapping[str, str] | None = None) -> bytes:
+    """The salt to fingerprint with: the argument, else the environment, else the default (with one warning)."""
+    global _warned_default_salt
+    if fingerprint_salt:
+        return fingerprint_salt.encode() if isinstance(fingerprint_salt, str) else fingerprint_salt
+    env_salt = (os.environ if environ is None else environ).get(semconv.ENV_FINGERPRINT_SALT)
+    if env_salt:
+        return env_salt.encode()
+    if not _warned_default_salt:
+        _warned_default_salt = True
+        log.warning(
+            "TokenTrail: no fingerprint salt configured; tokentrail.credential.id uses the public default salt. "
+            "Set %s (or instrument(fingerprint_salt=...)) to a secret value.",
+            semconv.ENV_FINGERPRINT_SALT,
+        )
+    return DEFAULT_FINGERPRINT_SALT.encode()
+
+
+def fingerprint(key: str, salt: bytes) -> str:
+    """The salted HMAC-SHA256 of ``key``, hex, truncated to ``FINGERPRINT_LENGTH`` characters (64 bits)."""
+    return hmac.new(salt, key.encode(), hashlib.sha256).hexdigest()[:FINGERPRINT_LENGTH]
+
+
+def system_key_fingerprints(
+    salt: bytes, extra_keys: Iterable[str] | None = None, environ: Mapping[str, str] | None = None
+) -> frozenset[str]:
+    """Fingerprints of every key the service was configured with: env keys, TOKENTRAIL_SYSTEM_KEYS, ``extra_keys``."""
+    env = os.environ if environ is None else environ
+    keys: list[str] = [env[name] for name in SYSTEM_KEY_ENV_VARS if env.get(name)]
+    keys.extend(part.strip() for part in env.get(semconv.ENV_SYSTEM_KEYS, "").split(","))
+    if isinstance(extra_keys, str):
+        extra_keys = [extra_keys]  # one key passed bare, not its characters
+    keys.extend(extra_keys or ())
+    return frozenset(fingerprint(key, salt) for key in keys if key)
+
+
+def request_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request carries: ``Authorization: Bearer``, Anthropic's ``x-api-key`` or Azure's ``api-key``."""
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    for name in ("x-api-key", "api-key"):
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def classify(
+    key: str | None, salt: bytes, system_fingerprints: frozenset[str], explicit: str | None
+) -> tuple[str | None, str | None]:
+    """``(credential type, credential id)`` for a request. An explicit type from ``attribute()`` wins.
+
+    Without a key there is nothing to fingerprint, but an explicit type is still worth reporting.
+    """
+    if key is None:
+        return explicit, None
+    key_id = fingerprint(key, salt)
+    if explicit is not None:
+        return explicit, key_id
+    return ("system" if key_id in system_fingerprints else "byok"), key_id

@@ -1,0 +1,164 @@
+"""The wrapt patches on the HTTP transports of ``httpx2`` and ``httpx``.
+
+The transport is the one place every request of these clients passes, whatever SDK built it, and the place where
+the response body is still a raw byte stream we can wrap. Each hook isolates its own work from the host call:
+anything of ours that fails is logged at debug level and the request proceeds as if we were not there; the
+host call's own exceptions propagate untouched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Final
+
+import wrapt
+from opentelemetry import context
+from opentelemetry.instrumentation.utils import unwrap
+
+from . import _call, _state
+
+log = logging.getLogger(__name__)
+
+HTTP_MODULES: Final = ("httpx2", "httpx")
+
+
+@dataclass(frozen=True, slots=True)
+class _Library:
+    """One HTTP library's transport classes and byte-stream base classes."""
+
+    module: ModuleType
+    sync_base: type
+    async_base: type
+
+
+def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0] if args else kwargs.get("request")
+
+
+def _begin(request: Any) -> _call.Call | None:
+    settings = _state.current()
+    if settings is None or request is None:
+        return None
+    try:
+        return _call.begin(request, settings)
+    except Exception:
+        log.debug("TokenTrail could not start tracing a request", exc_info=True)
+        return None
+
+
+def _activate(call: _call.Call) -> object | None:
+    try:
+        return call.activate()
+    except Exception:
+        log.debug("TokenTrail could not activate its span", exc_info=True)
+        return None
+
+
+def _deactivate(token: object | None) -> None:
+    if token is not None:
+        try:
+            context.detach(token)  # type: ignore[arg-type]
+        except Exception:
+            log.debug("TokenTrail could not restore the context", exc_info=True)
+
+
+def _failed(call: _call.Call, error: BaseException) -> None:
+    try:
+        call.failed(error)
+    except Exception:
+        log.debug("TokenTrail could not record a failed request", exc_info=True)
+
+
+def _responded(call: _call.Call, response: Any, library: _Library) -> Any:
+    try:
+        return call.responded(response, library.sync_base, library.async_base)
+    except Exception:
+        log.debug("TokenTrail could not observe a response", exc_info=True)
+        try:
+            call.end("failed")
+        except Exception:
+            pass
+        return response
+
+
+def _sync_hook(library: _Library) -> Callable[..., Any]:
+    def handle_request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        call = _begin(_request_of(args, kwargs))
+        if call is None:
+            return wrapped(*args, **kwargs)
+        token = _activate(call)
+        try:
+            response = wrapped(*args, **kwargs)
+        except BaseException as error:
+            _failed(call, error)
+            raise
+        finally:
+            _deactivate(token)
+        return _responded(call, response, library)
+
+    return handle_request
+
+
+def _async_hook(library: _Library) -> Callable[..., Any]:
+    async def handle_async_request(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        call = _begin(_request_of(args, kwargs))
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = _activate(call)
+        try:
+            response = await wrapped(*args, **kwargs)
+        except BaseException as error:
+            _failed(call, error)
+            raise
+        finally:
+            _deactivate(token)
+        return _responded(call, response, library)
+
+    return handle_async_request
+
+
+_patched: list[_Library] = []
+
+
+def _load(name: str) -> _Library | None:
+    try:
+        module = importlib.import_module(name)
+        return _Library(module, module.SyncByteStream, module.AsyncByteStream)
+    except Exception:
+        return None
+
+
+def patch() -> None:
+    """Wrap the transports of every installed library among ``HTTP_MODULES``. Idempotent."""
+    if _patched:
+        return
+    for name in HTTP_MODULES:
+        library = _load(name)
+        if library is None:
+            log.debug("TokenTrail: %s is not installed; its requests are not instrumented", name)
+            continue
+        try:
+            wrapt.wrap_function_wrapper(library.module, "HTTPTransport.handle_request", _sync_hook(library))
+            wrapt.wrap_function_wrapper(
+                library.module, "AsyncHTTPTransport.handle_async_request", _async_hook(library)
+            )
+            _patched.append(library)
+        except Exception:
+            log.warning("TokenTrail could not instrument %s", name, exc_info=True)
+
+
+def unpatch() -> None:
+    """Remove the wraps ``patch`` installed."""
+    while _patched:
+        library = _patched.pop()
+        for cls_name, method in (("HTTPTransport", "handle_request"), ("AsyncHTTPTransport", "handle_async_request")):
+            try:
+                unwrap(getattr(library.module, cls_name), method)
+            except Exception:
+                log.debug("TokenTrail could not unwrap %s.%s", cls_name, method, exc_info=True)

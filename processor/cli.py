@@ -1,0 +1,234 @@
+"""``tokentrail``: the command line.
+
+``tokentrail report``  — the same rows as ``GET /v1/report``, as a table, JSON (byte for byte the HTTP body) or CSV.
+``tokentrail serve``   — the OTLP receiver and the report API in one process, until SIGINT or SIGTERM.
+``tokentrail demo``    — the whole pipeline on this machine (see ``tokentrail.processor.demo``).
+
+Heavy modules (the receiver's gRPC stack, the demo's SDKs) are imported inside their command, so ``report``
+starts fast and works with only DuckDB installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final, TextIO
+
+from .api import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
+from .formatting import FORMATS, format_rows
+from .report import ReportError, ReportParameterError, ReportQuery, run_report
+
+__all__ = [
+    "API_TOKEN_ENV",
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_REPORT_DAYS",
+    "main",
+]
+
+DATA_DIR_ENV: Final = "TOKENTRAIL_DATA_DIR"
+API_TOKEN_ENV: Final = "TOKENTRAIL_API_TOKEN"
+DEFAULT_DATA_DIR: Final = "tokentrail-data"
+# Not 4317: the OTel Collector owns the standard OTLP port and forwards GenAI spans here (otel-collector.yaml).
+DEFAULT_GRPC_PORT: Final = 14317
+DEFAULT_REPORT_DAYS: Final = 7
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2  # argparse's code for bad usage; bad report parameters are bad usage too
+
+logger = logging.getLogger(__name__)
+
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Built per call: defaults read the environment at run time, not at import time.
+    default_data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    parser = argparse.ArgumentParser(
+        prog="tokentrail", description="What every LLM API call costs, and who it was for, on OpenTelemetry."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="{report,serve,demo}")
+    commands.required = True
+
+    report = commands.add_parser(
+        "report",
+        help="cost and usage for a period, grouped like GET /v1/report",
+        description="Dates are inclusive UTC days. Grouping by tag counts a request in each of its tags, so tag "
+        "rows do not add up to the total.",
+    )
+    report.add_argument("--data-dir", type=Path, default=Path(default_data_dir), help=f"(env {DATA_DIR_ENV})")
+    report.add_argument("--start-date", help=f"YYYY-MM-DD (default: {DEFAULT_REPORT_DAYS} days ending --end-date)")
+    report.add_argument("--end-date", help="YYYY-MM-DD (default: today, UTC)")
+    report.add_argument(
+        "--group-by",
+        help="comma-separated: day (default), user, model, tag, provider, credential_type, service, api, "
+        "environment, operation; 'none' for one total row",
+    )
+    report.add_argument("--date-part", help="time bucket added to every row: hour, day, week, month")
+    report.add_argument("--user-id")
+    report.add_argument("--model")
+    report.add_argument("--provider")
+    report.add_argument("--credential-type", help="byok or system")
+    report.add_argument("--tags", help="comma-separated tags to filter on")
+    report.add_argument("--tags-match", help="any (default) or all of --tags")
+    report.add_argument("--format", choices=FORMATS, default="table")
+
+    serve = commands.add_parser("serve", help="run the OTLP receiver and the report API until interrupted")
+    serve.add_argument("--data-dir", type=Path, default=Path(default_data_dir), help=f"(env {DATA_DIR_ENV})")
+    serve.add_argument("--host", default=DEFAULT_API_HOST, help="address both listeners bind to")
+    serve.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="OTLP/gRPC receiver port")
+    serve.add_argument("--api-port", type=_port, default=DEFAULT_API_PORT, help="report API port")
+    serve.add_argument(
+        "--api-token",
+        default=os.environ.get(API_TOKEN_ENV) or None,
+        help=f"require 'Authorization: Bearer TOKEN' on /v1/report (env {API_TOKEN_ENV})",
+    )
+
+    commands.add_parser("demo", help="run the whole pipeline locally and print reports", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["demo"]:
+        # Handed over untouched: the demo owns its options, and argparse would reject ones it does not know.
+        return _demo(args_list[1:])
+    try:
+        args = _parser().parse_args(args_list)
+    except SystemExit as exc:  # argparse exits on bad usage and --help; main returns codes instead
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "report":
+            return _report(args, sys.stdout)
+        if args.command == "serve":
+            return _serve(args)
+    except ReportParameterError as exc:
+        print(f"tokentrail {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReportError as exc:
+        print(f"tokentrail {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    raise AssertionError(args.command)
+
+
+def _default_dates(start: str | None, end: str | None) -> tuple[str, str]:
+    """Last DEFAULT_REPORT_DAYS days ending today (UTC), or ending --end-date if only that was given."""
+    if end is None:
+        end = datetime.now(timezone.utc).date().isoformat()
+    if start is None:
+        try:
+            anchor = date.fromisoformat(end)
+        except ValueError:
+            return end, end  # let the query's validation name the bad --end-date
+        start = (anchor - timedelta(days=DEFAULT_REPORT_DAYS - 1)).isoformat()
+    return start, end
+
+
+def _report(args: argparse.Namespace, out: TextIO) -> int:
+    start, end = _default_dates(args.start_date, args.end_date)
+    params = {
+        "start_date": start,
+        "end_date": end,
+        "group_by": args.group_by,
+        "date_part": args.date_part,
+        "user_id": args.user_id,
+        "model": args.model,
+        "provider": args.provider,
+        "credential_type": args.credential_type,
+        "tags": args.tags,
+        "tags_match": args.tags_match,
+    }
+    # Through from_params, like the HTTP API: the same parameter gets the same validation and message.
+    query = ReportQuery.from_params({name: value for name, value in params.items() if value is not None})
+    rows = run_report(args.data_dir, query)
+    text = format_rows(rows, args.format, query.columns)
+    out.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT and SIGTERM set ``stop``; returns a function restoring the previous handlers."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # Python delivers signals to the main thread only; the caller stops us otherwise
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return restore
+
+
+def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    from .receiver import Receiver  # gRPC and protobuf load only for this command
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = stop or threading.Event()
+    restore = _install_stop_signals(stop)  # before anything starts: a signal mid-startup still stops cleanly
+    data_dir: Path = args.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        receiver = Receiver(data_dir, host=args.host, grpc_port=args.grpc_port)
+        api = ReportServer(data_dir, host=args.host, port=args.api_port, token=args.api_token)
+        receiver.start()
+        try:
+            api.start()
+            try:
+                grpc_port = getattr(receiver, "grpc_port", args.grpc_port)
+                print(
+                    f"tokentrail: OTLP/gRPC receiver on {args.host}:{grpc_port}, "
+                    f"report API on {api.url}/v1/report, data in {data_dir}/ (Ctrl-C to stop)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
+                    pass
+            finally:
+                api.stop()
+        finally:
+            receiver.stop()  # the receiver finishes what it acknowledged before returning
+    except OSError as exc:  # typically a port already in use
+        print(f"tokentrail serve: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        restore()
+    print("tokentrail: stopped", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+def _demo(argv: list[str]) -> int:
+    from .demo import main as demo_main
+
+    code = demo_main(argv)
+    return code if isinstance(code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

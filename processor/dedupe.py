@@ -1,0 +1,152 @@
+"""One call, one record, at ingest: a bounded window of recently seen record identities.
+
+Exporters and collectors retry, and two instrumentations may report the same call, so the same identity arrives
+more than once. The window catches the repeats that arrive close together (the common case); compaction dedupes
+exactly later.
+
+Ingest must not lose a record whose first copy never reached disk. So a batch *claims* its new identities, and
+the claim is committed after the WAL fsync or aborted (identities forgotten) if the write failed. A request whose
+records duplicate another request's claim still in flight waits for that claim's outcome before it acknowledges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from .schema import UsageRecord
+
+__all__ = ["DEFAULT_WINDOW", "Claim", "DedupeWindow", "DuplicateInFlightFailed", "identity_key"]
+
+DEFAULT_WINDOW: Final = 1_000_000  # ~155 MB; retries arrive within minutes, so this spans hours of busy traffic
+
+
+def identity_key(identity: tuple[str, str]) -> bytes:
+    """A 128-bit digest of a record identity: ~60 % of the memory of the strings, and a collision (a real
+    record dropped as a duplicate) is as likely as ~1e-26 per million pairs."""
+    first, second = identity
+    # Length-prefixed, so no choice of the two strings can make another pair's encoding.
+    return hashlib.blake2b(f"{len(first)}:{first}{second}".encode(), digest_size=16).digest()
+
+
+class DuplicateInFlightFailed(RuntimeError):
+    """A record this request carried was being written by another request, and that write failed."""
+
+
+class Claim:
+    """The new records of one batch, and the claims of other batches it duplicated while they were in flight."""
+
+    __slots__ = ("_done", "_ok", "_window", "fresh", "duplicates", "waits_on", "_identities")
+
+    def __init__(self, window: DedupeWindow, fresh: list[UsageRecord], identities: list[bytes]) -> None:
+        self._window = window
+        self._done = threading.Event()
+        self._ok = False
+        self._identities = identities
+        self.fresh = fresh
+        self.duplicates = 0
+        self.waits_on: list[Claim] = []
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def commit(self) -> None:
+        """The fresh records are durable: later copies are dropped for good.
+
+        Drops its references to the records: the window keeps the claim (not the records) until it ages out."""
+        self._ok = True
+        self._identities = []
+        self.fresh = []
+        self._done.set()
+
+    def abort(self) -> None:
+        """The fresh records were not stored: forget them so the exporter's retry is accepted."""
+        self._window._forget(self._identities, self)
+        self._identities = []
+        self.fresh = []
+        self.waits_on = []
+        self._done.set()
+
+    def wait_for_others(self, timeout: float | None = 30.0) -> None:
+        """Blocks until every claim this batch duplicated is settled; raises if one of them was not stored.
+
+        Acknowledging a duplicate means vouching for the first copy, so it waits for the first copy's fsync."""
+        try:
+            for other in self.waits_on:
+                if not other._done.wait(timeout):
+                    raise DuplicateInFlightFailed("a duplicate of this request's records is still being written")
+                if not other._ok:
+                    raise DuplicateInFlightFailed("another request carrying these records failed to store them")
+        finally:
+            self.waits_on = []  # no chains of settled claims kept alive by the window
+
+
+class DedupeWindow:
+    """LRU of identities -> the claim that stored them (or None once seeded from disk). Thread-safe."""
+
+    def __init__(self, max_size: int = DEFAULT_WINDOW) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self._max_size = max_size
+        self._seen: OrderedDict[bytes, Claim | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, identity: object) -> bool:
+        return isinstance(identity, tuple) and identity_key(identity) in self._seen
+
+    def seed(self, identities: Iterable[tuple[str, str]]) -> None:
+        """Identities already durable (replayed from the WAL at start), so retries of them are dropped."""
+        with self._lock:
+            for identity in identities:
+                key = identity_key(identity)
+                self._seen[key] = None
+                self._seen.move_to_end(key)
+            self._trim()
+
+    def claim(self, records: Sequence[UsageRecord]) -> Claim:
+        """Splits ``records`` into new ones (claimed, pending commit) and duplicates (dropped)."""
+        fresh: list[UsageRecord] = []
+        identities: list[bytes] = []
+        claim = Claim(self, fresh, identities)
+        seen = self._seen
+        with self._lock:
+            for record in records:
+                identity = identity_key(record.identity)
+                if identity in seen:
+                    owner = seen[identity]
+                    seen.move_to_end(identity)
+                    claim.duplicates += 1
+                    if owner is not None and owner is not claim and not owner.done:
+                        if owner not in claim.waits_on:
+                            claim.waits_on.append(owner)
+                    continue
+                seen[identity] = claim
+                fresh.append(record)
+                identities.append(identity)
+            self._trim()
+        return claim
+
+    def filter(self, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+        """Claim and commit at once, for callers with no write to wait for."""
+        claim = self.claim(records)
+        fresh = claim.fresh
+        claim.commit()
+        return fresh
+
+    def _forget(self, identities: list[bytes], claim: Claim) -> None:
+        with self._lock:
+            for identity in identities:
+                if self._seen.get(identity) is claim:
+                    del self._seen[identity]
+
+    def _trim(self) -> None:
+        seen = self._seen
+        while len(seen) > self._max_size:
+            seen.popitem(last=False)

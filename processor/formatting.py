@@ -1,0 +1,159 @@
+"""Report rows as text: JSON (the HTTP body), CSV (for spreadsheets) and an aligned table (for people).
+
+Money never passes through ``float`` here: JSON and CSV write a ``Decimal``'s exact digits, and only the table,
+which is for reading, rounds for display.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Final
+
+__all__ = ["FORMATS", "decimal_text", "format_csv", "format_rows", "format_table", "report_json"]
+
+FORMATS: Final = ("table", "json", "csv")
+
+_DISPLAY_QUANTUM: Final = Decimal("0.000001")  # table cost precision: a millionth of a dollar
+# Short table headers: the full metric names fill a terminal with underscores. JSON and CSV keep the API names.
+TABLE_HEADERS: Final[Mapping[str, str]] = {
+    "total_cost": "cost",
+    "market_cost": "market cost",
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cached_input_tokens": "cached in",
+    "cache_creation_input_tokens": "cache write",
+    "reasoning_tokens": "reasoning",
+    "request_count": "requests",
+    "unpriced_request_count": "unpriced",
+    "credential_type": "credential",
+}
+UNPRICED_NOTE: Final = "* Costs cover priced requests only; 'unpriced' counts the requests with no known price."
+TAG_NOTE: Final = "Tag rows overlap: a request counts in each of its tags, and untagged requests in none."
+
+
+def decimal_text(value: Decimal) -> str:
+    """The exact digits as a plain number: no exponent, no trailing zeros (``Decimal('3E-12')`` →
+    ``0.000000000003``). Works digit by digit, so unlike ``normalize()`` it never rounds to a context."""
+    if not value.is_finite():
+        raise ValueError(f"cannot write {value} as a JSON number")
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _json_value(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return decimal_text(value)  # a JSON number with every digit: json.dumps would need a float
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value, allow_nan=False)
+    raise TypeError(f"cannot write {type(value).__name__} in a report row")
+
+
+def report_json(rows: Iterable[Mapping[str, object]]) -> str:
+    """``{"results": [...]}`` exactly as ``GET /v1/report`` returns it (without the trailing newline).
+
+    Written by hand because ``json`` can emit a ``Decimal`` only through ``float``, which rounds money.
+    """
+    parts = [
+        "{" + ", ".join(f"{json.dumps(key)}: {_json_value(value)}" for key, value in row.items()) + "}"
+        for row in rows
+    ]
+    return '{"results": [' + ", ".join(parts) + "]}"
+
+
+def _columns(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None) -> list[str]:
+    if columns is not None:
+        return list(columns)
+    return list(rows[0].keys()) if rows else []
+
+
+def format_csv(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
+    """A header line and one line per row; costs exact, missing keys (e.g. no user) empty."""
+    names = _columns(rows, columns)
+    if not names:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
+    for row in rows:
+        writer.writerow(["" if (v := row.get(name)) is None else _csv_value(v) for name in names])
+    return buffer.getvalue()
+
+
+def _csv_value(value: object) -> str:
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    return str(value)
+
+
+def _human(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Decimal):
+        if value == 0:
+            return "$0"
+        shown = value.quantize(_DISPLAY_QUANTUM, rounding=ROUND_HALF_EVEN)
+        if shown == 0:  # a real cost too small to show must not read as free
+            return "<$0.000001" if value > 0 else ">-$0.000001"
+        sign = "-" if shown < 0 else ""
+        return f"{sign}${abs(shown):,.6f}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
+    """Aligned plain-text columns: text left, numbers right, costs rounded to a millionth of a dollar
+    (use json or csv for exact values)."""
+    names = _columns(rows, columns)
+    if not rows or not names:
+        return "No usage in this period."
+    cells = [[_human(row.get(name)) for name in names] for row in rows]
+    # A cost that leaves out unpriced requests is marked, so an unknown price never reads as a real $0.
+    partly_unpriced = [bool(row.get("unpriced_request_count")) for row in rows]
+    if any(partly_unpriced):
+        for line_cells, row, marked in zip(cells, rows, partly_unpriced):
+            for i, name in enumerate(names):
+                if isinstance(row.get(name), Decimal):
+                    line_cells[i] += "*" if marked else " "
+    numeric = [
+        any(isinstance(row.get(name), (int, Decimal)) and not isinstance(row.get(name), bool) for row in rows)
+        for name in names
+    ]
+    headers = [TABLE_HEADERS.get(name, name) for name in names]
+    widths = [max(len(header), *(len(line[i]) for line in cells)) for i, header in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            value.rjust(width) if right else value.ljust(width)
+            for value, width, right in zip(values, widths, numeric)
+        ).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths]), *(line(c) for c in cells)]
+    if any(partly_unpriced):
+        out += ["", UNPRICED_NOTE]
+    if "tag" in names:
+        out += ["", TAG_NOTE]
+    return "\n".join(out)
+
+
+def format_rows(rows: Sequence[Mapping[str, object]], fmt: str, columns: Sequence[str] | None = None) -> str:
+    """One entry point for the CLI's ``--format``."""
+    if fmt == "json":
+        return report_json(rows)
+    if fmt == "csv":
+        return format_csv(rows, columns)
+    if fmt == "table":
+        return format_table(rows, columns)
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
