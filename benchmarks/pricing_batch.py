@@ -1,0 +1,85 @@
+"""Pricing: records priced per second by our cached fast path, as a ratio against `genai_prices.calc_price` per
+record on the same records in the same process (the library is the reference; DESIGN.md §4 asks for ≥ 20×)."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime, timezone
+
+from tokentrail.processor.pricing import Pricer, catalog_price
+from tokentrail.processor.schema import UsageRecord
+
+MODELS = [
+    ("openai", "gpt-4o-mini"),
+    ("openai", "gpt-4.1"),
+    ("openai", "gpt-4o"),
+    ("anthropic", "claude-sonnet-4-6"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("google", "gemini-2.5-pro"),  # tiered by prompt length
+]
+
+
+def make_records(n: int, seed: int = 1) -> list[UsageRecord]:
+    rng = random.Random(seed)
+    ts = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    out = []
+    for i in range(n):
+        provider, model = rng.choice(MODELS)
+        inp = rng.randint(10, 300_000)
+        out.append(
+            UsageRecord(
+                timestamp=ts,
+                trace_id=f"{i:032x}",
+                span_id=f"{i:016x}",
+                provider=provider,
+                model=model,
+                input_tokens=inp,
+                cached_input_tokens=rng.randint(0, inp // 2),
+                output_tokens=rng.randint(1, 4000),
+            )
+        )
+    return out
+
+
+def run(n: int = 50_000, reference_n: int = 3_000) -> dict[str, float]:
+    records = make_records(n)
+    pricer = Pricer()
+    pricer.price_all(records[:100])  # resolve each model once, as a running receiver already has
+    t0 = time.perf_counter()
+    pricer.price_all(records)
+    ours = (time.perf_counter() - t0) / n
+
+    sample = records[:reference_n]
+    t0 = time.perf_counter()
+    for r in sample:
+        catalog_price(
+            r.provider,
+            r.model,
+            r.timestamp,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cached_input_tokens=r.cached_input_tokens,
+            cache_creation_input_tokens=r.cache_creation_input_tokens,
+        )
+    reference = (time.perf_counter() - t0) / reference_n
+    mismatches = sum(
+        1
+        for r in sample
+        if r.market_cost
+        != catalog_price(
+            r.provider,
+            r.model,
+            r.timestamp,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cached_input_tokens=r.cached_input_tokens,
+            cache_creation_input_tokens=r.cache_creation_input_tokens,
+        )
+    )
+    return {
+        "records_per_s": 1 / ours,
+        "calc_price_per_s": 1 / reference,
+        "ratio_vs_calc_price": reference / ours,
+        "mismatches_in_sample": float(mismatches),
+    }
