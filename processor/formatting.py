@@ -113,13 +113,23 @@ def _human(value: object) -> str:
     return str(value)
 
 
+def _cell(row: Mapping[str, object], name: str) -> str:
+    """A group whose every request is unpriced has no known cost: say so rather than print $0."""
+    value = row.get(name)
+    if isinstance(value, Decimal) and row.get("request_count") and row.get("unpriced_request_count") == row.get(
+        "request_count"
+    ):
+        return "unpriced"
+    return _human(value)
+
+
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
     """Aligned plain-text columns: text left, numbers right, costs rounded to a millionth of a dollar
     (use json or csv for exact values)."""
     names = _columns(rows, columns)
     if not rows or not names:
         return "No usage in this period."
-    cells = [[_human(row.get(name)) for name in names] for row in rows]
+    cells = [[_cell(row, name) for name in names] for row in rows]
     # A cost that leaves out unpriced requests is marked, so an unknown price never reads as a real $0.
     partly_unpriced = [bool(row.get("unpriced_request_count")) for row in rows]
     if any(partly_unpriced):
