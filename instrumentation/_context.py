@@ -178,6 +178,9 @@ class attribute:  # noqa: N801 - reads as a verb at the call site, like contextl
     or async function. Scopes nest: an inner user or credential replaces the outer one, inner tags are added to
     the outer ones. Invalid values are dropped and counted in ``tokentrail.attribution.dropped``; nothing here
     raises, because a typo in a tag must not take down the call it describes.
+
+    Scopes travel as W3C baggage too, so any propagator-instrumented request carries them, including one to an
+    LLM provider whose SDK propagates trace context (the Anthropic SDK does by default).
     """
 
     def __init__(

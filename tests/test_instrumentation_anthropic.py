@@ -88,16 +88,17 @@ def test_native_stream_span_is_enriched_not_duplicated(
 async def test_async_native_span_is_enriched_not_duplicated(
     fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
 ) -> None:
-    await anthropic.AsyncAnthropic(**native(fake, instrumented)).messages.create(**create())
+    async with anthropic.AsyncAnthropic(**native(fake, instrumented)) as client:
+        await client.messages.create(**create())
     assert_enriched_native_span(exporter, fake)
 
 
 async def test_async_native_stream_span_is_enriched_not_duplicated(
     fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
 ) -> None:
-    stream = await anthropic.AsyncAnthropic(**native(fake, instrumented)).messages.create(**create(stream=True))
-    async for _ in stream:
-        pass
+    async with anthropic.AsyncAnthropic(**native(fake, instrumented)) as client:
+        async for _ in await client.messages.create(**create(stream=True)):
+            pass
     assert_enriched_native_span(exporter, fake)
 
 
@@ -138,14 +139,15 @@ def test_own_span_for_a_stream_takes_output_from_the_last_message_delta(
 async def test_async_own_span_when_native_spans_are_disabled(
     fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
-    await anthropic.AsyncAnthropic(**plain(fake)).messages.create(**create())
+    async with anthropic.AsyncAnthropic(**plain(fake)) as client:
+        await client.messages.create(**create())
     assert_own_span(exporter, fake, stream=False)
 
 
 async def test_async_own_span_for_a_stream(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
-    stream = await anthropic.AsyncAnthropic(**plain(fake)).messages.create(**create(stream=True))
-    async for _ in stream:
-        pass
+    async with anthropic.AsyncAnthropic(**plain(fake)) as client:
+        async for _ in await client.messages.create(**create(stream=True)):
+            pass
     assert_own_span(exporter, fake, stream=True)
 
 

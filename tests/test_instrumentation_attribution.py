@@ -25,8 +25,8 @@ def chat(fake: FakeProvider, **extra: object) -> None:
 
 
 async def async_chat(fake: FakeProvider, **extra: object) -> None:
-    client = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY, max_retries=0)
-    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)  # type: ignore[call-overload]
+    async with openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY, max_retries=0) as client:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)  # type: ignore[call-overload]
 
 
 def test_context_manager_attributes_the_call(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:

@@ -56,7 +56,8 @@ def test_input_tokens_include_the_cached_tokens(fake: FakeProvider, exporter: In
 async def test_async_chat_completion_emits_one_span_with_exact_usage(
     fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
-    await async_client(fake).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    async with async_client(fake) as client:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     span = only_genai_span(exporter)
     assert_tokens(span, openai_tokens(fake.last_call.usage))
     assert attrs(span)[semconv.GEN_AI_RESPONSE_ID] == fake.last_call.response_id
@@ -83,11 +84,12 @@ def test_stream_with_include_usage_records_the_final_chunk_usage(
 async def test_async_stream_with_include_usage_records_the_final_chunk_usage(
     fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
-    stream = await async_client(fake).chat.completions.create(
-        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
-    )
-    async for _ in stream:
-        pass
+    async with async_client(fake) as client:
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        async for _ in stream:
+            pass
     span = only_genai_span(exporter)
     assert_tokens(span, openai_tokens(fake.last_call.usage))
     assert semconv.TOKENTRAIL_STREAM_INCOMPLETE not in attrs(span)
@@ -117,6 +119,7 @@ def test_early_break_ends_the_span_with_what_was_seen(fake: FakeProvider, export
     assert a[semconv.TOKENTRAIL_USAGE_MISSING] is True  # the usage chunk never arrived: no guessed numbers
 
 
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # dropping an open response is the scenario
 def test_unconsumed_stream_collected_by_gc_ends_its_span_as_incomplete(
     fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
@@ -130,6 +133,7 @@ def test_unconsumed_stream_collected_by_gc_ends_its_span_as_incomplete(
     assert a[semconv.TOKENTRAIL_USAGE_MISSING] is True
 
 
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # dropping an open response is the scenario
 async def test_unconsumed_async_stream_collected_by_gc_ends_its_span_as_incomplete(
     fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
