@@ -4,6 +4,10 @@
 ``tokentrail serve``   — the OTLP receiver and the report API in one process, until SIGINT or SIGTERM.
 ``tokentrail demo``    — the whole pipeline on this machine (see ``tokentrail.processor.demo``).
 
+Further commands live in their own modules, ``processor/cli_<name>.py``, each with
+``register(commands: argparse._SubParsersAction, default_data_dir: Path) -> None`` that adds its subparsers and sets
+``handler=callable(args) -> int`` on them: a feature brings its command without editing this file.
+
 Heavy modules (the receiver's gRPC stack, the demo's SDKs) are imported inside their command, so ``report``
 starts fast and works with only DuckDB installed.
 """
@@ -11,7 +15,9 @@ starts fast and works with only DuckDB installed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pkgutil
 import os
 import signal
 import sys
@@ -66,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tokentrail", description="What every LLM API call costs, and who it was for, on OpenTelemetry."
     )
-    commands = parser.add_subparsers(dest="command", metavar="{report,serve,demo}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
     report = commands.add_parser(
@@ -104,7 +110,19 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("demo", help="run the whole pipeline locally and print reports", add_help=False)
+    for module in _command_modules():
+        module.register(commands, Path(default_data_dir))
     return parser
+
+
+def _command_modules() -> list[Any]:
+    """Every ``cli_*`` module of this package, imported in name order (so ``--help`` is stable)."""
+    names = sorted(m.name for m in pkgutil.iter_modules(_package_path()) if m.name.startswith("cli_"))
+    return [importlib.import_module(f"{__package__}.{name}") for name in names]
+
+
+def _package_path() -> list[str]:
+    return [str(Path(__file__).resolve().parent)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args, sys.stdout)
         if args.command == "serve":
             return _serve(args)
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return int(handler(args))
     except ReportParameterError as exc:
         print(f"tokentrail {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

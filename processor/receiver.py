@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from .dedupe import DEFAULT_WINDOW, DedupeWindow, DuplicateInFlightFailed
 from .normalize import normalize_request
 from .pricing import Pricer
+from .schema import UsageRecord
 from .storage import FlushResult, flush_segment, flush_wal
 from .wal import WALError, WriteAheadLog, list_segments, validate_receiver_id
 
@@ -133,6 +135,14 @@ class Receiver:
             ("received", "accepted", "rejected", "deduplicated", "unpriced", "skipped", "recovered"), 0
         )
         self._started = False
+        self._listeners: list[Callable[[Sequence[UsageRecord]], None]] = []
+
+    def add_listener(self, listener: Callable[[Sequence[UsageRecord]], None]) -> None:
+        """Call ``listener(records)`` with each batch once it is durable (after the WAL fsync, before the ack).
+
+        For consumers that act as records land (budgets, alerts). A listener runs on the request's thread, so it
+        must be quick; its exceptions are logged and never fail the export — the records are already safe."""
+        self._listeners.append(listener)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -305,6 +315,8 @@ class Receiver:
             claim.abort()
             raise
         claim.commit()
+        if fresh:
+            self._notify(fresh)
         try:
             claim.wait_for_others()
         except DuplicateInFlightFailed as exc:
@@ -334,6 +346,13 @@ class Receiver:
             stats["unpriced"] += outcome.unpriced
             stats["skipped"] += outcome.skipped
         return outcome
+
+    def _notify(self, records: Sequence[UsageRecord]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(records)
+            except Exception:
+                log.exception("a receiver listener failed; the records are stored regardless")
 
     def _export_rpc(self, data: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         try:

@@ -259,3 +259,21 @@ def test_stats_count_every_outcome(receiver: Receiver) -> None:
         "skipped": 1,
         "recovered": 0,
     }
+
+
+def test_listeners_see_each_durable_batch_and_their_failures_never_fail_the_export(tmp_path: Path) -> None:
+    from tokentrail.processor.receiver import Receiver
+
+    seen: list[str] = []
+    request = make_request([make_span(genai_attributes(gen_ai__response__model=None, gen_ai__request__model="gpt-4o-mini"))])
+
+    def boom(records: object) -> None:
+        raise RuntimeError("listener bug")
+
+    with Receiver(tmp_path, grpc_port=0) as receiver:
+        receiver.add_listener(boom)
+        receiver.add_listener(lambda records: seen.extend(r.model for r in records))
+        outcome = receiver.export(request)
+        assert outcome.accepted == 1
+        receiver.export(request)  # the same span again: a duplicate reaches no listener
+    assert seen == ["gpt-4o-mini"]
