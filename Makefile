@@ -24,7 +24,7 @@ test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.dev-installed
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

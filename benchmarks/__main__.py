@@ -1,19 +1,24 @@
-"""`python -m benchmarks` (or `make bench`): every benchmark prints its ratio against an in-process baseline."""
+"""`python -m benchmarks [name ...]` (or `make bench`): runs every benchmark module's `run()` and prints its result,
+each a ratio against a baseline measured in the same process, so numbers compare across machines and days."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+import sys
+from pathlib import Path
 
-from benchmarks import pricing_batch, receiver_normalize
 
-
-def main() -> None:
-    results = {
-        "receiver_normalize": receiver_normalize.run(),
-        "pricing_batch": pricing_batch.run(),
-    }
-    print(json.dumps(results, indent=2))
+def main(argv: list[str]) -> None:
+    here = Path(__file__).resolve().parent
+    names = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    chosen = [n for n in names if not argv or n in argv]
+    for name in chosen:
+        module = importlib.import_module(f"benchmarks.{name}")
+        if hasattr(module, "run"):
+            print(json.dumps({name: module.run()}, indent=2), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
