@@ -20,6 +20,8 @@ from tokentrail.processor.pricing import (
     canonical_provider,
     catalog_price,
 )
+from tokentrail.processor.pricing_overrides import NO_OVERRIDES
+from tokentrail.processor.model_names import GATEWAYS
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord
 
 T = datetime(2025, 10, 1, 12, 30, tzinfo=timezone.utc)
@@ -73,7 +75,7 @@ timestamps = st.datetimes(
 
 @pytest.fixture(scope="module")
 def pricer() -> Pricer:
-    return Pricer()
+    return Pricer(overrides=NO_OVERRIDES, auto_update=False)  # whatever the developer's shell has set
 
 
 @pytest.mark.parametrize(("provider", "model"), CATALOG_MODELS)
@@ -184,9 +186,10 @@ def test_price_all_returns_the_unpriced_count(pricer: Pricer) -> None:
     assert pricer.price_all(records) == 1
 
 
-def test_every_mapped_provider_id_exists_in_the_catalog() -> None:
+def test_every_mapped_provider_id_exists_in_the_catalog_or_is_a_gateway() -> None:
     ids = {p.id for p in data_snapshot.get_snapshot().providers}
-    assert set(PROVIDER_IDS.values()) <= ids
+    assert set(PROVIDER_IDS.values()) - GATEWAYS <= ids
+    assert not GATEWAYS & ids
 
 
 @pytest.mark.parametrize(
@@ -208,8 +211,8 @@ def test_otel_provider_names_map_to_catalog_ids(otel_name: str, catalog_id: str)
 
 
 def test_resolution_is_cached_per_provider_model_and_day(pricer: Pricer) -> None:
-    fresh = Pricer()
+    fresh = Pricer(overrides=NO_OVERRIDES)
     fresh.quote("openai", "gpt-4o", T, input_tokens=1, output_tokens=1)
     fresh.quote("openai", "gpt-4o", T + timedelta(hours=5), input_tokens=2, output_tokens=2)
     fresh.quote("openai", "gpt-4o", T + timedelta(days=1), input_tokens=2, output_tokens=2)
-    assert len(fresh._cache) == 2
+    assert len(fresh._entries) == 2
