@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any, Final, TextIO
 
 from .api import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
-from .formatting import FORMATS, format_rows
+from .formatting import FORMATS, TRUNCATED_NOTE, format_rows
 from .report import ReportError, ReportParameterError, ReportQuery, run_report
 
 __all__ = [
@@ -46,6 +46,8 @@ API_TOKEN_ENV: Final = "TOKENTRAIL_API_TOKEN"
 DEFAULT_DATA_DIR: Final = "tokentrail-data"
 # Not 4317: the OTel Collector owns the standard OTLP port and forwards GenAI spans here (otel-collector.yaml).
 DEFAULT_GRPC_PORT: Final = 14317
+DEFAULT_HTTP_PORT: Final = 14318  # likewise not 4318
+INGEST_TOKEN_ENV: Final = "TOKENTRAIL_INGEST_TOKEN"
 DEFAULT_REPORT_DAYS: Final = 7
 
 EXIT_OK: Final = 0
@@ -96,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--credential-type", help="byok or system")
     report.add_argument("--tags", help="comma-separated tags to filter on")
     report.add_argument("--tags-match", help="any (default) or all of --tags")
+    report.add_argument("--order-by", help="a metric or row key, optionally :asc or :desc (e.g. total_cost:desc)")
+    report.add_argument("--limit", help="at most this many rows (1-10000)")
     report.add_argument("--format", choices=FORMATS, default="table")
 
     serve = commands.add_parser("serve", help="run the OTLP receiver and the report API until interrupted")
@@ -107,6 +111,43 @@ def _parser() -> argparse.ArgumentParser:
         "--api-token",
         default=os.environ.get(API_TOKEN_ENV) or None,
         help=f"require 'Authorization: Bearer TOKEN' on /v1/report (env {API_TOKEN_ENV})",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=_port,
+        default=DEFAULT_HTTP_PORT,
+        help="OTLP/HTTP receiver port (POST /v1/traces, GET /metrics); 0 picks a free port",
+    )
+    serve.add_argument("--no-http", action="store_true", help="do not listen for OTLP/HTTP")
+    serve.add_argument(
+        "--ingest-token",
+        default=os.environ.get(INGEST_TOKEN_ENV) or None,
+        help=f"require 'authorization: Bearer TOKEN' on OTLP gRPC and HTTP (env {INGEST_TOKEN_ENV})",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve OTLP gRPC and HTTP over TLS")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--receiver-id",
+        help="unique per receiver process sharing --data-dir (names its WAL and Parquet files; default: host name)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: several `tokentrail serve` processes (each with its own --receiver-id) share the ports",
+    )
+    serve.add_argument(
+        "--max-disk-bytes",
+        type=int,
+        help="refuse new records (UNAVAILABLE / 503, the sender retries) once WAL + Parquet would exceed this",
+    )
+    serve.add_argument("--no-api", action="store_true", help="do not serve the report API (e.g. extra receivers)")
+    serve.add_argument(
+        "--flush-interval", type=float, default=1.0, help="seconds between WAL-to-Parquet flushes (default 1)"
+    )
+    serve.add_argument(
+        "--dedupe-window",
+        type=int,
+        help="identities remembered to drop retried spans at ingest (default 1,000,000: about 130-155 MB)",
     )
 
     commands.add_parser("demo", help="run the whole pipeline locally and print reports", add_help=False)
@@ -177,12 +218,16 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
         "credential_type": args.credential_type,
         "tags": args.tags,
         "tags_match": args.tags_match,
+        "order_by": args.order_by,
+        "limit": args.limit,
     }
     # Through from_params, like the HTTP API: the same parameter gets the same validation and message.
     query = ReportQuery.from_params({name: value for name, value in params.items() if value is not None})
     rows = run_report(args.data_dir, query)
     text = format_rows(rows, args.format, query.columns)
     out.write(text if text.endswith("\n") else text + "\n")
+    if getattr(rows, "truncated", False) and args.format == "csv":  # json and table say so themselves
+        print(f"tokentrail report: {TRUNCATED_NOTE}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -214,34 +259,70 @@ def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int
     stop = stop or threading.Event()
     restore = _install_stop_signals(stop)  # before anything starts: a signal mid-startup still stops cleanly
     data_dir: Path = args.data_dir
+    tls_cert = getattr(args, "tls_cert", None)
+    tls_key = getattr(args, "tls_key", None)
+    if (tls_cert is None) != (tls_key is None):
+        print("tokentrail serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        restore()
+        return EXIT_USAGE
+    http_port = None if getattr(args, "no_http", False) else getattr(args, "http_port", DEFAULT_HTTP_PORT)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        receiver = Receiver(data_dir, host=args.host, grpc_port=args.grpc_port)
-        api = ReportServer(data_dir, host=args.host, port=args.api_port, token=args.api_token)
+        options: dict[str, Any] = {
+            "receiver_id": getattr(args, "receiver_id", None),
+            "reuse_port": getattr(args, "reuse_port", False),
+            "http_port": http_port,
+            "ingest_token": getattr(args, "ingest_token", None),
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "max_disk_bytes": getattr(args, "max_disk_bytes", None),
+            "flush_interval": getattr(args, "flush_interval", None),
+            "dedupe_window": getattr(args, "dedupe_window", None),
+        }
+        receiver = Receiver(data_dir, host=args.host, grpc_port=args.grpc_port, **_accepted(Receiver, options))
+        api = None if getattr(args, "no_api", False) else ReportServer(
+            data_dir, host=args.host, port=args.api_port, token=args.api_token
+        )
         receiver.start()
         try:
-            api.start()
+            if api is not None:
+                api.start()
             try:
                 grpc_port = getattr(receiver, "grpc_port", args.grpc_port)
+                bound_http = getattr(receiver, "http_port", None)
+                http = f", OTLP/HTTP on {args.host}:{bound_http}" if bound_http is not None else ""
+                report = f", report API on {api.url}/v1/report" if api is not None else ""
                 print(
-                    f"tokentrail: OTLP/gRPC receiver on {args.host}:{grpc_port}, "
-                    f"report API on {api.url}/v1/report, data in {data_dir}/ (Ctrl-C to stop)",
+                    f"tokentrail: receiver {getattr(receiver, 'receiver_id', '')}: OTLP/gRPC on {args.host}:{grpc_port}{http}{report}, "
+                    f"data in {data_dir}/ (Ctrl-C to stop)",
                     file=sys.stderr,
                     flush=True,
                 )
                 while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
                     pass
             finally:
-                api.stop()
+                if api is not None:
+                    api.stop()
         finally:
             receiver.stop()  # the receiver finishes what it acknowledged before returning
-    except OSError as exc:  # typically a port already in use
+    except (OSError, RuntimeError, ValueError) as exc:  # a port in use, a receiver id in use, a bad TLS file
         print(f"tokentrail serve: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         restore()
     print("tokentrail: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
+
+
+def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``factory`` takes (a stand-in receiver in tests may take fewer); unset ones are left out."""
+    import inspect
+
+    parameters = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return {
+        k: v for k, v in options.items() if (takes_any or k in parameters) and v is not None and v is not False
+    }
 
 
 def _demo(argv: list[str]) -> int:

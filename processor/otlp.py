@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Final
+from typing import Any, Final
 
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
@@ -21,15 +23,21 @@ __all__ = [
     "DEPLOYMENT_ENVIRONMENT_NAME",
     "DEPLOYMENT_ENVIRONMENT",
     "STATUS_CODE_ERROR",
+    "InvalidRequest",
     "NotAnInteger",
     "pick_attributes",
     "resource_service_environment",
+    "as_fast_request",
     "as_python",
     "as_str",
     "as_int",
     "as_bool",
     "as_str_list",
+    "fast_request_class",
     "nanos_to_datetime",
+    "parse_export_request",
+    "parse_json_request",
+    "response_json",
 ]
 
 SERVICE_NAME: Final = "service.name"
@@ -140,3 +148,234 @@ def as_str_list(value: AnyValue | None) -> list[str]:
 def nanos_to_datetime(unix_nano: int) -> datetime:
     """UTC at microsecond precision, the resolution of the stored timestamp column (integer math: no float drift)."""
     return _EPOCH + timedelta(microseconds=unix_nano // 1000)
+
+
+# -- decoding Export requests ------------------------------------------------------------------------------------
+
+_FAST: list[type] = []
+
+
+def fast_request_class() -> type:
+    """ExportTraceServiceRequest whose ``Span.attributes`` is declared ``map<string, AnyValue>``.
+
+    A map entry is encoded exactly like a ``KeyValue`` (key = 1, value = 2), so the same bytes parse either way; as
+    a map, the attributes are looked up by key inside upb instead of being turned into Python objects one by one
+    (DESIGN section 7: the attribute walk is the receiver's ceiling). Duplicate keys: the last one wins, as when a
+    list is turned into a dict. Built once, in a private descriptor pool."""
+    if _FAST:
+        return _FAST[0]
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    for module in (common_pb2, resource_pb2, trace_pb2, trace_service_pb2):
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        proto.name = "tokentrail_fast/" + proto.name
+        proto.dependency[:] = ["tokentrail_fast/" + d for d in proto.dependency]
+        proto.ClearField("service")
+        proto.options.Clear()
+        for message in proto.message_type:
+            if message.name != "Span":
+                continue
+            entry = message.nested_type.add(name="AttributesEntry")
+            entry.options.map_entry = True
+            entry.field.add(name="key", number=1, label=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING)
+            entry.field.add(
+                name="value",
+                number=2,
+                label=1,
+                type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                type_name=".opentelemetry.proto.common.v1.AnyValue",
+            )
+            for f in message.field:
+                if f.name == "attributes":
+                    f.type_name = ".opentelemetry.proto.trace.v1.Span.AttributesEntry"
+        pool.Add(proto)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(ExportTraceServiceRequest.DESCRIPTOR.full_name))
+    _FAST.append(cls)
+    return cls
+
+
+def as_fast_request(request: Any) -> Any:
+    """``request`` as a ``fast_request_class()`` message (re-encoded when it is the standard class)."""
+    cls = fast_request_class()
+    if isinstance(request, cls):
+        return request
+    return cls.FromString(request.SerializeToString())
+
+
+class InvalidRequest(ValueError):
+    """The request body is not an ExportTraceServiceRequest; the message says why (INVALID_ARGUMENT / HTTP 400)."""
+
+
+def parse_export_request(data: bytes) -> tuple[Any, list[str]]:
+    """The request (a ``fast_request_class()`` message), plus warnings about string fields dropped for invalid
+    UTF-8.
+
+    protobuf refuses a whole message when one string field holds invalid UTF-8. One bad attribute must not cost a
+    batch, so such a request is decoded again with a copy of the OTLP messages whose string fields are bytes (the
+    same wire format); every invalid attribute is removed (other invalid strings are cleared) and the rest decodes
+    normally. The fast path never pays for this."""
+    try:
+        return fast_request_class().FromString(data), []
+    except DecodeError as exc:
+        first_error = exc
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"malformed ExportTraceServiceRequest: {exc}") from None
+    lenient_cls = _lenient_request_class()
+    try:
+        lenient = lenient_cls.FromString(data)
+    except (DecodeError, ValueError, TypeError):
+        raise InvalidRequest(f"malformed ExportTraceServiceRequest: {first_error}") from None
+    warnings: list[str] = []
+    _scrub(lenient, warnings)
+    try:
+        request = fast_request_class().FromString(lenient.SerializeToString())
+    except DecodeError:
+        raise InvalidRequest(f"malformed ExportTraceServiceRequest: {first_error}") from None
+    return request, warnings
+
+
+_LENIENT: list[type] = []
+
+
+def _lenient_request_class() -> type:
+    """ExportTraceServiceRequest with every string field declared ``bytes`` (built once, in its own pool)."""
+    if _LENIENT:
+        return _LENIENT[0]
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    string_type = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+    bytes_type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+    for module in (common_pb2, resource_pb2, trace_pb2, trace_service_pb2):
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        proto.name = "tokentrail_lenient/" + proto.name
+        proto.dependency[:] = ["tokentrail_lenient/" + d for d in proto.dependency]
+        proto.ClearField("service")
+        proto.options.Clear()
+
+        def fix(messages: Any) -> None:
+            for message in messages:
+                for f in message.field:
+                    if f.type == string_type:
+                        f.type = bytes_type
+                fix(message.nested_type)
+
+        fix(proto.message_type)
+        pool.Add(proto)
+    descriptor = pool.FindMessageTypeByName(ExportTraceServiceRequest.DESCRIPTOR.full_name)
+    cls = message_factory.GetMessageClass(descriptor)
+    _LENIENT.append(cls)
+    return cls
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _any_value_ok(value: Any) -> bool:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return _valid_utf8(value.string_value)
+    if kind == "array_value":
+        return all(_any_value_ok(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return all(_valid_utf8(kv.key) and _any_value_ok(kv.value) for kv in value.kvlist_value.values)
+    return True
+
+
+def _repeated(descriptor: Any) -> bool:
+    if hasattr(descriptor, "is_repeated"):  # protobuf >= 6
+        return bool(descriptor.is_repeated)
+    return bool(descriptor.label == descriptor.LABEL_REPEATED)
+
+
+def _scrub(message: Any, warnings: list[str]) -> None:
+    """Removes invalid-UTF-8 attributes, clears other invalid strings, in a lenient message tree."""
+    for descriptor, value in message.ListFields():
+        if descriptor.type == descriptor.TYPE_MESSAGE:
+            if _repeated(descriptor):
+                if descriptor.message_type.name == "KeyValue":
+                    bad = [kv for kv in value if not (_valid_utf8(kv.key) and _any_value_ok(kv.value))]
+                    for kv in bad:
+                        key = kv.key.decode("utf-8", "replace")[:100]
+                        warnings.append(f"attribute {key!r} dropped: invalid UTF-8")
+                        value.remove(kv)
+                    continue
+                for item in value:
+                    _scrub(item, warnings)
+            else:
+                _scrub(value, warnings)
+        elif descriptor.type == descriptor.TYPE_BYTES and isinstance(value, bytes):
+            if descriptor.name in ("trace_id", "span_id", "parent_span_id"):
+                continue  # real bytes fields
+            if not _valid_utf8(value):
+                warnings.append(f"{descriptor.name} cleared: invalid UTF-8")
+                message.ClearField(descriptor.name)
+
+
+def parse_json_request(body: bytes) -> ExportTraceServiceRequest:
+    """OTLP/JSON: protobuf JSON mapping, except that trace and span ids are hex strings (not base64)."""
+    import base64
+    import json
+
+    from google.protobuf import json_format
+
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"malformed OTLP/JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("malformed OTLP/JSON: the body must be a JSON object")
+
+    def ids(obj: Any) -> None:
+        if not isinstance(obj, dict):
+            return
+        for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
+            value = obj.get(key)
+            if isinstance(value, str) and value:
+                try:
+                    obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise InvalidRequest(f"malformed OTLP/JSON: {key} {value[:40]!r} is not hex") from None
+
+    for resource_spans in _list(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _list(resource_spans, "scopeSpans", "scope_spans"):
+            for span in _list(scope_spans, "spans"):
+                ids(span)
+                for link in _list(span, "links"):
+                    ids(link)
+    try:
+        return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise InvalidRequest(f"malformed OTLP/JSON: {str(exc)[:300]}") from None
+
+
+def _list(obj: Any, *names: str) -> list[Any]:
+    if not isinstance(obj, dict):
+        return []
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+def response_json(message: Any) -> bytes:
+    from google.protobuf import json_format
+
+    return json_format.MessageToJson(message, indent=None).encode()

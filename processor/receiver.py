@@ -1,20 +1,26 @@
-"""The OTLP/gRPC receiver: spans in, durable usage records out.
+"""The OTLP receiver (gRPC, and HTTP via ``receiver_http``): spans in, durable usage records out.
 
 Per Export: normalize -> dedupe -> price -> WAL append (fsync) -> acknowledge. The response is sent only after the
-records are on disk, so the Collector's retry covers any failure before that point: a WAL failure or a full
-backlog answers UNAVAILABLE (retryable), a request that is not valid protobuf answers INVALID_ARGUMENT (not
-retryable). A flusher thread turns closed WAL segments into Parquet; on start, segments left by a crash are replayed
-first and their identities seed the dedupe window.
+records are on disk, so the Collector's retry covers any failure before that point: a WAL failure, a full disk
+(``max_disk_bytes``) or a full backlog answers UNAVAILABLE / 503 (retryable), a request that is not valid protobuf
+answers INVALID_ARGUMENT / 400 (not retryable), a missing or wrong token UNAUTHENTICATED / 401 (nothing stored). A
+flusher thread turns closed WAL segments into Parquet; on start, segments left by a crash are replayed first and their
+identities seed the dedupe window.
+
+Several receiver processes may share one data directory (and, with ``reuse_port``, one port): each needs its own
+``receiver_id`` (it names its WAL segments and Parquet files); per-day locks keep their flushers and compaction apart.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hmac
 import logging
 import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +29,6 @@ from types import TracebackType
 from typing import Final
 
 import grpc
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -31,22 +36,38 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from .dedupe import DEFAULT_WINDOW, DedupeWindow, DuplicateInFlightFailed
+from .metrics import STATUS_DIR, Metrics
 from .normalize import normalize_request
+from .otlp import InvalidRequest, parse_export_request
 from .pricing import Pricer
 from .schema import UsageRecord
 from .storage import FlushResult, flush_segment, flush_wal
-from .wal import WALError, WriteAheadLog, list_segments, validate_receiver_id
+from .wal import WALError, WriteAheadLog, encode_records, list_segments, validate_receiver_id
 
-__all__ = ["Backpressure", "ExportOutcome", "Receiver", "default_receiver_id"]
+__all__ = [
+    "INGEST_TOKEN_ENV",
+    "Backpressure",
+    "DiskFull",
+    "ExportOutcome",
+    "Receiver",
+    "default_receiver_id",
+]
+
+INGEST_TOKEN_ENV: Final = "TOKENTRAIL_INGEST_TOKEN"
 
 log = logging.getLogger(__name__)
 
 TRACE_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
 MAX_ERROR_MESSAGES: Final = 5
+RECENT_SECONDS: Final = 3600  # Parquet written this recently seeds the dedupe window at start
 
 
 class Backpressure(WALError):
     """More data is waiting for Parquet than allowed: refuse until the flusher catches up."""
+
+
+class DiskFull(WALError):
+    """Storing the request would exceed ``max_disk_bytes`` (or the disk is full): refuse, the sender retries."""
 
 
 def default_receiver_id() -> str:
@@ -57,7 +78,7 @@ def default_receiver_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ExportOutcome:
-    """What one Export did, for callers of ``Receiver.export`` (e.g. a future OTLP/HTTP front end)."""
+    """What one Export did, for callers of ``Receiver.export`` (the gRPC and HTTP front ends)."""
 
     response: ExportTraceServiceResponse
     accepted: int
@@ -108,6 +129,12 @@ class Receiver:
         max_message_bytes: int = 64 << 20,
         dedupe_window: int = DEFAULT_WINDOW,
         reuse_port: bool = False,
+        http_port: int | None = None,
+        ingest_token: str | None = None,
+        tls_cert: Path | str | None = None,
+        tls_key: Path | str | None = None,
+        max_disk_bytes: int | None = None,
+        status_interval: float = 5.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.wal_dir = self.data_dir / "wal"
@@ -122,6 +149,21 @@ class Receiver:
         self._max_segment_bytes = max_segment_bytes
         self._max_message_bytes = max_message_bytes
         self._reuse_port = reuse_port
+        self._requested_http_port = http_port
+        self._http = None  # receiver_http.HttpReceiver, when http_port is not None
+        self.ingest_token = ingest_token or None
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key file")
+        self.tls_cert = Path(tls_cert) if tls_cert is not None else None
+        self.tls_key = Path(tls_key) if tls_key is not None else None
+        if max_disk_bytes is not None and max_disk_bytes <= 0:
+            raise ValueError("max_disk_bytes must be positive")
+        self.max_disk_bytes = max_disk_bytes
+        self.status_interval = status_interval
+        self.metrics = Metrics()
+        self._dataset_bytes = 0
+        self._dataset_scanned = 0.0
+        self._unflushed_since: float | None = None
         self._dedupe = DedupeWindow(dedupe_window)
         self._pricer = Pricer()
         self._wal: WriteAheadLog | None = None
@@ -156,6 +198,24 @@ class Receiver:
         with self._stats_lock:
             return dict(self._stats)
 
+    @property
+    def http_port(self) -> int | None:
+        """The bound OTLP/HTTP port, or None when HTTP is off."""
+        if self._http is not None:
+            return self._http.port
+        return self._requested_http_port
+
+    def check_token(self, presented: str | None) -> bool:
+        """True when no token is required, or ``presented`` is ``Bearer <token>`` (constant-time comparison)."""
+        if self.ingest_token is None:
+            return True
+        if not presented:
+            return False
+        scheme, _, value = presented.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), self.ingest_token.encode())
+
     def start(self) -> Receiver:
         if self._started:
             return self
@@ -175,9 +235,26 @@ class Receiver:
                 max_segment_age=self.flush_interval,
             )
             self._started = True  # before the port opens: the first Export must not be refused
+            self._register_gauges()
+            self._refresh_dataset_bytes(force=True)
             self._start_server()
+            if self._requested_http_port is not None:
+                from .receiver_http import HttpReceiver
+
+                self._http = HttpReceiver(
+                    self,
+                    host=self.host,
+                    port=self._requested_http_port,
+                    tls_cert=self.tls_cert,
+                    tls_key=self.tls_key,
+                    reuse_port=self._reuse_port,
+                    max_body_bytes=self._max_message_bytes,
+                ).start()
         except BaseException:
             self._started = False
+            if self._server is not None:
+                self._server.stop(None)
+                self._server = None
             self._wal = None
             self._lock.release()
             raise
@@ -203,7 +280,11 @@ class Receiver:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": handler}),))
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         try:
-            port = server.add_insecure_port(f"{host}:{self._requested_port}")
+            if self.tls_cert is not None and self.tls_key is not None:
+                credentials = grpc.ssl_server_credentials([(self.tls_key.read_bytes(), self.tls_cert.read_bytes())])
+                port = server.add_secure_port(f"{host}:{self._requested_port}", credentials)
+            else:
+                port = server.add_insecure_port(f"{host}:{self._requested_port}")
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {host}:{self._requested_port}: {exc}") from exc
         if port == 0:
@@ -217,6 +298,9 @@ class Receiver:
         if not self._started:
             return
         self._started = False
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
@@ -231,6 +315,7 @@ class Receiver:
         if self._wal is not None:
             self._wal.close()
             self._wal = None
+        self._write_status()
         self._lock.release()
 
     def __enter__(self) -> Receiver:
@@ -268,9 +353,45 @@ class Receiver:
             identities = result.identities
         if result.segments:
             log.info("replayed %d WAL segment(s): %d record(s)", result.segments, result.rows)
+        self._dedupe.seed(self._recent_parquet_identities())
         self._dedupe.seed(identities)
         with self._stats_lock:
             self._stats["recovered"] += result.rows
+        self.metrics.add(records_recovered=result.rows, parquet_rows_written=result.rows, parquet_files_written=len(result.files))
+
+    def _recent_parquet_identities(self) -> list[tuple[str, str]]:
+        """Identities in Parquet files written in the last ``RECENT_SECONDS`` (by any receiver): a batch acknowledged
+        just before a crash may already be in Parquet (its segment flushed and deleted), and the sender retries it
+        if the acknowledgement was lost. Compaction would remove such a copy; this keeps it out in the first place."""
+        import pyarrow.parquet as pq
+
+        from .storage import _identities
+
+        cutoff = time.time() - RECENT_SECONDS
+        recent: list[tuple[float, str]] = []
+        for directory in self.usage_dir.glob("date=*"):
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.name.endswith(".parquet") or entry.name.startswith((".", "_")):
+                    continue
+                try:
+                    mtime = entry.stat().st_mtime
+                except OSError:
+                    continue
+                if mtime >= cutoff:
+                    recent.append((mtime, entry.path))
+        identities: list[tuple[str, str]] = []
+        for _mtime, path in sorted(recent):  # oldest first: the newest end up most recent in the window
+            try:
+                table = pq.read_table(path, columns=["provider", "response_id", "trace_id", "span_id"])
+            except Exception as exc:  # an unreadable file must not stop the receiver
+                log.warning("cannot read %s to seed the dedupe window: %s", path, exc)
+                continue
+            identities.extend(_identities(table))
+        return identities
 
     def flush(self) -> FlushResult:
         """Seals the current WAL segment and writes every acknowledged record to Parquet before returning."""
@@ -278,25 +399,118 @@ class Receiver:
         if wal is None:
             return FlushResult()
         with self._flush_lock:
+            started = time.monotonic()
             wal.rotate()
-            return flush_wal(wal, self.usage_dir)
+            result = self._flushed(flush_wal(wal, self.usage_dir), started)
+        return result
+
+    def _flushed(self, result: FlushResult, started: float) -> FlushResult:
+        if result.rows:
+            self.metrics.add(parquet_rows_written=result.rows, parquet_files_written=len(result.files))
+            added = 0
+            for path in result.files:
+                try:
+                    added += path.stat().st_size
+                except OSError:
+                    pass
+            self._dataset_bytes += added
+        since = self._unflushed_since
+        if since is not None and since <= started:
+            self._unflushed_since = None
+        return result
 
     def _flush_loop(self) -> None:
+        last_status = 0.0
         while not self._stop_flusher.wait(self.flush_interval):
             wal = self._wal
             if wal is None:
                 continue
             try:
                 with self._flush_lock:
+                    started = time.monotonic()
                     wal.rotate_if_older(self.flush_interval)
-                    flush_wal(wal, self.usage_dir)
+                    self._flushed(flush_wal(wal, self.usage_dir), started)
             except Exception:
+                self.metrics.add(flush_errors=1)
                 log.exception("flushing WAL to Parquet failed; will retry")
+            self._refresh_dataset_bytes()
+            if time.monotonic() - last_status >= self.status_interval:
+                last_status = time.monotonic()
+                self._write_status()
+
+    # -- disk accounting and status ----------------------------------------------------------------------------
+
+    def _refresh_dataset_bytes(self, force: bool = False) -> None:
+        """Parquet bytes under ``usage/`` (all receivers', compaction's): rescanned every 30 s, added to on flush."""
+        if self.max_disk_bytes is None and not force:
+            return
+        now = time.monotonic()
+        if not force and now - self._dataset_scanned < 30.0:
+            return
+        total = 0
+        for root, _dirs, files in os.walk(self.usage_dir):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+        self._dataset_bytes = total
+        self._dataset_scanned = now
+
+    def disk_used(self) -> int:
+        wal = self._wal
+        return self._dataset_bytes + (wal.pending_bytes() if wal is not None else 0)
+
+    def _register_gauges(self) -> None:
+        m = self.metrics
+        m.gauge("wal_pending_bytes", lambda: self._wal.pending_bytes() if self._wal is not None else 0)
+        m.gauge("disk_used_bytes", self.disk_used)
+        m.gauge("dedupe_window_entries", lambda: len(self._dedupe))
+        m.gauge(
+            "flush_lag_seconds",
+            lambda: 0.0 if self._unflushed_since is None else time.monotonic() - self._unflushed_since,
+        )
+
+    def status_path(self) -> Path:
+        return self.data_dir / STATUS_DIR / f"{self.receiver_id}.json"
+
+    def _write_status(self) -> None:
+        try:
+            self.metrics.write_status(
+                self.status_path(),
+                {
+                    "receiver_id": self.receiver_id,
+                    "pid": os.getpid(),
+                    "host": self.host,
+                    "grpc_port": self.grpc_port,
+                    "http_port": self.http_port,
+                    "running": self._started,
+                    "started_at": self.metrics.started,
+                    "max_disk_bytes": self.max_disk_bytes,
+                    "tls": self.tls_cert is not None,
+                    "auth": self.ingest_token is not None,
+                },
+            )
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.status_path(), exc)
 
     # -- ingest ----------------------------------------------------------------------------------------------
 
     def export(self, request: ExportTraceServiceRequest) -> ExportOutcome:
         """The whole ingest path for one request. Raises ``WALError`` (records not stored: answer retryably)."""
+        return self._export(request, [])
+
+    def export_bytes(self, data: bytes) -> ExportOutcome:
+        """One serialized ExportTraceServiceRequest (the gRPC and HTTP/protobuf bodies). Raises ``InvalidRequest``
+        for a body that is not one, ``WALError`` when the records were not stored."""
+        try:
+            request, warnings = parse_export_request(data)
+        except InvalidRequest:
+            self.metrics.add(requests_invalid=1)
+            raise
+        return self._export(request, warnings)
+
+    def _export(self, request: ExportTraceServiceRequest, warnings: list[str]) -> ExportOutcome:
         wal = self._wal
         if wal is None or not self._started:
             raise WALError("receiver is not running")
@@ -310,7 +524,15 @@ class Receiver:
             if fresh:
                 if wal.pending_bytes() > self.max_pending_bytes:
                     raise Backpressure("too much data waiting for Parquet; retry later")
-                wal.append(fresh)
+                frame = encode_records(fresh)
+                if self.max_disk_bytes is not None and self.disk_used() + len(frame) > self.max_disk_bytes:
+                    raise DiskFull(
+                        28, f"storing {len(frame)} more bytes would exceed max_disk_bytes={self.max_disk_bytes}"
+                    )
+                wal.append_frame(frame)
+                self.metrics.add(wal_bytes_written=len(frame))
+                if self._unflushed_since is None:
+                    self._unflushed_since = time.monotonic()
         except BaseException:
             claim.abort()
             raise
@@ -323,12 +545,15 @@ class Receiver:
             raise WALError(str(exc)) from exc
 
         response = ExportTraceServiceResponse()
-        if result.rejected:
-            message = "; ".join(result.errors[:MAX_ERROR_MESSAGES])
+        warnings = warnings + result.warnings
+        if result.rejected or warnings:
+            # rejected_spans = 0 with a message is OTLP's way to pass warnings back to the sender.
+            parts = result.errors[:MAX_ERROR_MESSAGES]
             if result.rejected > MAX_ERROR_MESSAGES:
-                message += f"; and {result.rejected - MAX_ERROR_MESSAGES} more rejected span(s)"
+                parts.append(f"and {result.rejected - MAX_ERROR_MESSAGES} more rejected span(s)")
+            parts += [f"warning: {w}" for w in warnings[:MAX_ERROR_MESSAGES]]
             response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=message)
+                ExportTracePartialSuccess(rejected_spans=result.rejected, error_message="; ".join(parts))
             )
         outcome = ExportOutcome(
             response=response,
@@ -345,6 +570,16 @@ class Receiver:
             stats["deduplicated"] += outcome.deduplicated
             stats["unpriced"] += outcome.unpriced
             stats["skipped"] += outcome.skipped
+        self.metrics.add(
+            spans_received=result.received,
+            spans_accepted=outcome.accepted,
+            spans_rejected=outcome.rejected,
+            spans_deduplicated=outcome.deduplicated,
+            spans_skipped=outcome.skipped,
+            records_unpriced=outcome.unpriced,
+            fields_dropped=result.dropped_fields + len(warnings) - len(result.warnings),
+            requests_ok=1,
+        )
         return outcome
 
     def _notify(self, records: Sequence[UsageRecord]) -> None:
@@ -355,13 +590,21 @@ class Receiver:
                 log.exception("a receiver listener failed; the records are stored regardless")
 
     def _export_rpc(self, data: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        if self.ingest_token is not None:
+            presented = None
+            for key, value in context.invocation_metadata() or ():
+                if key == "authorization":
+                    presented = value if isinstance(value, str) else value.decode("latin-1")
+                    break
+            if not self.check_token(presented):
+                self.metrics.add(requests_unauthenticated=1)
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
         try:
-            request = ExportTraceServiceRequest.FromString(data)
-        except (DecodeError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ExportTraceServiceRequest: {exc}")
-        try:
-            return self.export(request).response
+            return self.export_bytes(data).response
+        except InvalidRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except OSError as exc:  # WALError, Backpressure, disk full: nothing was acknowledged, the Collector retries
+            self.metrics.add(requests_unavailable=1)
             log.warning("export refused: %s", exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"records not stored: {exc}")
         except Exception:

@@ -7,9 +7,11 @@ same rows (idempotent), never a second copy. Only the date becomes a path; no us
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -22,13 +24,18 @@ from .schema import ARROW_SCHEMA, PARTITION_COLUMN, UsageRecord, records_to_tabl
 from .wal import WriteAheadLog, fsync_dir, parse_segment_name, read_segment, validate_receiver_id
 
 __all__ = [
+    "ABSORBED_FILE",
     "COMPRESSION",
+    "LOCKS_DIR",
     "DICTIONARY_COLUMNS",
     "ROW_GROUP_SIZE",
     "FlushResult",
     "flush_segment",
     "flush_wal",
     "part_name",
+    "day_dir_name",
+    "day_lock",
+    "read_absorbed",
     "write_partitions",
 ]
 
@@ -45,8 +52,43 @@ DICTIONARY_COLUMNS: Final = tuple(
 )
 
 
+# Per-day locks shared by every writer of a day (flushers of any receiver process, compaction, re-pricing).
+LOCKS_DIR: Final = ".locks"
+# In a day directory that ``compaction.rewrite_day`` produced: the names of flushed files it merged while their WAL
+# segment still existed (a crash between the Parquet rename and the segment delete). Replaying such a segment must
+# not write its file again: its rows are already in the merged file.
+ABSORBED_FILE: Final = "_absorbed"
+
+
 def part_name(receiver_id: str, seq: int) -> str:
     return f"part-{receiver_id}-{seq:012d}.parquet"
+
+
+def day_dir_name(day: str) -> str:
+    return f"{PARTITION_COLUMN}={day}"
+
+
+@contextmanager
+def day_lock(dataset_dir: Path | str, day: str) -> Iterator[None]:
+    """Exclusive, cross-process lock of one day's partition (``flock`` on ``.locks/<day>.lock``).
+
+    Every writer of a day holds it: the flusher while it adds a file, ``rewrite_day`` while it reads, rewrites and
+    swaps the day. ``flock`` is released by the kernel when a holder dies, so a crash never leaves a day locked."""
+    locks = Path(dataset_dir) / LOCKS_DIR
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{day}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+def read_absorbed(directory: Path) -> frozenset[str]:
+    try:
+        return frozenset((directory / ABSORBED_FILE).read_text().split())
+    except FileNotFoundError:
+        return frozenset()
 
 
 def _write_file(table: pa.Table, path: Path) -> None:
@@ -89,11 +131,14 @@ def write_partitions(
     written: list[Path] = []
     for day in sorted(pc.unique(days).to_pylist()):
         part = table.filter(pc.equal(days, day)).sort_by("timestamp")
-        directory = dataset / f"{PARTITION_COLUMN}={day}"
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = dataset / day_dir_name(day)
         path = directory / name
-        _write_file(part, path)
-        fsync_dir(directory)
+        with day_lock(dataset, day):  # never while compaction or re-pricing rewrites this day
+            directory.mkdir(parents=True, exist_ok=True)
+            if name in read_absorbed(directory):
+                continue  # a replay of rows a rewrite already merged: writing them again would count them twice
+            _write_file(part, path)
+            fsync_dir(directory)
         written.append(path)
     fsync_dir(dataset)
     return written

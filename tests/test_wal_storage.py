@@ -275,3 +275,11 @@ def test_flush_turns_closed_segments_into_parquet_and_deletes_them(tmp_path: Pat
     assert (result.rows, result.segments) == (1, 1)
     assert segments(tmp_path / "wal") == []
     assert len(list((tmp_path / "usage").rglob("*.parquet"))) == 1
+
+
+def test_the_fast_column_builder_makes_exactly_the_schemas_table() -> None:
+    from tokentrail.processor.schema import records_to_table
+    from tokentrail.processor.wal import records_table
+
+    records = [rec(1), rec(2, total_cost=None, market_cost=None, tags=[]), rec(3, response_id="r3", user_id="u")]
+    assert records_table(records).equals(records_to_table(records))

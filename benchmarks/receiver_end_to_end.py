@@ -1,0 +1,153 @@
+"""Receiver end to end: sustained spans/s through OTLP/gRPC in -> normalize -> dedupe -> price -> WAL (fsync, then
+ack) -> Parquet out, for one `tokentrail serve` process and for two sharing the port (SO_REUSEPORT), as ratios
+against plain ``ExportTraceServiceRequest.ParseFromString`` of the same payloads in this process.
+
+The receivers run as real subprocesses (their own GIL); the senders here push pre-serialized payloads over several
+connections. A run ends when every payload is acknowledged AND the receivers have flushed everything to Parquet
+(SIGTERM: stop flushes before exiting), so the rate counts the whole path, not just the acknowledgements.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from benchmarks.receiver_normalize import build_request
+
+_BANNER = re.compile(r"OTLP/gRPC on 127\.0\.0\.1:(\d+)")
+_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def _start(data_dir: Path, receiver_id: str, port: int, reuse: bool) -> tuple[subprocess.Popen[str], int]:
+    args = [
+        sys.executable,
+        "-m",
+        "tokentrail.processor.cli",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--grpc-port",
+        str(port),
+        "--no-http",
+        "--no-api",
+        "--receiver-id",
+        receiver_id,
+    ]
+    if reuse:
+        args.append("--reuse-port")
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = _BANNER.search(line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+            return proc, int(m.group(1))
+    raise RuntimeError(f"receiver did not start (exit {proc.poll()})")
+
+
+def _send_all(port: int, payloads: list[bytes], connections: int, threads_per_connection: int) -> None:
+    import grpc
+
+    channels = [
+        grpc.insecure_channel(
+            f"127.0.0.1:{port}",
+            options=[("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", 64 << 20)],
+        )
+        for _ in range(connections)
+    ]
+    calls = [c.unary_unary(_METHOD, request_serializer=None, response_deserializer=None) for c in channels]
+    lock = threading.Lock()
+    queue = list(reversed(payloads))
+    errors: list[BaseException] = []
+
+    def worker(call: object) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                payload = queue.pop()
+            for attempt in range(50):  # UNAVAILABLE (backpressure) is retried, as the Collector would
+                try:
+                    call(payload, timeout=60)  # type: ignore[operator]
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 49:
+                        errors.append(exc)
+                        return
+                    time.sleep(0.05)
+
+    threads = [
+        threading.Thread(target=worker, args=(calls[i % connections],))
+        for i in range(connections * threads_per_connection)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in channels:
+        c.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} export(s) failed: {errors[0]}")
+
+
+def _end_to_end(payloads: list[bytes], n_spans: int, processes: int, connections: int) -> tuple[float, float]:
+    """(spans/s acknowledged, spans/s acknowledged and in Parquet)."""
+    with tempfile.TemporaryDirectory(prefix="tokentrail-bench-") as tmp:
+        data_dir = Path(tmp)
+        procs: list[subprocess.Popen[str]] = []
+        first, port = _start(data_dir, "bench-0", 0, reuse=processes > 1)
+        procs.append(first)
+        for i in range(1, processes):
+            procs.append(_start(data_dir, f"bench-{i}", port, reuse=True)[0])
+        try:
+            _send_all(port, payloads[:2], 1, 1)  # warm-up (also fills the price cache); counted as received
+            t0 = time.perf_counter()
+            _send_all(port, payloads[2:], connections, 2)
+            t_ack = time.perf_counter() - t0
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(timeout=300)
+        t_all = time.perf_counter() - t0
+        sent = n_spans - 2 * (n_spans // len(payloads))
+        return sent / t_ack, sent / t_all
+
+
+def run(n_spans: int = 200_000, batch: int = 1_000, connections: int = 8) -> dict[str, float]:
+    payloads = [build_request(batch) for _ in range(n_spans // batch)]
+    n_spans = batch * len(payloads)
+
+    t0 = time.perf_counter()
+    for p in payloads:
+        ExportTraceServiceRequest.FromString(p)
+    parse = n_spans / (time.perf_counter() - t0)
+
+    one_ack, one = _end_to_end(payloads, n_spans, 1, connections)
+    # Fresh payloads for the second run would only change the ids; the data dir is new, so nothing deduplicates.
+    two_ack, two = _end_to_end(payloads, n_spans, 2, connections)
+    return {
+        "spans": float(n_spans),
+        "protobuf_parse_spans_per_s": parse,
+        "one_process_ack_spans_per_s": one_ack,
+        "one_process_spans_per_s": one,
+        "one_process_ratio_vs_parse": one / parse,
+        "two_processes_spans_per_s": two,
+        "two_processes_ack_spans_per_s": two_ack,
+        "two_processes_speedup": two / one,
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))

@@ -1,0 +1,137 @@
+"""The receiver's own counters: spans received / accepted / rejected / deduplicated / skipped, unpriced records,
+dropped fields, WAL bytes, flush lag. Exposed as Prometheus text on ``GET /metrics`` and written to
+``DATA_DIR/status/<receiver>.json`` for ``tokentrail status``.
+
+Counters are plain integers behind one lock: an Export updates them once per request, not per span.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Final
+
+__all__ = ["COUNTERS", "GAUGES", "STATUS_DIR", "Metrics", "read_status_files", "render_prometheus"]
+
+STATUS_DIR: Final = "status"
+PREFIX: Final = "tokentrail_receiver_"
+
+# name -> help. Counters only ever grow (per process); gauges are sampled when read.
+COUNTERS: Final[dict[str, str]] = {
+    "spans_received": "Spans in accepted Export requests (GenAI or not).",
+    "spans_accepted": "Usage records made durable (WAL fsync) and acknowledged.",
+    "spans_rejected": "GenAI spans rejected as invalid (reported in partial_success.rejected_spans).",
+    "spans_deduplicated": "Records dropped at ingest as repeats of a record already stored.",
+    "spans_skipped": "Spans that are not LLM calls to count (other spans, agent aggregates, duplicates).",
+    "records_unpriced": "Accepted records stored with price_status=unpriced.",
+    "fields_dropped": "Attribution values dropped or truncated (the record was kept).",
+    "records_recovered": "Records replayed from the WAL at start (a previous run's acknowledged work).",
+    "requests_ok": "Export requests acknowledged.",
+    "requests_invalid": "Export requests refused as malformed (INVALID_ARGUMENT / HTTP 400).",
+    "requests_unauthenticated": "Export requests refused for a missing or wrong token.",
+    "requests_unavailable": "Export requests refused retryably (disk full, backlog, WAL error).",
+    "wal_bytes_written": "Bytes appended to the write-ahead log.",
+    "parquet_rows_written": "Rows written to Parquet by the flusher.",
+    "parquet_files_written": "Parquet files written by the flusher.",
+    "flush_errors": "Flush attempts that failed (the WAL keeps the records; retried).",
+}
+GAUGES: Final[dict[str, str]] = {
+    "wal_pending_bytes": "Bytes in the WAL not yet in Parquet.",
+    "flush_lag_seconds": "Age of the oldest acknowledged record not yet in Parquet (0 when none).",
+    "disk_used_bytes": "WAL plus Parquet bytes counted against --max-disk-bytes.",
+    "dedupe_window_entries": "Identities held by the ingest dedupe window.",
+    "uptime_seconds": "Seconds since the receiver started.",
+}
+
+
+class Metrics:
+    """Thread-safe counters plus gauge callbacks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._gauges: dict[str, Callable[[], float]] = {}
+        self.started = time.time()
+
+    def add(self, **amounts: int) -> None:
+        with self._lock:
+            counters = self._counters
+            for name, amount in amounts.items():
+                counters[name] += amount
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        if name not in GAUGES:
+            raise KeyError(name)
+        self._gauges[name] = read
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counters)
+
+    def snapshot(self) -> dict[str, float]:
+        values: dict[str, float] = dict(self.counters())
+        values["uptime_seconds"] = round(time.time() - self.started, 3)
+        for name, read in self._gauges.items():
+            try:
+                values[name] = float(read())
+            except Exception:  # a gauge must never break /metrics
+                values[name] = float("nan")
+        return values
+
+    def render(self, labels: Mapping[str, str] | None = None) -> str:
+        return render_prometheus(self.snapshot(), labels)
+
+    def write_status(self, path: Path, extra: Mapping[str, object]) -> None:
+        """Atomically replaces ``path`` with this receiver's snapshot (read by ``tokentrail status``)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        body = {**extra, "updated_at": time.time(), "metrics": self.snapshot()}
+        tmp.write_text(json.dumps(body, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, path)
+
+
+def _label_text(labels: Mapping[str, str] | None) -> str:
+    if not labels:
+        return ""
+    escaped = (
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), " ")}"'
+        for k, v in labels.items()
+    )
+    return "{" + ",".join(escaped) + "}"
+
+
+def render_prometheus(values: Mapping[str, float], labels: Mapping[str, str] | None = None) -> str:
+    """Prometheus text exposition format 0.0.4."""
+    label_text = _label_text(labels)
+    lines: list[str] = []
+    for name, help_text in COUNTERS.items():
+        if name in values:
+            full = f"{PREFIX}{name}_total"
+            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} counter", f"{full}{label_text} {values[name]:g}"]
+    for name, help_text in GAUGES.items():
+        if name in values:
+            full = f"{PREFIX}{name}"
+            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} gauge", f"{full}{label_text} {values[name]:g}"]
+    return "\n".join(lines) + "\n"
+
+
+def read_status_files(data_dir: Path) -> list[dict[str, object]]:
+    """Every receiver's last status snapshot under ``data_dir/status``."""
+    out: list[dict[str, object]] = []
+    directory = data_dir / STATUS_DIR
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        try:
+            out.append(json.loads((directory / name).read_text()))
+        except (OSError, ValueError):
+            continue
+    return out

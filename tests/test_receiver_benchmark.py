@@ -1,0 +1,12 @@
+"""The end-to-end receiver benchmark keeps running (tiny, correctness only: no timed assertion)."""
+
+from __future__ import annotations
+
+from benchmarks import receiver_end_to_end
+
+
+def test_the_end_to_end_benchmark_runs_both_configurations() -> None:
+    result = receiver_end_to_end.run(n_spans=3_000, batch=500, connections=2)
+    assert result["spans"] == 3_000
+    for key in ("protobuf_parse_spans_per_s", "one_process_spans_per_s", "two_processes_spans_per_s"):
+        assert result[key] > 0
