@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ._context import Attribution, attribute, current_attribution
@@ -33,11 +34,20 @@ def instrument(
     system_keys: Iterable[str] | None = None,
     fingerprint_salt: str | bytes | None = None,
     providers: Mapping[str, str] | None = None,
+    meter_provider: MeterProvider | None = None,
+    credential_names: Mapping[str, str] | None = None,
+    stream_usage: str | None = None,
 ) -> None:
     """Trace every LLM call made through ``httpx2``/``httpx`` (the OpenAI and Anthropic SDKs, and others).
 
-    Idempotent: calling it again applies the new arguments without patching twice. ``providers`` maps base URLs
-    to provider names for servers whose host does not identify them (a proxy, a self-hosted model).
+    Idempotent: calling it again applies the new arguments without patching twice.
+
+    * ``providers`` maps base URLs to provider names for servers whose host does not identify them (a proxy, a
+      self-hosted Ollama/vLLM/LiteLLM), on top of ``TOKENTRAIL_PROVIDERS``.
+    * ``meter_provider`` receives the ``gen_ai.client.*`` metrics (default: the global one).
+    * ``credential_names`` gives keys friendly names (``tokentrail.credential.name``): ``{fingerprint: name}``, or
+      ``{key: name}`` (the key is fingerprinted here and never kept), on top of ``TOKENTRAIL_CREDENTIAL_NAMES``.
+    * ``stream_usage="inject"`` asks Chat/Completions streams for their usage (see ``TOKENTRAIL_STREAM_USAGE``).
     """
     instrumentor = TokenTrailInstrumentor()
     arguments = {
@@ -45,6 +55,9 @@ def instrument(
         "system_keys": system_keys,
         "fingerprint_salt": fingerprint_salt,
         "providers": providers,
+        "meter_provider": meter_provider,
+        "credential_names": credential_names,
+        "stream_usage": stream_usage,
     }
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.configure(**arguments)

@@ -70,6 +70,8 @@ class Attribution:
         """
         if self.user is not None:
             user = None
+        if user is None and tags is None:
+            return self  # the common case: the request says nothing about itself
         return self.merged(user=user, tags=tags)
 
 
@@ -137,9 +139,12 @@ def current_attribution(ctx: Context | None = None) -> Attribution:
 
 def _from_baggage(ctx: Context | None) -> Attribution:
     """The attribution that another service sent as baggage; validated again, since baggage is untrusted input."""
-    user = baggage.get_baggage(semconv.BAGGAGE_USER, ctx)
-    tags = baggage.get_baggage(semconv.BAGGAGE_TAGS, ctx)
-    credential = baggage.get_baggage(semconv.BAGGAGE_CREDENTIAL, ctx)
+    entries = baggage.get_all(ctx)
+    if not entries:
+        return EMPTY
+    user = entries.get(semconv.BAGGAGE_USER)
+    tags = entries.get(semconv.BAGGAGE_TAGS)
+    credential = entries.get(semconv.BAGGAGE_CREDENTIAL)
     if user is None and tags is None and credential is None:
         return EMPTY
     tag_list = _decode_tags(tags) if isinstance(tags, str) else tags

@@ -79,18 +79,46 @@ def system_key_fingerprints(
     return frozenset(fingerprint(key, salt) for key in keys if key)
 
 
-def request_key(headers: Mapping[str, str]) -> str | None:
-    """The API key a request carries: ``Authorization: Bearer``, Anthropic's ``x-api-key`` or Azure's ``api-key``."""
-    authorization = headers.get("authorization")
+def _is_fingerprint(value: str) -> bool:
+    return len(value) == FINGERPRINT_LENGTH and all(char in "0123456789abcdef" for char in value)
+
+
+def credential_names(
+    salt: bytes, names: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Friendly names by fingerprint, from ``TOKENTRAIL_CREDENTIAL_NAMES`` and ``names`` (which wins).
+
+    Each entry is ``fingerprint=name``; an entry whose left side is not a fingerprint is taken as the key itself
+    and fingerprinted here, so a configuration may name keys it already holds without anyone computing anything.
+    The env value is ``fp=name`` pairs separated by commas; a malformed pair is skipped with a warning.
+    """
+    raw = (os.environ if environ is None else environ).get(semconv.ENV_CREDENTIAL_NAMES, "")
+    pairs: list[tuple[str, str]] = []
+    for entry in raw.split(","):
+        left, sep, name = entry.strip().rpartition("=")
+        if sep and left.strip() and name.strip():
+            pairs.append((left.strip(), name.strip()))
+        elif entry.strip():
+            log.warning("TokenTrail: an entry of %s is not fingerprint=name; ignored", semconv.ENV_CREDENTIAL_NAMES)
+    pairs.extend((key, name) for key, name in (names or {}).items() if key and name)
+    return {(left if _is_fingerprint(left) else fingerprint(left, salt)): name for left, name in pairs}
+
+
+def key_of(authorization: str | None, x_api_key: str | None = None, api_key: str | None = None) -> str | None:
+    """The API key in a request's ``Authorization: Bearer``, Anthropic's ``x-api-key`` or Azure's ``api-key``."""
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    for name in ("x-api-key", "api-key"):
-        value = headers.get(name)
+    for value in (x_api_key, api_key):
         if value:
             return value.strip()
     return None
+
+
+def request_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request carries (see ``key_of``)."""
+    return key_of(headers.get("authorization"), headers.get("x-api-key"), headers.get("api-key"))
 
 
 def classify(

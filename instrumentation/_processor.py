@@ -4,16 +4,23 @@ Other instrumentations (the Anthropic SDK's own spans, OpenInference, the OTel c
 know nothing of ``attribute()``. Their spans start inside the application's attribution scope, so reading the
 scope in ``on_start`` gives them the same ``user.id``/``tokentrail.tags`` our own spans carry. A span that
 already has a value (set by its own instrumentation, or by our transport hook) keeps it.
+
+The processor also keeps the registry of open call spans (``_foreign``) that lets the transport hook find the
+call span behind an HTTP-level span, and the instrumentations nested around the call.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from . import _foreign
 from ._context import current_attribution
+from ._state import INSTRUMENTATION_SCOPE as OWN_SCOPE
 from ._spans import attribution_attributes, has_genai_attributes
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,10 @@ class AttributionSpanProcessor(SpanProcessor):
         if not self.enabled:
             return
         try:
+            scope = span.instrumentation_scope
+            if scope is not None and scope.name == OWN_SCOPE:
+                return  # our own spans are born with their attribution, and are not another instrumentation's
+            _foreign.started(span)
             if not has_genai_attributes(span):
                 return
             attribution = current_attribution(parent_context)
@@ -44,10 +55,44 @@ class AttributionSpanProcessor(SpanProcessor):
             log.debug("TokenTrail could not stamp attribution on a span", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
-        pass
+        try:
+            _foreign.ended(span)
+        except Exception:
+            log.debug("TokenTrail could not forget an ended span", exc_info=True)
 
     def shutdown(self) -> None:
         pass
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+# One processor per tracer provider, kept across instrument/uninstrument cycles: the SDK cannot remove a
+# processor, so a second instrument() re-enables the first one instead of stacking another.
+_processors: weakref.WeakKeyDictionary[Any, AttributionSpanProcessor] = weakref.WeakKeyDictionary()
+
+
+def install(provider: Any) -> None:
+    """Add the attribution processor to an SDK provider once. An API-only (proxy) provider has nowhere to add it."""
+    try:
+        processor = _processors.get(provider)
+    except TypeError:  # not weak-referenceable: not an SDK provider
+        return
+    if processor is not None:
+        processor.enabled = True
+        return
+    add = getattr(provider, "add_span_processor", None)
+    if add is None:
+        return
+    try:
+        processor = AttributionSpanProcessor()
+        add(processor)
+        _processors[provider] = processor
+    except Exception:
+        log.debug("TokenTrail could not add its span processor", exc_info=True)
+
+
+def disable_all() -> None:
+    for processor in list(_processors.values()):
+        processor.enabled = False
+    _foreign.clear()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from . import semconv
+from ._credentials import key_of
 
 FULL_PARSE_LIMIT: Final = 1 << 20
 
@@ -26,6 +26,8 @@ _PATTERNS: Final = {
     "user_id": re.compile(rb'"user_id"\s*:\s*' + _STRING),
 }
 _STREAM_TRUE: Final = re.compile(rb'"stream"\s*:\s*true')
+# The APIs whose streams carry usage only when asked with stream_options.include_usage.
+_STREAM_OPTIONS_APIS: Final = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS})
 _INCLUDE_USAGE_TRUE: Final = re.compile(rb'"include_usage"\s*:\s*true')
 
 
@@ -63,14 +65,15 @@ def _from_json(api: str, data: dict[str, Any]) -> RequestFacts:
     user: object = None
     tags: object = None
     include_usage = False
-    if api == semconv.API_CHAT_COMPLETIONS:
-        options = data.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        user = data.get("user") or data.get("safety_identifier")
-    elif api == semconv.API_ANTHROPIC_MESSAGES:
+    if api == semconv.API_ANTHROPIC_MESSAGES:
         metadata = data.get("metadata")
         if isinstance(metadata, dict):
             user = metadata.get("user_id")
+    else:
+        if api in _STREAM_OPTIONS_APIS:
+            options = data.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        user = data.get("user") or data.get("safety_identifier")
     # Vercel AI Gateway's reporting fields, which some clients send to every provider.
     gateway = _dig(data, "providerOptions", "gateway")
     if isinstance(gateway, dict):
@@ -94,12 +97,12 @@ def _from_scan(api: str, body: bytes) -> RequestFacts:
         value = json.loads(b'"' + match.group(1) + b'"')
         return value if isinstance(value, str) else None
 
-    if api == semconv.API_CHAT_COMPLETIONS:
-        user = first("user") or first("safety_identifier")
-        include_usage = _INCLUDE_USAGE_TRUE.search(body) is not None
-    else:
+    if api == semconv.API_ANTHROPIC_MESSAGES:
         user = first("user_id")
         include_usage = False
+    else:
+        user = first("user") or first("safety_identifier")
+        include_usage = api in _STREAM_OPTIONS_APIS and _INCLUDE_USAGE_TRUE.search(body) is not None
     return RequestFacts(
         model=first("model"),
         stream=_STREAM_TRUE.search(body) is not None,
@@ -109,12 +112,46 @@ def _from_scan(api: str, body: bytes) -> RequestFacts:
     )
 
 
-def header_attribution(headers: Mapping[str, str]) -> tuple[str | None, list[str] | None]:
-    """The user and tags of Vercel's ``ai-reporting-user`` / ``ai-reporting-tags`` request headers."""
-    user = headers.get("ai-reporting-user") or None
-    raw_tags = headers.get("ai-reporting-tags")
-    tags = [tag.strip() for tag in raw_tags.split(",") if tag.strip()] if raw_tags else None
-    return user, tags
+@dataclass(frozen=True, slots=True)
+class HeaderFacts:
+    """The request headers the span needs, found in one pass (a header lookup in httpx costs a scan each)."""
+
+    key: str | None = None  # the API key: Authorization Bearer, x-api-key (Anthropic) or api-key (Azure)
+    user: str | None = None  # ai-reporting-user
+    tags: list[str] | None = None  # ai-reporting-tags, comma-separated
+    baggage: bool = False  # a baggage header is present (it may carry our attribution: see _privacy)
+
+
+_WANTED: Final = frozenset({b"authorization", b"x-api-key", b"api-key", b"ai-reporting-user", b"ai-reporting-tags", b"baggage"})
+
+
+def read_headers(headers: Any) -> HeaderFacts:
+    """The ``HeaderFacts`` of an ``httpx``/``httpx2`` ``Headers`` (or any mapping, more slowly)."""
+    raw = getattr(headers, "raw", None)
+    if raw is None:
+        items = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    else:
+        items = raw
+    found: dict[bytes, bytes] = {}
+    for name, value in items:
+        name = name.lower()
+        if name in _WANTED and name not in found:
+            found[name] = value
+    def text(name: bytes) -> str | None:
+        value = found.get(name)
+        return value.decode("latin-1") if value else None
+
+    user = found.get(b"ai-reporting-user")
+    raw_tags = found.get(b"ai-reporting-tags")
+    tags = None
+    if raw_tags:
+        tags = [tag.strip() for tag in raw_tags.decode("utf-8", "replace").split(",") if tag.strip()] or None
+    return HeaderFacts(
+        key=key_of(text(b"authorization"), text(b"x-api-key"), text(b"api-key")),
+        user=user.decode("utf-8", "replace") if user else None,
+        tags=tags,
+        baggage=b"baggage" in found,
+    )
 
 
 def _dig(data: object, *path: str) -> object:

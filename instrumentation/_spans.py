@@ -6,22 +6,20 @@ place that needs to change when the conventions move.
 
 from __future__ import annotations
 
-from typing import Final
-
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from . import semconv
 from ._context import Attribution
+from ._endpoints import Endpoint
 from ._usage import ResponseFacts
-
-# Operations of a single model call. Other GenAI spans (invoke_agent, execute_tool, ...) wrap calls; they are
-# not the call, so a request made inside one still gets its own call span.
-_CALL_OPERATIONS: Final = frozenset({"chat", "text_completion", "generate_content"})
 
 
 def attribution_attributes(
-    attribution: Attribution, credential_type: str | None, credential_id: str | None
+    attribution: Attribution,
+    credential_type: str | None,
+    credential_id: str | None,
+    credential_name: str | None = None,
 ) -> dict[str, AttributeValue]:
     """The ``user.id`` / ``tokentrail.*`` attribution attributes. Absent values set nothing."""
     attributes: dict[str, AttributeValue] = {}
@@ -33,13 +31,35 @@ def attribution_attributes(
         attributes[semconv.TOKENTRAIL_CREDENTIAL_TYPE] = credential_type
     if credential_id is not None:
         attributes[semconv.TOKENTRAIL_CREDENTIAL_ID] = credential_id
+    if credential_name is not None:
+        attributes[semconv.TOKENTRAIL_CREDENTIAL_NAME] = credential_name
     if attribution.dropped:
         attributes[semconv.TOKENTRAIL_ATTRIBUTION_DROPPED] = attribution.dropped
     return attributes
 
 
+def request_attributes(
+    endpoint: Endpoint, model: str | None, stream: bool
+) -> dict[str, AttributeValue]:
+    """The attributes known before the response: operation, provider, server, requested model, streaming."""
+    attributes: dict[str, AttributeValue] = {
+        semconv.GEN_AI_OPERATION_NAME: endpoint.operation,
+        semconv.GEN_AI_PROVIDER_NAME: endpoint.provider,
+        semconv.GEN_AI_REQUEST_STREAM: stream,
+        semconv.SERVER_ADDRESS: endpoint.server_address,
+        semconv.SERVER_PORT: endpoint.server_port,
+    }
+    if model:
+        attributes[semconv.GEN_AI_REQUEST_MODEL] = model
+    if endpoint.deployment is not None:
+        attributes[semconv.TOKENTRAIL_AZURE_DEPLOYMENT] = endpoint.deployment
+    if endpoint.api_version is not None:
+        attributes[semconv.TOKENTRAIL_AZURE_API_VERSION] = endpoint.api_version
+    return attributes
+
+
 def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
-    """Response id, model, finish reasons and usage. A count the response did not carry sets nothing."""
+    """Response id, model, finish reasons, service tier and usage. A count the response did not carry sets nothing."""
     attributes: dict[str, AttributeValue] = {}
     if facts.response_id is not None:
         attributes[semconv.GEN_AI_RESPONSE_ID] = facts.response_id
@@ -49,6 +69,8 @@ def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
         attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [
             facts.finish_reasons[index] for index in sorted(facts.finish_reasons)
         ]
+    if facts.service_tier is not None:
+        attributes[semconv.TOKENTRAIL_SERVICE_TIER] = facts.service_tier.lower()
     usage = facts.usage
     if usage is None:
         attributes[semconv.TOKENTRAIL_USAGE_MISSING] = True
@@ -62,29 +84,11 @@ def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
     ):
         if value is not None:
             attributes[name] = value
+    for ttl, value in (usage.cache_creation_by_ttl or {}).items():
+        name = semconv.CACHE_CREATION_BY_TTL.get(ttl)
+        if name is not None:
+            attributes[name] = value
     return attributes
-
-
-def is_genai_call_span(span: Span) -> bool:
-    """Whether ``span`` is already some instrumentation's span of one LLM call, which we enrich, not duplicate.
-
-    The SDK's spans are read through the SDK ``ReadableSpan`` attributes (``name``, ``kind``, ``attributes``);
-    an API-only span has none of them and is never taken for a call span.
-    """
-    if not span.is_recording():
-        return False
-    name = getattr(span, "name", None)
-    if isinstance(name, str) and name.startswith("anthropic.messages"):
-        return True
-    attributes = getattr(span, "attributes", None)
-    if not attributes:
-        return False
-    if semconv.GEN_AI_PROVIDER_NAME not in attributes and semconv.GEN_AI_SYSTEM not in attributes:
-        return False
-    if getattr(span, "kind", SpanKind.CLIENT) != SpanKind.CLIENT:
-        return False
-    operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
-    return operation is None or operation in _CALL_OPERATIONS
 
 
 def has_genai_attributes(span: Span) -> bool:

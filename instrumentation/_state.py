@@ -6,14 +6,20 @@ configuration even while another thread re-instruments.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
-from . import _credentials, _endpoints
+from . import _credentials, _endpoints, semconv
+from ._metrics import Metrics
 from .version import __version__
+
+log = logging.getLogger(__name__)
 
 INSTRUMENTATION_SCOPE = "tokentrail.instrumentation"
 
@@ -24,9 +30,24 @@ class Settings:
     salt: bytes
     system_fingerprints: frozenset[str]
     base_urls: tuple[tuple[str, str], ...]
+    # True when spans go to the global tracer provider, which the application may set only after instrument().
+    global_provider: bool = True
+    metrics: Metrics | None = None
+    credential_names: Mapping[str, str] | None = None
+    inject_stream_usage: bool = False
 
 
 _settings: Settings | None = None
+
+
+def stream_usage_mode(value: str | None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether to inject ``stream_options.include_usage``: the argument, else ``TOKENTRAIL_STREAM_USAGE``."""
+    if value is None:
+        value = (os.environ if environ is None else environ).get(semconv.ENV_STREAM_USAGE, "")
+    value = value.strip().lower()
+    if value not in ("", "inject", "off"):
+        log.warning("TokenTrail: %s=%r is not 'inject' or 'off'; streams are left as they are", semconv.ENV_STREAM_USAGE, value)
+    return value == "inject"
 
 
 def configure(
@@ -34,16 +55,32 @@ def configure(
     system_keys: Iterable[str] | None = None,
     fingerprint_salt: str | bytes | None = None,
     providers: Mapping[str, str] | None = None,
+    meter_provider: MeterProvider | None = None,
+    credential_names: Mapping[str, str] | None = None,
+    stream_usage: str | None = None,
 ) -> Settings:
     """Resolve and install the settings. Without a provider the global one is used (through its proxy, so a
-    provider registered later still receives the spans)."""
+    provider registered later still receives the spans and the metrics).
+
+    ``providers`` adds to (and overrides) ``TOKENTRAIL_PROVIDERS``; ``credential_names`` to
+    ``TOKENTRAIL_CREDENTIAL_NAMES``.
+    """
     global _settings
     salt = _credentials.resolve_salt(fingerprint_salt)
+    try:
+        metrics: Metrics | None = Metrics(meter_provider)
+    except Exception:
+        log.warning("TokenTrail could not create its metrics; spans are still emitted", exc_info=True)
+        metrics = None
     settings = Settings(
         tracer=trace.get_tracer(INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider),
         salt=salt,
         system_fingerprints=_credentials.system_key_fingerprints(salt, system_keys),
-        base_urls=_endpoints.normalise_base_urls(providers),
+        base_urls=_endpoints.normalise_base_urls({**_endpoints.providers_from_env(), **(providers or {})}),
+        global_provider=tracer_provider is None,
+        metrics=metrics,
+        credential_names=_credentials.credential_names(salt, credential_names) or None,
+        inject_stream_usage=stream_usage_mode(stream_usage),
     )
     _settings = settings
     return settings

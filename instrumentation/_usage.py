@@ -1,43 +1,35 @@
-"""Usage and response facts from LLM response bodies: whole JSON bodies and server-sent events as they pass.
+"""What a response said about itself: usage and response facts, from the JSON objects each API sends.
 
 Token counts are normalised to the OpenTelemetry convention on the way in, so nothing downstream needs to know a
 provider's quirks: input INCLUDES cache reads and writes (Anthropic reports them apart, OpenAI inside), output
 INCLUDES reasoning. A count the provider did not report stays ``None``, never ``0``: a zero would claim a free
 call, a missing value says "unknown".
 
-Streams are parsed incrementally without changing or holding the bytes. Only lines that can carry what we need
-are decoded (a final usage chunk, a finish reason, Anthropic's message_start/message_delta/message_stop), found by
-a regular expression over each block of complete lines, so a long stream of text deltas costs a few ``re.search``
-calls and no JSON decoding.
+This module only converts already-decoded JSON objects; ``_parsers`` finds them in bodies and event streams.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import re
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from . import semconv
-
-log = logging.getLogger(__name__)
-
-# A JSON body larger than this is not parsed for usage; no chat response is anywhere near it.
-MAX_JSON_BODY: Final = 16 << 20
-# An SSE line longer than this without a newline is dropped: a broken stream must not grow our buffer forever.
-MAX_SSE_LINE: Final = 4 << 20
 
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts in the OpenTelemetry convention (input inclusive of cache, output inclusive of reasoning)."""
+    """Token counts in the OpenTelemetry convention (input inclusive of cache, output inclusive of reasoning).
+
+    ``cache_creation_by_ttl`` splits ``cache_creation_input_tokens`` by cache lifetime (``"5m"``, ``"1h"`` for
+    Anthropic, ``"30m"``, ``"12h"`` for OpenAI), priced differently; the parts are not additions to the total.
+    """
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     reasoning_output_tokens: int | None = None
+    cache_creation_by_ttl: dict[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -50,6 +42,7 @@ class ResponseFacts:
     usage: Usage | None = None
     terminal: bool = False
     error_type: str | None = None
+    service_tier: str | None = None
 
 
 class BodyParser(Protocol):
@@ -68,8 +61,21 @@ def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+_OPENAI_TTLS = (("ttl_30m_tokens", "30m"), ("ttl_12h_tokens", "12h"))
+
+
+def _openai_cache_writes(details: dict[str, Any]) -> dict[str, int] | None:
+    split = _dict(details.get("cache_write_tokens_details"))
+    by_ttl = {ttl: value for name, ttl in _OPENAI_TTLS if (value := _int(split.get(name))) is not None}
+    return by_ttl or None
+
+
 def chat_usage(usage: dict[str, Any]) -> Usage:
-    """A Chat Completions ``usage`` object. ``prompt_tokens`` already includes cached tokens."""
+    """A Chat Completions, legacy Completions or Embeddings ``usage`` object. ``prompt_tokens`` includes cache."""
     prompt_details = _dict(usage.get("prompt_tokens_details"))
     cached = _int(prompt_details.get("cached_tokens"))
     if cached is None:
@@ -78,9 +84,23 @@ def chat_usage(usage: dict[str, Any]) -> Usage:
         input_tokens=_int(usage.get("prompt_tokens")),
         output_tokens=_int(usage.get("completion_tokens")),
         cache_read_input_tokens=cached,
-        # OpenRouter reports cache writes (for models that bill them) inside prompt_tokens, like reads.
+        # Cache writes (OpenAI's, OpenRouter's for models that bill them) are inside prompt_tokens, like reads.
         cache_creation_input_tokens=_int(prompt_details.get("cache_write_tokens")),
         reasoning_output_tokens=_int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")),
+        cache_creation_by_ttl=_openai_cache_writes(prompt_details),
+    )
+
+
+def responses_usage(usage: dict[str, Any]) -> Usage:
+    """A Responses ``usage`` object: ``input_tokens`` includes cache reads and writes, ``output_tokens`` reasoning."""
+    input_details = _dict(usage.get("input_tokens_details"))
+    return Usage(
+        input_tokens=_int(usage.get("input_tokens")),
+        output_tokens=_int(usage.get("output_tokens")),
+        cache_read_input_tokens=_int(input_details.get("cached_tokens")),
+        cache_creation_input_tokens=_int(input_details.get("cache_write_tokens")),
+        reasoning_output_tokens=_int(_dict(usage.get("output_tokens_details")).get("reasoning_tokens")),
+        cache_creation_by_ttl=_openai_cache_writes(input_details),
     )
 
 
@@ -91,14 +111,17 @@ class AnthropicUsage:
     value is the truth and summing would double count. ``input_tokens`` EXCLUDES cache reads and writes.
     """
 
-    __slots__ = ("input", "cache_read", "cache_creation", "output", "thinking")
+    __slots__ = ("input", "cache_read", "cache_creation", "cache_5m", "cache_1h", "output", "thinking", "tier")
 
     def __init__(self) -> None:
         self.input: int | None = None
         self.cache_read: int | None = None
         self.cache_creation: int | None = None
+        self.cache_5m: int | None = None
+        self.cache_1h: int | None = None
         self.output: int | None = None
         self.thinking: int | None = None
+        self.tier: str | None = None
 
     def update(self, usage: dict[str, Any], *, output: bool = True) -> None:
         """Take the fields ``usage`` reports. ``output=False`` for message_start, whose output is a placeholder."""
@@ -110,6 +133,14 @@ class AnthropicUsage:
             value = _int(usage.get(name))
             if value is not None:
                 setattr(self, attribute, value)
+        creation = usage.get("cache_creation")
+        if isinstance(creation, dict):
+            if (value := _int(creation.get("ephemeral_5m_input_tokens"))) is not None:
+                self.cache_5m = value
+            if (value := _int(creation.get("ephemeral_1h_input_tokens"))) is not None:
+                self.cache_1h = value
+        if (tier := _str(usage.get("service_tier"))) is not None:
+            self.tier = tier
         if output:
             if (value := _int(usage.get("output_tokens"))) is not None:
                 self.output = value
@@ -126,213 +157,102 @@ class AnthropicUsage:
             cache_read_input_tokens=self.cache_read,
             cache_creation_input_tokens=self.cache_creation,
             reasoning_output_tokens=self.thinking,
+            cache_creation_by_ttl={
+                ttl: value for ttl, value in (("5m", self.cache_5m), ("1h", self.cache_1h)) if value is not None
+            }
+            or None,
         )
 
 
-def _error_type(error: object) -> str:
+def error_type(error: object) -> str:
+    """A low-cardinality ``error.type`` from a provider's error object."""
     error = _dict(error)
     kind = error.get("type") or error.get("code")
     return str(kind) if kind else "error"
+
+
+def _finish_reasons(facts: ResponseFacts, choices: object) -> None:
+    for position, choice in enumerate(choices if isinstance(choices, list) else ()):
+        choice = _dict(choice)
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str):
+            index = choice.get("index")
+            facts.finish_reasons[index if isinstance(index, int) else position] = reason
+
+
+def responses_facts(body: dict[str, Any], facts: ResponseFacts) -> ResponseFacts:
+    """A Responses ``response`` object (a whole body, or the one in a terminal stream event) into ``facts``.
+
+    The finish reason follows the response's status: ``stop`` when completed, the ``incomplete_details.reason``
+    (``max_output_tokens``, ``content_filter``) when incomplete, ``error`` when failed.
+    """
+    if (value := _str(body.get("id"))) is not None:
+        facts.response_id = value
+    if (value := _str(body.get("model"))) is not None:
+        facts.response_model = value
+    if (value := _str(body.get("service_tier"))) is not None:
+        facts.service_tier = value
+    status = body.get("status")
+    if status == "completed":
+        facts.finish_reasons[0] = "stop"
+    elif status == "incomplete":
+        facts.finish_reasons[0] = _str(_dict(body.get("incomplete_details")).get("reason")) or "incomplete"
+    elif status == "failed":
+        facts.finish_reasons[0] = "error"
+        facts.error_type = error_type(body.get("error"))
+    if isinstance(body.get("usage"), dict):
+        facts.usage = responses_usage(body["usage"])
+    return facts
 
 
 def facts_from_json(api: str, data: object) -> ResponseFacts:
     """The facts of a whole (non-streamed) response body of ``api``."""
     facts = ResponseFacts(terminal=True)
     body = _dict(data)
-    if "error" in body and body.get("error"):
-        facts.error_type = _error_type(body["error"])
+    if api == semconv.API_RESPONSES:
+        return responses_facts(body, facts)
+    if body.get("error"):
+        facts.error_type = error_type(body["error"])
         return facts
-    if isinstance(body.get("id"), str):
-        facts.response_id = body["id"]
-    if isinstance(body.get("model"), str):
-        facts.response_model = body["model"]
+    if (value := _str(body.get("id"))) is not None:
+        facts.response_id = value
+    if (value := _str(body.get("model"))) is not None:
+        facts.response_model = value
     if api == semconv.API_ANTHROPIC_MESSAGES:
         if isinstance(body.get("stop_reason"), str):
             facts.finish_reasons[0] = body["stop_reason"]
         usage = AnthropicUsage()
         usage.update(_dict(body.get("usage")))
         facts.usage = usage.to_usage()
+        facts.service_tier = usage.tier
     else:
-        choices = body.get("choices")
-        for position, choice in enumerate(choices if isinstance(choices, list) else ()):
-            choice = _dict(choice)
-            reason = choice.get("finish_reason")
-            if isinstance(reason, str):
-                index = choice.get("index")
-                facts.finish_reasons[index if isinstance(index, int) else position] = reason
+        _finish_reasons(facts, body.get("choices"))
+        if (value := _str(body.get("service_tier"))) is not None:
+            facts.service_tier = value
         if isinstance(body.get("usage"), dict):
             facts.usage = chat_usage(body["usage"])
     return facts
 
 
-class JsonBodyParser:
-    """Collects a JSON body and parses it once, at the end. Keeps references to the chunks, not a second copy."""
-
-    def __init__(self, api: str) -> None:
-        self._api = api
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def feed(self, chunk: bytes) -> None:
-        if self._size <= MAX_JSON_BODY:
-            self._chunks.append(chunk)
-            self._size += len(chunk)
-
-    def result(self) -> ResponseFacts:
-        if self._size > MAX_JSON_BODY or not self._chunks:
-            return ResponseFacts()
-        try:
-            data = json.loads(b"".join(self._chunks))
-        except ValueError:
-            return ResponseFacts()
-        finally:
-            self._chunks = []
-        return facts_from_json(self._api, data)
-
-
-class SseParser:
-    """Splits a server-sent-event stream into ``data:`` payloads and hands the interesting ones to ``on_data``.
-
-    Subclasses say what is interesting with ``PREFILTER``, a bytes regex run over each block of complete lines
-    before any line is split out. A line that spans chunks is kept in a tail until its newline arrives.
-    """
-
-    PREFILTER: re.Pattern[bytes]
-
-    def __init__(self) -> None:
-        self.facts = ResponseFacts()
-        self._tail = b""
-
-    def wants_everything(self) -> bool:
-        """True while every data line must be parsed (before the first chunk gave us the id and model)."""
-        return False
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._tail + chunk if self._tail else chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            self._tail = data if len(data) <= MAX_SSE_LINE else b""
-            return
-        self._tail = data[cut + 1 :]
-        self._block(data[:cut])
-
-    def _block(self, block: bytes) -> None:
-        everything = self.wants_everything()
-        if not everything and self.PREFILTER.search(block) is None:
-            return
-        for line in block.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if everything or self.PREFILTER.search(payload) is not None:
-                try:
-                    self.on_data(payload)
-                except Exception:
-                    log.debug("Could not parse an SSE data line for usage", exc_info=True)
-                everything = self.wants_everything()
-
-    def on_data(self, payload: bytes) -> None:
-        raise NotImplementedError
-
-    def result(self) -> ResponseFacts:
-        if self._tail:
-            # A final line without a trailing newline still counts (some servers end the body without one).
-            tail, self._tail = self._tail, b""
-            self._block(tail)
-        return self.facts
-
-
-class ChatStreamParser(SseParser):
-    """Chat Completions chunks: id and model from the first, finish reasons as they come, usage from the last.
+def chunk_facts(chunk: dict[str, Any], facts: ResponseFacts) -> None:
+    """One Chat Completions (or legacy Completions) stream chunk into ``facts``.
 
     Usage appears only with ``stream_options.include_usage``, in a final chunk whose ``choices`` is empty (Groq
-    nests it under ``x_groq``). ``[DONE]`` ends the stream; a usage chunk also counts as the end, for servers that
-    omit ``[DONE]``.
+    nests it under ``x_groq``); a usage chunk also counts as the end, for servers that omit ``[DONE]``.
     """
-
-    # Factored on the leading quote: sre then tries the alternatives only where a quote is.
-    PREFILTER = re.compile(rb'"(?:usage"\s*:\s*\{|finish_reason"\s*:\s*"|error"\s*:\s*\{)|\[DONE\]')
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._first = True
-
-    def wants_everything(self) -> bool:
-        return self._first
-
-    def on_data(self, payload: bytes) -> None:
-        facts = self.facts
-        if payload == b"[DONE]":
-            facts.terminal = True
-            return
-        chunk = json.loads(payload)
-        if not isinstance(chunk, dict):
-            return
-        self._first = False
-        if chunk.get("error"):
-            facts.error_type = _error_type(chunk["error"])
-            return
-        if facts.response_id is None and isinstance(chunk.get("id"), str):
-            facts.response_id = chunk["id"]
-        if facts.response_model is None and isinstance(chunk.get("model"), str):
-            facts.response_model = chunk["model"]
-        choices = chunk.get("choices")
-        for position, choice in enumerate(choices if isinstance(choices, list) else ()):
-            choice = _dict(choice)
-            reason = choice.get("finish_reason")
-            if isinstance(reason, str):
-                index = choice.get("index")
-                facts.finish_reasons[index if isinstance(index, int) else position] = reason
-        usage = chunk.get("usage")
-        if not isinstance(usage, dict):
-            usage = _dict(chunk.get("x_groq")).get("usage")
-        if isinstance(usage, dict):
-            facts.usage = chat_usage(usage)
-            facts.terminal = True
-
-
-class MessagesStreamParser(SseParser):
-    """Anthropic Messages events: input usage from message_start, output from the LAST message_delta.
-
-    message_start's ``output_tokens`` is a placeholder (usually 1), so a stream cut before any message_delta
-    reports its input and cache tokens but no output count rather than a wrong one.
-    """
-
-    PREFILTER = re.compile(rb'"type"\s*:\s*"(?:message_start|message_delta|message_stop|error)"')
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._usage = AnthropicUsage()
-
-    def on_data(self, payload: bytes) -> None:
-        event = json.loads(payload)
-        if not isinstance(event, dict):
-            return
-        facts = self.facts
-        kind = event.get("type")
-        if kind == "message_start":
-            message = _dict(event.get("message"))
-            if isinstance(message.get("id"), str):
-                facts.response_id = message["id"]
-            if isinstance(message.get("model"), str):
-                facts.response_model = message["model"]
-            self._usage.update(_dict(message.get("usage")), output=False)
-        elif kind == "message_delta":
-            reason = _dict(event.get("delta")).get("stop_reason")
-            if isinstance(reason, str):
-                facts.finish_reasons[0] = reason
-            self._usage.update(_dict(event.get("usage")))
-        elif kind == "message_stop":
-            facts.terminal = True
-        elif kind == "error":
-            facts.error_type = _error_type(event.get("error"))
-        facts.usage = self._usage.to_usage()
-
-
-def body_parser(api: str, streamed: bool) -> BodyParser:
-    """The parser for a response body of ``api``: SSE when the response is an event stream, else JSON."""
-    if not streamed:
-        return JsonBodyParser(api)
-    if api == semconv.API_ANTHROPIC_MESSAGES:
-        return MessagesStreamParser()
-    return ChatStreamParser()
+    if chunk.get("error"):
+        facts.error_type = error_type(chunk["error"])
+        return
+    if facts.response_id is None:
+        facts.response_id = _str(chunk.get("id"))
+    if facts.response_model is None:
+        facts.response_model = _str(chunk.get("model"))
+    if facts.service_tier is None:
+        facts.service_tier = _str(chunk.get("service_tier"))
+    _finish_reasons(facts, chunk.get("choices"))
+    usage = chunk.get("usage")
+    if not isinstance(usage, dict):
+        usage = _dict(chunk.get("x_groq")).get("usage")
+    if isinstance(usage, dict):
+        facts.usage = chat_usage(usage)
+        facts.terminal = True

@@ -1,44 +1,70 @@
-"""A fake LLM provider: a real HTTP server on loopback that speaks OpenAI Chat Completions and Anthropic Messages.
+"""A fake LLM provider: a real HTTP server on loopback that speaks the OpenAI and Anthropic APIs.
 
 Tests, the demo and end-to-end runs point the real SDKs at it (``openai.OpenAI(base_url=fake.openai_base_url)``,
 ``anthropic.Anthropic(base_url=fake.anthropic_base_url)``) so that every layer, from the SDK's HTTP client to the
-span, is exercised on the wire. Every call is recorded in ``fake.calls`` with the exact usage the server sent,
-so a test can assert on exact token counts instead of re-deriving them.
+span, is exercised on the wire. It serves OpenAI Chat Completions, Responses, legacy Completions and Embeddings,
+and Anthropic Messages, streamed and not. Every call is recorded in ``fake.calls`` with the exact usage the server
+sent and the exact bytes it received and sent, so a test can assert on exact token counts and on bytes.
 
 Usage is a deterministic function of the request (the same request always gives the same numbers):
 
-* ``N`` (total prompt tokens) = 10 + len(canonical JSON of ``messages``, plus ``system`` if present) // 4, where
-  canonical JSON is ``json.dumps(..., sort_keys=True, separators=(",", ":"))``;
-* ``M`` (output tokens) = min(limit, 16), where limit is ``max_completion_tokens`` or ``max_tokens`` (16 if
-  neither); the finish reason is ``length`` when limit < 16, else ``stop`` / ``end_turn``.
+* ``N`` (total prompt tokens) = 10 + len(canonical JSON of the prompt material) // 4, where canonical JSON is
+  ``json.dumps(..., sort_keys=True, separators=(",", ":"))`` and the material is ``{"messages": ...}`` (plus
+  ``"system"`` if present) for Chat Completions and Messages, ``{"input": ...}`` (plus ``"instructions"``) for
+  Responses and Embeddings, ``{"prompt": ...}`` for legacy Completions;
+* ``M`` (output tokens) = min(limit, 16), where limit is ``max_completion_tokens``, ``max_tokens`` or
+  ``max_output_tokens`` (16 if none); the finish reason is ``length`` when limit < 16, else ``stop`` /
+  ``end_turn``; a Responses call whose limit is < 16 ends ``incomplete`` (reason ``max_output_tokens``);
 * OpenAI: ``prompt_tokens`` = N (inclusive of cache), ``prompt_tokens_details.cached_tokens`` = N // 4,
-  ``completion_tokens`` = M, ``completion_tokens_details.reasoning_tokens`` = M // 5, ``total_tokens`` = N + M.
-* Anthropic: ``cache_read_input_tokens`` = N // 4, ``cache_creation_input_tokens`` = N // 8,
-  ``input_tokens`` = N - both (EXCLUSIVE of cache, as Anthropic reports it), ``output_tokens`` = M.
+  ``completion_tokens`` = M, ``completion_tokens_details.reasoning_tokens`` = M // 5, ``total_tokens`` = N + M;
+  Responses reports the same numbers under its own names (``input_tokens``, ``input_tokens_details``...);
+  Embeddings reports ``prompt_tokens`` = ``total_tokens`` = N and no output;
+* Anthropic: ``cache_read_input_tokens`` = N // 4, ``cache_creation_input_tokens`` = C = N // 8,
+  ``input_tokens`` = N - both (EXCLUSIVE of cache, as Anthropic reports it), ``output_tokens`` = M; the cache
+  writes are all 5-minute ones, unless the request asks for a 1-hour cache (``"ttl": "1h"`` anywhere), when C // 2
+  are 1-hour and the rest 5-minute;
+* ``service_tier``: OpenAI responses echo the requested ``flex``/``priority``/``scale``/``default`` (else
+  ``default``); Anthropic's usage says ``standard``.
 
 Failure injection, by request header ``x-fake-fail``:
 
 * ``midstream``: a streamed response stops after its first content delta and the connection is dropped without
   ending the chunked body, so the client sees a protocol error mid-stream (a non-streamed request ignores it);
+* ``truncate``: a streamed response ends cleanly (a well-formed end of body) after its first content delta,
+  without its final events: no usage, no ``[DONE]``/``message_stop``/``response.completed``;
+* ``failed``: a Responses stream ends with ``response.failed`` (error code ``server_error``, the usage so far);
+* ``malformed``: a JSON response body is cut in the middle; a stream gets one line of broken JSON among its events;
+* ``non-utf8``: the response (JSON or stream) carries bytes that are not UTF-8 inside its text;
 * ``status:<code>`` (e.g. ``status:429``): the response is that HTTP status with the provider's error envelope.
   SDKs retry 429/5xx by default: pass ``max_retries=0`` to see exactly one call.
+
+Header ``x-fake-encoding: gzip`` gzips the response body (JSON whole, a stream event by event).
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import struct
 import sys
 import threading
 import time
 import uuid
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final
 
 DEFAULT_OUTPUT_TOKENS: Final = 16
+EMBEDDING_DIMENSIONS: Final = 8
 _WORDS: Final = ("The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog.")
 FAIL_HEADER: Final = "x-fake-fail"
+ENCODING_HEADER: Final = "x-fake-encoding"
+_NOT_UTF8: Final = b"\xff\xfe\xc3("  # invalid UTF-8, spliced raw into a JSON string
+_OPENAI_TIERS: Final = frozenset({"flex", "priority", "scale", "default"})
 
 
 @dataclass(slots=True)
@@ -47,8 +73,8 @@ class FakeCall:
 
     ``usage`` is the usage object exactly as the server sent it in the non-streamed form of the response (for an
     Anthropic stream: message_start's input fields with the final ``output_tokens``), or ``None`` when the
-    response carried none (a Chat Completions stream without ``stream_options.include_usage``, an error).
-    ``failure`` is the ``x-fake-fail`` mode that applied, if any.
+    response carried none (a Chat Completions stream without ``stream_options.include_usage``, an error). ``failure`` is the ``x-fake-fail`` mode that applied, if any. ``raw_request`` is the request
+    body as received; ``response_body`` the response body as sent (after any gzip, without chunked framing).
     """
 
     path: str
@@ -61,19 +87,30 @@ class FakeCall:
     body: dict[str, Any] = field(default_factory=dict)
     status: int = 200
     failure: str | None = None
+    api: str = ""
+    raw_request: bytes = b""
+    response_body: bytes = b""
 
 
-def prompt_tokens(body: dict[str, Any]) -> int:
-    """N: the total prompt tokens the fake charges for a request."""
+def _material(body: dict[str, Any], api: str = "chat") -> dict[str, Any]:
+    if api in ("responses", "embeddings"):
+        return {name: body[name] for name in ("input", "instructions") if name in body}
+    if api == "completions":
+        return {"prompt": body.get("prompt", "")}
     material: dict[str, Any] = {"messages": body.get("messages", [])}
     if "system" in body:
         material["system"] = body["system"]
-    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return material
+
+
+def prompt_tokens(body: dict[str, Any], api: str = "chat") -> int:
+    """N: the total prompt tokens the fake charges for a request."""
+    canonical = json.dumps(_material(body, api), sort_keys=True, separators=(",", ":"))
     return 10 + len(canonical) // 4
 
 
 def output_limit(body: dict[str, Any]) -> int:
-    for name in ("max_completion_tokens", "max_tokens"):
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
@@ -85,8 +122,8 @@ def output_tokens(body: dict[str, Any]) -> int:
     return min(output_limit(body), DEFAULT_OUTPUT_TOKENS)
 
 
-def openai_usage(body: dict[str, Any]) -> dict[str, Any]:
-    n, m = prompt_tokens(body), output_tokens(body)
+def openai_usage(body: dict[str, Any], api: str = "chat") -> dict[str, Any]:
+    n, m = prompt_tokens(body, api), output_tokens(body)
     return {
         "prompt_tokens": n,
         "completion_tokens": m,
@@ -101,17 +138,46 @@ def openai_usage(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def responses_usage(body: dict[str, Any]) -> dict[str, Any]:
+    n, m = prompt_tokens(body, "responses"), output_tokens(body)
+    return {
+        "input_tokens": n,
+        "input_tokens_details": {"cached_tokens": n // 4, "cache_write_tokens": 0},
+        "output_tokens": m,
+        "output_tokens_details": {"reasoning_tokens": m // 5},
+        "total_tokens": n + m,
+    }
+
+
+def embeddings_usage(body: dict[str, Any]) -> dict[str, Any]:
+    n = prompt_tokens(body, "embeddings")
+    return {"prompt_tokens": n, "total_tokens": n}
+
+
 def anthropic_usage(body: dict[str, Any]) -> dict[str, Any]:
     n, m = prompt_tokens(body), output_tokens(body)
     cache_read, cache_creation = n // 4, n // 8
+    one_hour = cache_creation // 2 if _asks_for_1h_cache(body) else 0
     return {
         "input_tokens": n - cache_read - cache_creation,
         "cache_creation_input_tokens": cache_creation,
         "cache_read_input_tokens": cache_read,
-        "cache_creation": {"ephemeral_5m_input_tokens": cache_creation, "ephemeral_1h_input_tokens": 0},
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache_creation - one_hour,
+            "ephemeral_1h_input_tokens": one_hour,
+        },
         "output_tokens": m,
         "service_tier": "standard",
     }
+
+
+def _asks_for_1h_cache(body: dict[str, Any]) -> bool:
+    return '"ttl":"1h"' in json.dumps(body, separators=(",", ":"))
+
+
+def _openai_tier(body: dict[str, Any]) -> str:
+    tier = body.get("service_tier")
+    return tier if isinstance(tier, str) and tier in _OPENAI_TIERS else "default"
 
 
 def _reply_pieces(m: int) -> list[str]:
@@ -149,12 +215,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.partition("?")[0]
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        self._raw = raw
+        handler: Callable[[str, bytes], None] | None
         if path.endswith("/chat/completions"):
-            self._chat(path, raw)
+            handler = self._chat
         elif path.endswith("/v1/messages"):
-            self._messages(path, raw)
+            handler = self._messages
+        elif path.endswith("/responses"):
+            handler = self._responses
+        elif path.endswith("/completions"):
+            handler = self._completions
+        elif path.endswith("/embeddings"):
+            handler = self._embeddings
         else:
+            handler = None
+        if handler is None:
             self._send_json(404, {"error": {"type": "not_found", "message": f"no route for {path}"}})
+        else:
+            handler(path, raw)
 
     # Chat Completions ----------------------------------------------------------------------------------------
 
@@ -164,9 +242,9 @@ class _Handler(BaseHTTPRequestHandler):
         stream = body.get("stream") is True
         options = body.get("stream_options")
         include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
-        failure = self.headers.get(FAIL_HEADER)
+        failure = self._failure()
         if failure and failure.startswith("status:"):
-            self._fail_status(path, body, model, stream, include_usage, failure)
+            self._fail_status(path, body, model, stream, include_usage, failure, "chat")
             return
         response_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         usage = openai_usage(body)
@@ -174,8 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
         finish = "length" if limit < DEFAULT_OUTPUT_TOKENS else "stop"
         pieces = _reply_pieces(output_tokens(body))
         created = int(time.time())
-        midstream = stream and failure == "midstream"
-        self._record(
+        tier = _openai_tier(body)
+        call = self._record(
             FakeCall(
                 path=path,
                 model=model,
@@ -185,7 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
                 response_id=response_id,
                 headers=self._headers_dict(),
                 body=body,
-                failure="midstream" if midstream else None,
+                failure=failure,
+                api="chat",
             )
         )
         base = {
@@ -194,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
             "created": created,
             "model": model,
             "system_fingerprint": "fp_fake",
-            "service_tier": "default",
+            "service_tier": tier,
         }
         if not stream:
             self._send_json(
@@ -218,9 +297,10 @@ class _Handler(BaseHTTPRequestHandler):
                         }
                     ],
                     "usage": usage,
-                    "service_tier": "default",
+                    "service_tier": tier,
                     "system_fingerprint": "fp_fake",
                 },
+                call=call,
             )
             return
 
@@ -250,7 +330,202 @@ class _Handler(BaseHTTPRequestHandler):
         if include_usage:
             events.append(chunk([], usage))
         events.append(b"data: [DONE]\n\n")
-        self._send_events(events, cut_after=2 if midstream else None)
+        self._stream(call, events, first_content=1)
+
+    # Legacy Completions --------------------------------------------------------------------------------------
+
+    def _completions(self, path: str, raw: bytes) -> None:
+        body = _json_object(raw)
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        stream = body.get("stream") is True
+        options = body.get("stream_options")
+        include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+        failure = self._failure()
+        if failure and failure.startswith("status:"):
+            self._fail_status(path, body, model, stream, include_usage, failure, "completions")
+            return
+        response_id = f"cmpl-{uuid.uuid4().hex[:24]}"
+        usage = {k: v for k, v in openai_usage(body, "completions").items() if not k.endswith("_details")}
+        finish = "length" if output_limit(body) < DEFAULT_OUTPUT_TOKENS else "stop"
+        pieces = _reply_pieces(output_tokens(body))
+        call = self._record(
+            FakeCall(
+                path=path,
+                model=model,
+                stream=stream,
+                include_usage=include_usage,
+                usage=usage if (include_usage or not stream) else None,
+                response_id=response_id,
+                headers=self._headers_dict(),
+                body=body,
+                failure=failure,
+                api="completions",
+            )
+        )
+        base = {"id": response_id, "object": "text_completion", "created": int(time.time()), "model": model}
+        if not stream:
+            choice = {"text": "".join(pieces), "index": 0, "logprobs": None, "finish_reason": finish}
+            self._send_json(200, {**base, "choices": [choice], "usage": usage}, call=call)
+            return
+
+        def chunk(choices: list[dict[str, Any]], usage_value: Any = None) -> bytes:
+            data = {**base, "choices": choices}
+            if include_usage:
+                data["usage"] = usage_value
+            return b"data: " + _dumps(data) + b"\n\n"
+
+        events = [chunk([{"text": piece, "index": 0, "logprobs": None, "finish_reason": None}]) for piece in pieces]
+        events.append(chunk([{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}]))
+        if include_usage:
+            events.append(chunk([], usage))
+        events.append(b"data: [DONE]\n\n")
+        self._stream(call, events, first_content=1)
+
+    # Embeddings ----------------------------------------------------------------------------------------------
+
+    def _embeddings(self, path: str, raw: bytes) -> None:
+        body = _json_object(raw)
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        failure = self._failure()
+        if failure and failure.startswith("status:"):
+            self._fail_status(path, body, model, False, False, failure, "embeddings")
+            return
+        usage = embeddings_usage(body)
+        inputs = body.get("input")
+        count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
+        dimensions = body.get("dimensions") if isinstance(body.get("dimensions"), int) else EMBEDDING_DIMENSIONS
+        call = self._record(
+            FakeCall(
+                path=path,
+                model=model,
+                stream=False,
+                include_usage=False,
+                usage=usage,
+                response_id=None,
+                headers=self._headers_dict(),
+                body=body,
+                failure=failure,
+                api="embeddings",
+            )
+        )
+        data = []
+        for index in range(count):
+            vector = [round(0.001 * (index + 1) * (d + 1), 6) for d in range(dimensions)]
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        self._send_json(200, {"object": "list", "data": data, "model": model, "usage": usage}, call=call)
+
+    # Responses -----------------------------------------------------------------------------------------------
+
+    def _responses(self, path: str, raw: bytes) -> None:
+        body = _json_object(raw)
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        stream = body.get("stream") is True
+        failure = self._failure()
+        if failure and failure.startswith("status:"):
+            self._fail_status(path, body, model, stream, False, failure, "responses")
+            return
+        response_id = f"resp_{uuid.uuid4().hex[:24]}"
+        usage = responses_usage(body)
+        pieces = _reply_pieces(output_tokens(body))
+        incomplete = output_limit(body) < DEFAULT_OUTPUT_TOKENS
+        failed = stream and failure == "failed"
+        call = self._record(
+            FakeCall(
+                path=path,
+                model=model,
+                stream=stream,
+                include_usage=stream,
+                usage=usage,
+                response_id=response_id,
+                headers=self._headers_dict(),
+                body=body,
+                failure=failure,
+                api="responses",
+            )
+        )
+        message_id = f"msg_{uuid.uuid4().hex[:24]}"
+        text = "".join(pieces)
+
+        def response(status: str, with_usage: bool, content: str | None) -> dict[str, Any]:
+            output = []
+            if content is not None:
+                output = [
+                    {
+                        "id": message_id,
+                        "type": "message",
+                        "status": "completed" if status == "completed" else "incomplete",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": content, "annotations": []}],
+                    }
+                ]
+            return {
+                "id": response_id,
+                "object": "response",
+                "created_at": int(time.time()),
+                "status": status,
+                "error": {"code": "server_error", "message": "injected failure"} if status == "failed" else None,
+                "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+                "instructions": body.get("instructions"),
+                "model": model,
+                "output": output,
+                "parallel_tool_calls": True,
+                "tool_choice": "auto",
+                "tools": [],
+                "service_tier": _openai_tier(body) if status != "in_progress" else "auto",
+                "usage": usage if with_usage else None,
+            }
+
+        final_status = "incomplete" if incomplete else "completed"
+        if not stream:
+            self._send_json(200, response(final_status, True, text), call=call)
+            return
+        sequence = iter(range(1_000_000))
+
+        def event(kind: str, **data: Any) -> bytes:
+            return _event(kind, {"type": kind, "sequence_number": next(sequence), **data})
+
+        events = [
+            event("response.created", response=response("in_progress", False, None)),
+            event("response.in_progress", response=response("in_progress", False, None)),
+            event(
+                "response.output_item.added",
+                output_index=0,
+                item={"id": message_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []},
+            ),
+            event(
+                "response.content_part.added",
+                item_id=message_id,
+                output_index=0,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": []},
+            ),
+        ]
+        events += [
+            event(
+                "response.output_text.delta",
+                item_id=message_id,
+                output_index=0,
+                content_index=0,
+                delta=piece,
+                logprobs=[],
+            )
+            for piece in pieces
+        ]
+        events.append(
+            event("response.output_text.done", item_id=message_id, output_index=0, content_index=0, text=text, logprobs=[])
+        )
+        part = {"type": "output_text", "text": text, "annotations": []}
+        events.append(event("response.content_part.done", item_id=message_id, output_index=0, content_index=0, part=part))
+        item = {"id": message_id, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+        events.append(event("response.output_item.done", output_index=0, item=item))
+        if failed:
+            events.append(event("response.failed", response=response("failed", True, text)))
+        else:
+            events.append(event(f"response.{final_status}", response=response(final_status, True, text)))
+        self._stream(call, events, first_content=4)
 
     # Anthropic Messages --------------------------------------------------------------------------------------
 
@@ -258,17 +533,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = _json_object(raw)
         model = body.get("model") if isinstance(body.get("model"), str) else None
         stream = body.get("stream") is True
-        failure = self.headers.get(FAIL_HEADER)
+        failure = self._failure()
         if failure and failure.startswith("status:"):
-            self._fail_status(path, body, model, stream, False, failure)
+            self._fail_status(path, body, model, stream, False, failure, "messages")
             return
         response_id = f"msg_{uuid.uuid4().hex[:24]}"
         usage = anthropic_usage(body)
         limit = output_limit(body)
         stop_reason = "max_tokens" if limit < DEFAULT_OUTPUT_TOKENS else "end_turn"
         pieces = _reply_pieces(output_tokens(body))
-        midstream = stream and failure == "midstream"
-        self._record(
+        call = self._record(
             FakeCall(
                 path=path,
                 model=model,
@@ -278,7 +552,8 @@ class _Handler(BaseHTTPRequestHandler):
                 response_id=response_id,
                 headers=self._headers_dict(),
                 body=body,
-                failure="midstream" if midstream else None,
+                failure=failure,
+                api="messages",
             )
         )
         if not stream:
@@ -295,6 +570,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "usage": usage,
                 },
                 extra_headers={"request-id": f"req_{uuid.uuid4().hex[:24]}"},
+                call=call,
             )
             return
 
@@ -341,9 +617,12 @@ class _Handler(BaseHTTPRequestHandler):
             ),
             _event("message_stop", {"type": "message_stop"}),
         ]
-        self._send_events(events, cut_after=4 if midstream else None)
+        self._stream(call, events, first_content=3)
 
-    # Responses -----------------------------------------------------------------------------------------------
+    # Shared --------------------------------------------------------------------------------------------------
+
+    def _failure(self) -> str | None:
+        return self.headers.get(FAIL_HEADER)
 
     def _fail_status(
         self,
@@ -353,12 +632,13 @@ class _Handler(BaseHTTPRequestHandler):
         stream: bool,
         include_usage: bool,
         failure: str,
+        api: str,
     ) -> None:
         try:
             status = int(failure.partition(":")[2])
         except ValueError:
             status = 500
-        self._record(
+        call = self._record(
             FakeCall(
                 path=path,
                 model=model,
@@ -370,6 +650,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body=body,
                 status=status,
                 failure=failure,
+                api=api,
             )
         )
         kind = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error"}.get(
@@ -379,42 +660,94 @@ class _Handler(BaseHTTPRequestHandler):
             envelope: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": "injected failure"}}
         else:
             envelope = {"error": {"message": "injected failure", "type": kind, "param": None, "code": None}}
-        self._send_json(status, envelope)
+        self._send_json(status, envelope, call=call)
 
-    def _send_json(self, status: int, payload: dict[str, Any], extra_headers: dict[str, str] | None = None) -> None:
+    def _stream(self, call: FakeCall, events: list[bytes], first_content: int) -> None:
+        """Send ``events``, applying the stream failure modes; ``first_content`` is the first content delta's index."""
+        failure = call.failure
+        if failure == "truncate" or failure == "midstream":
+            events = events[: first_content + 1]
+        elif failure == "malformed":
+            events = [*events[:first_content], b'data: {"broken": [1, 2\n\n', *events[first_content:]]
+        elif failure == "non-utf8":
+            events = [*events[:first_content], _inject_not_utf8(events[first_content]), *events[first_content + 1 :]]
+        self._send_events(call, events, cut=failure == "midstream")
+
+    def _send_json(
+        self,
+        status: int,
+        payload: dict[str, Any],
+        extra_headers: dict[str, str] | None = None,
+        call: FakeCall | None = None,
+    ) -> None:
         data = _dumps(payload)
+        failure = call.failure if call is not None else None
+        if failure == "malformed":
+            data = data[: len(data) // 2]
+        elif failure == "non-utf8":
+            data = _inject_not_utf8(data)
+        headers = {"Content-Type": "application/json", **(extra_headers or {})}
+        if self.headers.get(ENCODING_HEADER) == "gzip":
+            data = gzip.compress(data)
+            headers["Content-Encoding"] = "gzip"
+        if call is not None:
+            call.response_body = data
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (extra_headers or {}).items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_events(self, events: list[bytes], cut_after: int | None) -> None:
-        """Send SSE events as HTTP/1.1 chunks; ``cut_after`` drops the connection without the final chunk."""
+    def _send_events(self, call: FakeCall, events: list[bytes], cut: bool) -> None:
+        """Send SSE events as HTTP/1.1 chunks; ``cut`` drops the connection without the final chunk."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        compressor = None
+        if self.headers.get(ENCODING_HEADER) == "gzip":
+            self.send_header("Content-Encoding", "gzip")
+            compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
         self.end_headers()
-        for position, event in enumerate(events):
-            if cut_after is not None and position >= cut_after:
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        sent: list[bytes] = []
+        for event in events:
+            payload = event if compressor is None else compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            sent.append(payload)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
             self.wfile.flush()
+        if cut:
+            call.response_body = b"".join(sent)
+            self.close_connection = True
+            return
+        if compressor is not None:
+            tail = compressor.flush()
+            sent.append(tail)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(tail), tail))
+        call.response_body = b"".join(sent)
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
     def _headers_dict(self) -> dict[str, str]:
         return {name.lower(): value for name, value in self.headers.items()}
 
-    def _record(self, call: FakeCall) -> None:
+    def _record(self, call: FakeCall) -> FakeCall:
+        call.raw_request = self._raw
         fake = self.server.fake
         with fake._lock:
             fake.calls.append(call)
+        return call
+
+
+def _inject_not_utf8(data: bytes) -> bytes:
+    """``data`` with invalid UTF-8 bytes inside its first long-enough JSON string value."""
+    marker = data.find(b'"text"')
+    if marker < 0:
+        marker = data.find(b'"content"')
+    if marker < 0:
+        marker = data.find(b'"model"')
+    quote = data.find(b'"', data.find(b":", marker) + 1)
+    return data[: quote + 1] + _NOT_UTF8 + data[quote + 1 :]
 
 
 def _dumps(payload: object) -> bytes:
@@ -435,7 +768,6 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 
 class FakeProvider:
     """A loopback OpenAI + Anthropic compatible server. Use as a context manager, or ``start()``/``stop()``."""
-
 
     def __init__(self) -> None:
         self.calls: list[FakeCall] = []

@@ -10,10 +10,20 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
-__all__ = ["FORMATS", "decimal_text", "format_csv", "format_rows", "format_table", "report_json"]
+__all__ = [
+    "FORMATS",
+    "TRUNCATED_NOTE",
+    "decimal_text",
+    "exact_json",
+    "format_csv",
+    "format_rows",
+    "format_table",
+    "report_json",
+]
 
 FORMATS: Final = ("table", "json", "csv")
 
@@ -33,6 +43,7 @@ TABLE_HEADERS: Final[Mapping[str, str]] = {
 }
 UNPRICED_NOTE: Final = "* Costs cover priced requests only; 'unpriced' counts the requests with no known price."
 TAG_NOTE: Final = "Tag rows overlap: a request counts in each of its tags, and untagged requests in none."
+TRUNCATED_NOTE: Final = "More rows matched than were returned: narrow the query, or use --order-by and --limit."
 
 
 def decimal_text(value: Decimal) -> str:
@@ -59,7 +70,8 @@ def _json_value(value: object) -> str:
 
 
 def report_json(rows: Iterable[Mapping[str, object]]) -> str:
-    """``{"results": [...]}`` exactly as ``GET /v1/report`` returns it (without the trailing newline).
+    """``{"results": [...]}`` exactly as ``GET /v1/report`` returns it (without the trailing newline); when the
+    rows were cut at the row bound (``rows.truncated``), ``"truncated": true`` follows the results.
 
     Written by hand because ``json`` can emit a ``Decimal`` only through ``float``, which rounds money.
     """
@@ -67,7 +79,20 @@ def report_json(rows: Iterable[Mapping[str, object]]) -> str:
         "{" + ", ".join(f"{json.dumps(key)}: {_json_value(value)}" for key, value in row.items()) + "}"
         for row in rows
     ]
-    return '{"results": [' + ", ".join(parts) + "]}"
+    tail = ', "truncated": true' if getattr(rows, "truncated", False) else ""
+    return '{"results": [' + ", ".join(parts) + "]" + tail + "}"
+
+
+def exact_json(value: object) -> str:
+    """Any JSON value (dicts, lists, strings, numbers, ``Decimal``, ``date``/``datetime`` as ISO text) on one
+    line, every ``Decimal`` with all its digits. For the budgets, margins and spikes bodies."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {exact_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(exact_json(v) for v in value) + "]"
+    if isinstance(value, (date, datetime)):
+        return json.dumps(value.isoformat())
+    return _json_value(value)
 
 
 def _columns(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None) -> list[str]:
@@ -92,6 +117,10 @@ def format_csv(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | No
 def _csv_value(value: object) -> str:
     if isinstance(value, Decimal):
         return decimal_text(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
     return str(value)
 
 
@@ -110,6 +139,10 @@ def _human(value: object) -> str:
         return str(value).lower()
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
     return str(value)
 
 
@@ -155,6 +188,8 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | 
         out += ["", UNPRICED_NOTE]
     if "tag" in names:
         out += ["", TAG_NOTE]
+    if getattr(rows, "truncated", False):
+        out += ["", TRUNCATED_NOTE]
     return "\n".join(out)
 
 

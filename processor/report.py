@@ -15,8 +15,13 @@ Reading rules:
 * ``group_by=tag`` puts a request in the row of each of its (distinct) tags and in no row if it has none, so tag
   rows do not add up to the total. Group by anything else for totals.
 * Extensions to Vercel's parameters: ``group_by`` also takes ``service``, ``api``, ``environment``,
-  ``operation`` and ``none`` (one total row); ``date_part`` also takes ``week`` (ISO, Monday) and ``month``.
+  ``operation`` and ``none`` (one total row); ``date_part`` also takes ``week`` (ISO, Monday) and ``month``;
+  ``order_by=<metric or key>[:asc|:desc]`` and ``limit`` (e.g. the top 100 users by ``total_cost``).
   Unknown parameters are ignored, as Vercel clients may send their own; empty values count as absent.
+* Bounds, so one request cannot ask the server for everything: a date range spans at most ``MAX_RANGE_DAYS``
+  (366) days and a result at most ``MAX_ROWS`` (10,000) rows. When more rows exist than were returned, the
+  result is marked ``truncated`` (``{"results": [...], "truncated": true}``); ask with ``order_by`` and
+  ``limit`` for the rows that matter, or narrow the query.
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ __all__ = [
     "DATE_PARTS",
     "GROUPS",
     "MAX_FILTER_TAGS",
+    "MAX_RANGE_DAYS",
+    "MAX_ROWS",
     "METRICS",
+    "ORDER_DIRECTIONS",
+    "QUERY_PARAMETERS",
     "TAGS_MATCH",
     "USAGE_DIR",
     "Report",
@@ -49,8 +58,15 @@ __all__ = [
     "ReportParameterError",
     "ReportQuery",
     "ReportRow",
+    "ReportRows",
     "build_sql",
+    "date_param",
+    "int_param",
+    "single_param",
+    "USAGE_SOURCE",
     "dataset_files",
+    "exact_cost",
+    "scan_dataset",
     "decimal_text",
     "report_json",
     "run_report",
@@ -75,12 +91,35 @@ CREDENTIAL_TYPES: Final = ("byok", "system")
 TAGS_MATCH: Final = ("any", "all")
 MAX_FILTER_TAGS: Final = 100  # each is one SQL parameter; a request carries at most 10
 NO_GROUPING: Final = "none"  # group_by=none: one total row (an extension; Vercel always groups)
+MAX_RANGE_DAYS: Final = 366  # a leap year; a longer question is several requests (or a direct DuckDB query)
+MAX_ROWS: Final = 10_000  # rows in one result; more are cut and the result says it is truncated
+ORDER_DIRECTIONS: Final = ("asc", "desc")
+# The records, as every query reads them: the partition date from the path, typed, files listed by the caller.
+USAGE_SOURCE: Final = (
+    f"read_parquet($files, hive_partitioning = true, hive_types = {{'{PARTITION_COLUMN}': DATE}}, union_by_name = true)"
+)
 
 COST_METRICS: Final = ("total_cost", "market_cost")
 METRICS: Final = (*COST_METRICS, *TOKEN_FIELDS, "request_count", "unpriced_request_count")
 
 ReportRow: TypeAlias = dict[str, str | int | Decimal | None]
 Params: TypeAlias = Mapping[str, str | Sequence[str] | None]
+
+# Every parameter ``ReportQuery.from_params`` reads: the OpenAPI document lists exactly these (a test checks it).
+QUERY_PARAMETERS: Final = (
+    "start_date",
+    "end_date",
+    "group_by",
+    "date_part",
+    "user_id",
+    "model",
+    "provider",
+    "credential_type",
+    "tags",
+    "tags_match",
+    "order_by",
+    "limit",
+)
 
 # Group name → stored column. ``tag`` is absent: it is an exploded list, not a column.
 _GROUP_COLUMNS: Final[Mapping[str, str]] = {
@@ -144,6 +183,8 @@ class ReportQuery:
     credential_type: str | None = None
     tags: tuple[str, ...] = field(default=())
     tags_match: str = "any"
+    order_by: str | None = None  # a metric or a key of this query's rows, optionally ":asc" or ":desc"
+    limit: int | None = None  # at most this many rows (1..MAX_ROWS); None means MAX_ROWS
 
     def __post_init__(self) -> None:
         # Validation lives here, not in from_params, so a query built in code is held to the same rules.
@@ -154,6 +195,11 @@ class ReportQuery:
         if self.end_date < self.start_date:
             raise ReportParameterError(
                 f"end_date {self.end_date.isoformat()} is before start_date {self.start_date.isoformat()}"
+            )
+        days = (self.end_date - self.start_date).days + 1
+        if days > MAX_RANGE_DAYS:
+            raise ReportParameterError(
+                f"the date range spans {days} days; ask for at most {MAX_RANGE_DAYS} days per request"
             )
         group_by = (self.group_by,) if isinstance(self.group_by, str) else tuple(self.group_by)
         for group in group_by:
@@ -183,6 +229,32 @@ class ReportQuery:
         if len(tags) > MAX_FILTER_TAGS:
             raise ReportParameterError(f"tags lists {len(tags)} tags; filter on at most {MAX_FILTER_TAGS}")
         object.__setattr__(self, "tags", tags)
+        if self.limit is not None and (
+            isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 1 <= self.limit <= MAX_ROWS
+        ):
+            raise ReportParameterError(f"limit must be a whole number from 1 to {MAX_ROWS}, got {self.limit!r}")
+        if self.order_by is not None:
+            self.order_key  # validates  # noqa: B018
+
+    @property
+    def order_key(self) -> tuple[str, str] | None:
+        """``(name, direction)`` of ``order_by``; a metric sorts descending and a key ascending unless told."""
+        if self.order_by is None:
+            return None
+        if not isinstance(self.order_by, str):
+            raise ReportParameterError(f"order_by must be a string, got {self.order_by!r}")
+        name, _, direction = self.order_by.strip().partition(":")
+        name, direction = name.strip().lower(), direction.strip().lower()
+        keys = self.columns[: len(self.columns) - len(METRICS)]
+        if name not in METRICS and name not in keys:
+            allowed = ", ".join([*METRICS, *keys])
+            raise ReportParameterError(
+                f"unknown order_by {name!r}; use a metric or a key of this query's rows ({allowed}),"
+                " optionally followed by :asc or :desc"
+            )
+        if direction and direction not in ORDER_DIRECTIONS:
+            raise ReportParameterError(f"unknown order_by direction {direction!r}; use asc or desc")
+        return name, direction or ("desc" if name in METRICS else "asc")
 
     @classmethod
     def from_params(cls, params: Params) -> ReportQuery:
@@ -202,6 +274,7 @@ class ReportQuery:
             group_by = tuple(groups) or ("day",)
         date_part = _single_param(params, "date_part")
         credential_type = _single_param(params, "credential_type")
+        limit = _single_param(params, "limit")
         return cls(
             start_date=start_date,
             end_date=end_date,
@@ -213,6 +286,8 @@ class ReportQuery:
             credential_type=credential_type.lower() if credential_type else None,
             tags=tuple(_list_param(params, "tags")),
             tags_match=(_single_param(params, "tags_match") or "any").lower(),
+            order_by=_single_param(params, "order_by"),
+            limit=_int_param(limit, "limit") if limit is not None else None,
         )
 
     @property
@@ -249,7 +324,16 @@ class ReportQuery:
         if self.tags:
             params["tags"] = ",".join(self.tags)
             params["tags_match"] = self.tags_match
+        if self.order_by is not None:
+            params["order_by"] = self.order_by
+        if self.limit is not None:
+            params["limit"] = str(self.limit)
         return params
+
+    @property
+    def row_cap(self) -> int:
+        """The most rows this query returns: ``limit``, or the server-wide bound."""
+        return self.limit if self.limit is not None else MAX_ROWS
 
 
 def _values(params: Params, name: str) -> list[str]:
@@ -277,6 +361,34 @@ def _list_param(params: Params, name: str) -> list[str]:
     for value in _values(params, name):
         out.extend(part.strip() for part in value.split(",") if part.strip())
     return out
+
+
+def single_param(params: Params, name: str) -> str | None:
+    """One value of ``name`` (stripped; empty counts as absent); 400 if given more than once."""
+    return _single_param(params, name)
+
+
+def date_param(params: Params, name: str, default: date | None = None) -> date:
+    """A ``YYYY-MM-DD`` parameter; ``default`` when absent, else required."""
+    if default is not None and _single_param(params, name) is None:
+        return default
+    return _date_param(params, name)
+
+
+def int_param(params: Params, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number parameter within ``low..high``."""
+    value = _single_param(params, name)
+    if value is None:
+        return default
+    if not re.fullmatch(r"-?[0-9]{1,9}", value) or not low <= int(value) <= high:
+        raise ReportParameterError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return int(value)
+
+
+def _int_param(value: str, name: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,9}", value):
+        raise ReportParameterError(f"{name} must be a whole number from 1 to {MAX_ROWS}, got {value!r}")
+    return int(value)
 
 
 def _date_param(params: Params, name: str) -> date:
@@ -382,6 +494,7 @@ def build_sql(query: ReportQuery) -> tuple[str, dict[str, object]]:
         group.append("__bucket")
         order.append("__bucket")
     order.append("total_cost DESC")
+    key_columns: dict[str, str] = {date_key: "__bucket"} if date_key is not None else {}
     for dimension in query.dimensions:
         alias = f"__g_{dimension}"
         if dimension == "tag":
@@ -396,6 +509,13 @@ def build_sql(query: ReportQuery) -> tuple[str, dict[str, object]]:
         keys.append(f'{alias} AS "{dimension}"')
         group.append(alias)
         order.append(f"{alias} ASC NULLS LAST")
+        key_columns[dimension] = alias
+    order_key = query.order_key
+    if order_key is not None:  # first, then the usual order breaks ties so the answer is the same on every run
+        name, direction = order_key
+        column = key_columns.get(name, name)  # metrics sort by their output column
+        order.insert(0, f"{column} {direction.upper()} NULLS LAST")
+    params["row_limit"] = query.row_cap + 1  # one more than returned tells whether rows were cut
 
     where = [f'"{PARTITION_COLUMN}" BETWEEN $start_date AND $end_date']
     for name in _FILTER_COLUMNS:
@@ -434,8 +554,7 @@ def build_sql(query: ReportQuery) -> tuple[str, dict[str, object]]:
         f"  SELECT {', '.join([*carry, *metric_names])}\n"
         "  FROM (\n"
         f"    SELECT {', '.join([*partial_keys, *partial_metrics])}\n"
-        f"    FROM read_parquet($files, hive_partitioning = true, hive_types = {{'{PARTITION_COLUMN}': DATE}},"
-        " union_by_name = true)\n"
+        f"    FROM {USAGE_SOURCE}\n"
         f"    WHERE {' AND '.join(where)}\n"
         + (f"    GROUP BY {', '.join(partial_group)}\n" if partial_group else "")
         + "  ) AS partial_groups\n"
@@ -443,7 +562,8 @@ def build_sql(query: ReportQuery) -> tuple[str, dict[str, object]]:
         + (f"GROUP BY {', '.join(group)}\n" if group else "")
         # Without GROUP BY an aggregate returns one row even over nothing: an empty period must be no rows.
         + "HAVING SUM(request_count) > 0\n"
-        f"ORDER BY {', '.join(order)}"
+        f"ORDER BY {', '.join(order)}\n"
+        "LIMIT $row_limit"
     )
     return sql, params
 
@@ -457,16 +577,70 @@ def _exact_cost(value: object) -> Decimal:
     return value.quantize(COST_QUANTUM, context=_SUM_CONTEXT)
 
 
-def _execute(files: list[str], query: ReportQuery) -> list[ReportRow]:
-    sql, params = build_sql(query)
-    params["files"] = files
-    # One connection per query: DuckDB connections are not shared across threads, and opening one is ~1 ms.
-    with duckdb.connect(":memory:") as con:
-        cursor = con.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        raw_rows = cursor.fetchall()
-    rows: list[ReportRow] = []
-    for raw in raw_rows:
+class ReportRows(list[ReportRow]):
+    """The rows of a report: a ``list`` of row dicts, plus ``truncated``, true when more rows exist than were
+    returned (the query's ``limit``, or ``MAX_ROWS``). Compares equal to a plain list of the same rows."""
+
+    truncated: bool
+
+    def __init__(self, rows: Iterable[ReportRow] = (), *, truncated: bool = False) -> None:
+        super().__init__(rows)
+        self.truncated = truncated
+
+
+def scan_dataset(
+    data_dir: str | os.PathLike[str],
+    start_date: date,
+    end_date: date,
+    sql: str,
+    params: Mapping[str, object],
+    *,
+    days: Iterable[date] | None = None,
+) -> tuple[list[str], list[tuple[object, ...]]]:
+    """Run ``sql`` over the dataset's files of ``start_date..end_date`` (or only of ``days``), as
+    ``(column names, rows)``; ``([], [])`` when no file is in range. ``sql`` reads the records with
+    ``FROM {USAGE_SOURCE}`` (``$files`` is filled here) and passes every user value as a named parameter.
+
+    The budgets, margins and spikes queries go through here, as the report does: the same files, the same
+    partition pruning, the same retry when compaction swaps a file between listing and reading."""
+    wanted = set(days) if days is not None else None
+    attempts = 3
+    for attempt in range(attempts):
+        files = dataset_files(data_dir, start_date, end_date)
+        if wanted is not None:
+            files = [f for f in files if _file_day(f) in wanted]
+        if not files:
+            return [], []
+        try:
+            # One connection per query: DuckDB connections are not shared across threads; opening one is ~1 ms.
+            with duckdb.connect(":memory:") as con:
+                # A server's stderr is for its log: DuckDB draws a progress bar on long queries unless told not to.
+                con.execute("SET enable_progress_bar = false")
+                cursor = con.execute(sql, {**params, "files": files})
+                names = [d[0] for d in cursor.description]
+                return names, cursor.fetchall()
+        except duckdb.IOException:
+            # Compaction replaces small files with a merged one; a file listed a moment ago may be gone.
+            # List again, but only for that reason: any other I/O error is real.
+            if attempt == attempts - 1 or all(os.path.exists(f) for f in files):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _file_day(path: str) -> date | None:
+    match = _PARTITION_RE.fullmatch(os.path.basename(os.path.dirname(path)))
+    return date.fromisoformat(match.group(1)) if match else None
+
+
+def exact_cost(value: object) -> Decimal:
+    """A summed cost as an exact ``Decimal`` at the stored scale; NULL (nothing priced) is 0."""
+    return _exact_cost(value)
+
+
+def _rows(query: ReportQuery, names: list[str], raw_rows: list[tuple[object, ...]]) -> ReportRows:
+    cap = query.row_cap
+    rows = ReportRows(truncated=len(raw_rows) > cap)
+    for raw in raw_rows[:cap]:
         row: ReportRow = dict(zip(names, raw))
         for name in COST_METRICS:
             row[name] = _exact_cost(row[name])
@@ -474,25 +648,16 @@ def _execute(files: list[str], query: ReportQuery) -> list[ReportRow]:
     return rows
 
 
-def run_report(data_dir: str | os.PathLike[str], query: ReportQuery) -> list[ReportRow]:
+def run_report(data_dir: str | os.PathLike[str], query: ReportQuery) -> ReportRows:
     """Rows for ``query`` over the dataset in ``data_dir``; a missing or empty dataset gives ``[]``.
 
-    Rows are sorted by time bucket, then by ``total_cost`` descending, then by group keys, so the order is the
-    same on every run.
+    Rows are sorted by ``order_by`` if given, then by time bucket, then by ``total_cost`` descending, then by
+    group keys, so the order is the same on every run. At most ``query.row_cap`` rows come back; the result's
+    ``truncated`` says whether there were more.
     """
-    attempts = 3
-    for attempt in range(attempts):
-        files = dataset_files(data_dir, query.start_date, query.end_date)
-        if not files:
-            return []
-        try:
-            return _execute(files, query)
-        except duckdb.IOException:
-            # Compaction replaces small files with a merged one; a file listed a moment ago may be gone.
-            # List again, but only for that reason: any other I/O error is real.
-            if attempt == attempts - 1 or all(os.path.exists(f) for f in files):
-                raise
-    raise AssertionError("unreachable")
+    sql, params = build_sql(query)
+    names, raw_rows = scan_dataset(data_dir, query.start_date, query.end_date, sql, params)
+    return _rows(query, names, raw_rows)
 
 
 class Report:
@@ -508,10 +673,10 @@ class Report:
     def data_dir(self) -> Path:
         return self._data_dir
 
-    def run(self, query: ReportQuery) -> list[ReportRow]:
+    def run(self, query: ReportQuery) -> ReportRows:
         return run_report(self._data_dir, query)
 
-    def from_params(self, params: Params) -> list[ReportRow]:
+    def from_params(self, params: Params) -> ReportRows:
         """Rows for HTTP-style parameters; raises ``ReportParameterError`` as the HTTP API answers 400."""
         return self.run(ReportQuery.from_params(params))
 
@@ -528,10 +693,14 @@ class Report:
         credential_type: str | None = None,
         tags: str | Iterable[str] = (),
         tags_match: str = "any",
-    ) -> list[ReportRow]:
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> ReportRows:
         """Keyword form for code and notebooks. Dates may be ``date`` or ``"YYYY-MM-DD"``; ``group_by`` and
-        ``tags`` a comma-separated string or a sequence; ``group_by=()`` gives one total row."""
+        ``tags`` a comma-separated string or a sequence; ``group_by=()`` or ``"none"`` gives one total row."""
         groups = [g.strip().lower() for g in (group_by.split(",") if isinstance(group_by, str) else group_by)]
+        if groups == [NO_GROUPING]:
+            groups = []  # one total row, as group_by=none over HTTP
         tag_list = [t.strip() for t in (tags.split(",") if isinstance(tags, str) else tags)]
         return self.run(
             ReportQuery(
@@ -545,6 +714,8 @@ class Report:
                 credential_type=credential_type,
                 tags=tuple(t for t in tag_list if t),
                 tags_match=tags_match,
+                order_by=order_by,
+                limit=limit,
             )
         )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 
 import anthropic
 import httpx
@@ -167,3 +169,89 @@ def test_status_failure_returns_the_provider_error_envelope(fake: FakeProvider) 
 def test_unknown_paths_are_404_and_not_recorded(fake: FakeProvider) -> None:
     assert httpx.post(fake.base_url + "/v1/nothing", json={}).status_code == 404
     assert fake.calls == []
+
+
+# The other interfaces ---------------------------------------------------------------------------------------------
+
+
+def test_openai_sdk_reads_a_response_and_its_stream(fake: FakeProvider) -> None:
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
+    response = client.responses.create(model="gpt-5", input="hello", service_tier="flex")
+    assert response.usage.input_tokens == prompt_tokens({"input": "hello"}, "responses")  # type: ignore[union-attr]
+    assert (response.status, response.service_tier, response.id) == ("completed", "flex", fake.last_call.response_id)
+    events = list(client.responses.create(model="gpt-5", input="hello", stream=True))
+    assert [events[0].type, events[-1].type] == ["response.created", "response.completed"]
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == response.output_text
+
+
+def test_a_responses_limit_below_the_output_ends_incomplete(fake: FakeProvider) -> None:
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
+    response = client.responses.create(model="gpt-5", input="hello", max_output_tokens=3)
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"  # type: ignore[union-attr]
+    assert response.usage.output_tokens == 3  # type: ignore[union-attr]
+
+
+def test_a_failed_responses_stream_ends_with_response_failed(fake: FakeProvider) -> None:
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
+    events = list(client.responses.create(model="gpt-5", input="x", stream=True, extra_headers={"x-fake-fail": "failed"}))
+    assert events[-1].type == "response.failed" and events[-1].response.error.code == "server_error"  # type: ignore[union-attr]
+
+
+def test_openai_sdk_reads_a_legacy_completion_and_its_stream(fake: FakeProvider) -> None:
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
+    completion = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once")
+    assert completion.usage.prompt_tokens == prompt_tokens({"prompt": "Once"}, "completions")  # type: ignore[union-attr]
+    chunks = list(
+        client.completions.create(model="m", prompt="Once", stream=True, stream_options={"include_usage": True})
+    )
+    assert chunks[-1].usage is not None and chunks[-1].choices == []
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == completion.choices[0].text
+
+
+@pytest.mark.parametrize("encoding_format", ["float", "base64", None])
+def test_openai_sdk_reads_embeddings_in_either_format(fake: FakeProvider, encoding_format: str | None) -> None:
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
+    extra = {} if encoding_format is None else {"encoding_format": encoding_format}
+    result = client.embeddings.create(model="e", input=["a", "b", "c"], dimensions=4, **extra)  # type: ignore[arg-type]
+    vectors = [
+        struct.unpack("<4f", base64.b64decode(item.embedding)) if isinstance(item.embedding, str) else item.embedding
+        for item in result.data
+    ]
+    assert [len(vector) for vector in vectors] == [4, 4, 4]
+    assert result.usage.prompt_tokens == result.usage.total_tokens == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]
+
+
+def test_a_one_hour_cache_request_splits_the_cache_writes() -> None:
+    body = {"model": "m", "messages": MESSAGES * 20, "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}
+    usage = anthropic_usage(body)
+    split = usage["cache_creation"]
+    assert split["ephemeral_1h_input_tokens"] == usage["cache_creation_input_tokens"] // 2 > 0
+    assert split["ephemeral_5m_input_tokens"] + split["ephemeral_1h_input_tokens"] == usage["cache_creation_input_tokens"]
+    assert anthropic_usage({"model": "m", "messages": MESSAGES * 20})["cache_creation"]["ephemeral_1h_input_tokens"] == 0
+
+
+def test_the_bytes_exchanged_are_recorded(fake: FakeProvider) -> None:
+    body = b'{"model": "m", "messages": []}'
+    response = httpx.post(fake.openai_base_url + "/chat/completions", content=body)
+    assert fake.last_call.raw_request == body
+    assert fake.last_call.response_body == response.content
+
+
+def test_gzip_is_applied_on_request(fake: FakeProvider) -> None:
+    response = httpx.post(
+        fake.openai_base_url + "/chat/completions", json={"model": "m", "messages": []}, headers={"x-fake-encoding": "gzip"}
+    )
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json()["usage"] == fake.last_call.usage  # httpx decoded it
+
+
+@pytest.mark.parametrize("failure", ["truncate", "malformed", "non-utf8"])
+def test_stream_failure_modes_still_end_the_body_cleanly(fake: FakeProvider, failure: str) -> None:
+    with httpx.stream(
+        "POST", fake.openai_base_url + "/chat/completions",
+        json={"model": "m", "messages": [], "stream": True, "stream_options": {"include_usage": True}},
+        headers={"x-fake-fail": failure},
+    ) as response:
+        raw = response.read()
+    assert raw == fake.last_call.response_body
+    assert (b"[DONE]" in raw) is (failure != "truncate")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2
 import openai
@@ -240,3 +243,177 @@ def test_raw_anthropic_metadata_user_id_is_the_user(fake: FakeProvider, exporter
             json={"model": "claude-x", "max_tokens": 5, "messages": MESSAGES, "metadata": {"user_id": "meta-user"}},
         )
     assert attrs(only_genai_span(exporter))[semconv.USER_ID] == "meta-user"
+
+
+# Precedence: explicit context > request headers > request body ------------------------------------------------
+
+GATEWAY = {"providerOptions": {"gateway": {"user": "gw-user", "tags": ["team:ml", "env:body"]}}}
+
+
+def test_the_body_user_is_used_when_nothing_else_says(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    chat(fake, extra_body=GATEWAY)
+    a = attrs(only_genai_span(exporter))
+    assert a[semconv.USER_ID] == "gw-user"
+    assert a[semconv.TOKENTRAIL_TAGS] == ("team:ml", "env:body")
+
+
+def test_the_header_user_overrides_the_body_user_and_tags_merge(
+    fake: FakeProvider, exporter: InMemorySpanExporter
+) -> None:
+    chat(
+        fake,
+        user="body-user",
+        extra_body=GATEWAY,
+        extra_headers={"ai-reporting-user": "hdr-user", "ai-reporting-tags": "env:hdr,team:ml"},
+    )
+    a = attrs(only_genai_span(exporter))
+    assert a[semconv.USER_ID] == "hdr-user"
+    assert a[semconv.TOKENTRAIL_TAGS] == ("env:hdr", "team:ml", "env:body")  # deduplicated, headers first
+
+
+def test_the_explicit_context_overrides_headers_and_body(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    with attribute(user="ctx-user", tags=["plan:pro"]):
+        chat(fake, extra_body=GATEWAY, extra_headers={"ai-reporting-user": "hdr-user", "ai-reporting-tags": "env:hdr"})
+    a = attrs(only_genai_span(exporter))
+    assert a[semconv.USER_ID] == "ctx-user"
+    assert a[semconv.TOKENTRAIL_TAGS] == ("plan:pro", "env:hdr", "team:ml", "env:body")
+
+
+def test_limits_apply_to_headers_and_body_and_are_counted(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    header_tags = ",".join(f"h{i}" for i in range(8))
+    body = {"providerOptions": {"gateway": {"tags": ["b1", "b2", "b3", "x" * 65]}}}
+    chat(fake, extra_body=body, extra_headers={"ai-reporting-user": "u" * 300, "ai-reporting-tags": header_tags})
+    a = attrs(only_genai_span(exporter))
+    assert a[semconv.TOKENTRAIL_TAGS] == (*(f"h{i}" for i in range(8)), "b1", "b2")
+    # The over-long header user, one over-long tag, one tag over the limit of ten; the body has no user.
+    assert a[semconv.TOKENTRAIL_ATTRIBUTION_DROPPED] == 3
+    assert semconv.USER_ID not in a
+
+
+def test_anthropic_metadata_user_id_yields_to_the_header(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    with httpx2.Client() as client:
+        client.post(
+            fake.base_url + "/v1/messages",
+            json={"model": "claude-x", "max_tokens": 5, "messages": MESSAGES, "metadata": {"user_id": "meta-user"}},
+            headers={"ai-reporting-user": "hdr-user"},
+        )
+    assert attrs(only_genai_span(exporter))[semconv.USER_ID] == "hdr-user"
+
+
+# Across services, over a real HTTP hop ---------------------------------------------------------------------------
+
+
+class ServiceB:
+    """A service on loopback that extracts the incoming trace context and then calls the LLM."""
+
+    def __init__(self, fake: FakeProvider) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                token = context.attach(propagate.extract(dict(self.headers.items())))
+                try:
+                    chat(fake)
+                finally:
+                    context.detach(token)
+                self.send_response(204)
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/work"
+
+    def __enter__(self) -> ServiceB:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_tags_set_in_service_a_reach_the_span_service_b_emits(
+    fake: FakeProvider, exporter: InMemorySpanExporter
+) -> None:
+    with ServiceB(fake) as service_b:
+        # Service A: the edge sets the attribution; its HTTP client propagation writes the headers.
+        with attribute(user="edge-user", tags=["customer:acme", "plan:pro"], credential="byok"):
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            with httpx2.Client() as client:
+                assert client.post(service_b.url, headers=headers, content=b"{}").status_code == 204
+    a = attrs(only_genai_span(exporter))
+    assert a[semconv.USER_ID] == "edge-user"
+    assert a[semconv.TOKENTRAIL_TAGS] == ("customer:acme", "plan:pro")
+    assert a[semconv.TOKENTRAIL_CREDENTIAL_TYPE] == "byok"
+    # ...and the hop to service B (not an LLM call) carried the baggage, while the LLM provider never saw it.
+    assert "tokentrail" not in fake.last_call.headers.get("baggage", "")
+
+
+# Privacy: our baggage never reaches an LLM provider -------------------------------------------------------------
+
+
+def test_baggage_propagated_by_the_anthropic_sdk_is_stripped_of_our_members(
+    fake: FakeProvider, instrumented: TracerProvider
+) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(
+        base_url=fake.anthropic_base_url, api_key=SYSTEM_KEY, open_telemetry={"tracer_provider": instrumented}
+    )
+    ctx = baggage.set_baggage("session", "s-1")
+    token = context.attach(ctx)
+    try:
+        with attribute(user="secret-user", tags=["customer:acme"]):
+            client.messages.create(model="claude-x", max_tokens=5, messages=MESSAGES)
+    finally:
+        context.detach(token)
+    headers = fake.last_call.headers
+    assert "traceparent" in headers  # the SDK did propagate
+    assert headers["baggage"] == "session=s-1"  # other members kept
+    assert "secret-user" not in str(headers) and "acme" not in str(headers)
+
+
+def test_a_baggage_header_with_only_our_members_is_removed(fake: FakeProvider) -> None:
+    with httpx2.Client() as client:
+        client.post(
+            fake.openai_base_url + "/chat/completions",
+            json={"model": "m", "messages": MESSAGES},
+            headers={"baggage": "tokentrail.user=u1,tokentrail.tags=a%2Cb"},
+        )
+    assert "baggage" not in fake.last_call.headers
+
+
+def test_a_propagator_running_after_our_hook_finds_no_attribution_baggage(fake: FakeProvider) -> None:
+    """As an HTTP instrumentation wrapped inside ours would: it injects while the request is being sent."""
+    transport = httpx2.HTTPTransport()
+    pool = transport._pool
+
+    class Injecting:
+        def handle_request(self, request: Any) -> object:  # the connection pool's own request type
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            request.headers.extend((name.encode(), value.encode()) for name, value in carrier.items())
+            return pool.handle_request(request)
+
+        def close(self) -> None:
+            pool.close()
+
+    transport._pool = Injecting()  # type: ignore[assignment]
+    client = httpx2.Client(transport=transport)
+    with attribute(user="secret-user"):
+        client.post(fake.openai_base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES})
+        assert baggage.get_baggage(semconv.BAGGAGE_USER) == "secret-user"  # the application's context is intact
+    client.close()
+    assert "secret-user" not in str(fake.last_call.headers)
+
+
+def test_requests_that_are_not_llm_calls_keep_their_baggage(fake: FakeProvider) -> None:
+    with httpx2.Client() as client:
+        response = client.post(fake.base_url + "/v1/nothing", headers={"baggage": "tokentrail.user=u1"}, json={})
+    assert response.request.headers["baggage"] == "tokentrail.user=u1"

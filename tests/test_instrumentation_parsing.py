@@ -14,14 +14,16 @@ from tokentrail.instrumentation._credentials import fingerprint, system_key_fing
 from tokentrail.instrumentation._decoding import decoding
 from tokentrail.instrumentation._endpoints import normalise_base_urls, recognise
 from tokentrail.instrumentation._request import FULL_PARSE_LIMIT, read_request
-from tokentrail.instrumentation._usage import (
+from tokentrail.instrumentation._parsers import (
+    FULL_JSON_BODY,
+    MAX_SSE_LINE,
     ChatStreamParser,
     JsonBodyParser,
     MessagesStreamParser,
-    ResponseFacts,
-    Usage,
+    ResponsesStreamParser,
     body_parser,
 )
+from tokentrail.instrumentation._usage import ResponseFacts, Usage
 
 CHAT = semconv.API_CHAT_COMPLETIONS
 MESSAGES = semconv.API_ANTHROPIC_MESSAGES
@@ -205,7 +207,7 @@ def test_provider_is_recognised_by_host_then_by_api(url: str, provider: str) -> 
     "method, url",
     [
         ("GET", "https://api.openai.com/v1/chat/completions"),
-        ("POST", "https://api.openai.com/v1/embeddings"),
+        ("POST", "https://api.openai.com/v1/threads/thread_1/messages"),
         ("POST", "https://api.anthropic.com/v1/messages/count_tokens"),
         ("POST", "https://graph.example.com/v1.0/me/messages"),
     ],
@@ -228,3 +230,98 @@ def test_a_configured_base_url_wins_over_the_host_table() -> None:
 def test_a_single_system_key_passed_bare_is_one_key() -> None:
     salt = b"s"
     assert system_key_fingerprints(salt, "sk-one", environ={}) == {fingerprint("sk-one", salt)}
+
+
+# Responses, large bodies, cache lifetimes ---------------------------------------------------------------------
+
+RESPONSE = {
+    "id": "resp_1",
+    "model": "gpt-5-2025-08-07",
+    "status": "completed",
+    "service_tier": "priority",
+    "usage": {
+        "input_tokens": 100,
+        "input_tokens_details": {
+            "cached_tokens": 60,
+            "cache_write_tokens": 30,
+            "cache_write_tokens_details": {"ttl_30m_tokens": 10, "ttl_12h_tokens": 20},
+        },
+        "output_tokens": 40,
+        "output_tokens_details": {"reasoning_tokens": 25},
+    },
+}
+
+
+@pytest.mark.parametrize("size", [1, 13, 100_000])
+def test_responses_stream_takes_everything_from_its_terminal_event(size: int) -> None:
+    created = {"type": "response.created", "response": {**RESPONSE, "status": "in_progress", "usage": None}}
+    delta = {"type": "response.output_text.delta", "delta": '"type": "response.completed"'}
+    body = sse(created, delta, {"type": "response.completed", "response": RESPONSE}, named=True)
+    facts = feed_in_pieces(ResponsesStreamParser(), body, size)
+    assert facts.usage == Usage(
+        input_tokens=100,
+        output_tokens=40,
+        cache_read_input_tokens=60,
+        cache_creation_input_tokens=30,
+        reasoning_output_tokens=25,
+        cache_creation_by_ttl={"30m": 10, "12h": 20},
+    )
+    assert (facts.response_id, facts.response_model, facts.service_tier, facts.terminal) == (
+        "resp_1",
+        "gpt-5-2025-08-07",
+        "priority",
+        True,
+    )
+    assert facts.finish_reasons == {0: "stop"}
+
+
+def test_a_responses_error_event_sets_the_error_type_without_ending_the_stream() -> None:
+    body = sse({"type": "error", "code": "rate_limit_exceeded", "message": "slow down"})
+    facts = feed_in_pieces(ResponsesStreamParser(), body, 10)
+    assert (facts.error_type, facts.terminal) == ("rate_limit_exceeded", False)
+
+
+def test_a_failed_response_is_an_error_that_still_reports_its_usage() -> None:
+    failed = {**RESPONSE, "status": "failed", "error": {"code": "server_error", "message": "x"}}
+    facts = feed_in_pieces(JsonBodyParser(semconv.API_RESPONSES), json.dumps(failed).encode(), 50)
+    assert facts.error_type == "server_error" and facts.usage is not None and facts.usage.output_tokens == 40
+
+
+def test_a_body_too_large_to_decode_is_scanned_at_both_ends() -> None:
+    data = {
+        "id": "emb-1",
+        "object": "list",
+        "data": [{"embedding": [0.5] * 1000, "text": '"usage": {"prompt_tokens": 1}'} for _ in range(300)],
+        "model": "text-embedding-3-large",
+        "usage": {"prompt_tokens": 12345, "total_tokens": 12345},
+    }
+    body = json.dumps(data).encode()
+    assert len(body) > FULL_JSON_BODY
+    facts = feed_in_pieces(JsonBodyParser(semconv.API_EMBEDDINGS), body, 65536)
+    assert facts.usage is not None and facts.usage.input_tokens == 12345  # the last usage object, not one in text
+    assert (facts.response_id, facts.response_model) == ("emb-1", "text-embedding-3-large")
+
+
+def test_anthropic_cache_writes_keep_their_lifetimes() -> None:
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "m",
+            "usage": {
+                "input_tokens": 5,
+                "cache_creation_input_tokens": 30,
+                "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
+                "service_tier": "priority",
+            },
+        },
+    }
+    facts = feed_in_pieces(MessagesStreamParser(), sse(start, {"type": "message_stop"}), 7)
+    assert facts.usage is not None and facts.usage.cache_creation_by_ttl == {"5m": 10, "1h": 20}
+    assert facts.usage.input_tokens == 35 and facts.service_tier == "priority"
+
+
+def test_a_huge_sse_line_without_a_newline_is_dropped_not_buffered_forever() -> None:
+    parser = ChatStreamParser()
+    for _ in range(5):
+        parser.feed(b"x" * (MAX_SSE_LINE // 4 + 1))
+    assert parser._pending_size <= MAX_SSE_LINE

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from importlib.metadata import entry_points
-from pathlib import Path
-
 import httpx
 import httpx2
 import openai
@@ -17,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conftest import SYSTEM_KEY, TEST_SALT, assert_tokens, attrs, genai_spans, only_genai_span, openai_tokens
-from tokentrail.instrumentation import TokenTrailInstrumentor, _call, _usage, instrument, semconv, uninstrument
+from tokentrail.instrumentation import _call, _parsers, instrument, semconv, uninstrument
 from tokentrail.processor.fake_provider import FakeProvider
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -138,7 +132,7 @@ def test_a_failing_parser_never_breaks_the_stream(
     def broken(self: object, chunk: bytes) -> None:
         raise RuntimeError("bug in TokenTrail")
 
-    monkeypatch.setattr(_usage.SseParser, "feed", broken)
+    monkeypatch.setattr(_parsers.SseParser, "feed", broken)
     chunks = list(
         openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY).chat.completions.create(**STREAM)
     )
@@ -167,51 +161,3 @@ def test_our_span_is_current_while_the_request_is_sent(fake: FakeProvider, expor
     client.close()
     assert seen == ["chat gpt-4o-mini"]
     assert trace.get_current_span() is trace.INVALID_SPAN  # and the context is restored afterwards
-
-
-def test_the_instrumentor_is_registered_for_opentelemetry_instrument() -> None:
-    (entry,) = [e for e in entry_points(group="opentelemetry_instrumentor") if e.name == "tokentrail"]
-    assert entry.load() is TokenTrailInstrumentor
-    assert TokenTrailInstrumentor().instrumentation_dependencies() == []
-
-
-GLOBAL_PROVIDER_SCRIPT = """
-import sys
-import openai
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tokentrail.instrumentation import TokenTrailInstrumentor, attribute, instrument
-
-if sys.argv[2] == "explicit":
-    instrument(fingerprint_salt="s")  # before any global provider exists: spans follow the one set later
-assert TokenTrailInstrumentor().is_instrumented_by_opentelemetry
-exporter = InMemorySpanExporter()
-provider = TracerProvider()
-provider.add_span_processor(SimpleSpanProcessor(exporter))
-trace.set_tracer_provider(provider)
-with attribute(user="global-user"):
-    openai.OpenAI(base_url=sys.argv[1], api_key="k").chat.completions.create(model="m", messages=[])
-print([(span.name, span.attributes.get("user.id")) for span in exporter.get_finished_spans()])
-"""
-
-
-def _run_script(*command: str) -> str:
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def test_instrument_without_a_provider_uses_the_global_one(fake: FakeProvider) -> None:
-    output = _run_script(sys.executable, "-c", GLOBAL_PROVIDER_SCRIPT, fake.openai_base_url, "explicit")
-    assert output == "[('chat m', 'global-user')]"
-
-
-def test_opentelemetry_instrument_enables_tokentrail_with_no_code_change(fake: FakeProvider, tmp_path: Path) -> None:
-    script = tmp_path / "app.py"
-    script.write_text(GLOBAL_PROVIDER_SCRIPT)
-    cli = Path(sys.executable).with_name("opentelemetry-instrument")
-    output = _run_script(str(cli), sys.executable, str(script), fake.openai_base_url, "auto")
-    assert output == "[('chat m', 'global-user')]"

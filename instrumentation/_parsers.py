@@ -1,0 +1,305 @@
+"""Parsers that find the response facts in bodies as they pass: whole JSON bodies and server-sent events.
+
+Streams are parsed incrementally without changing or holding the bytes. Only lines that can carry what we need are
+decoded (a final usage chunk, a finish reason, Anthropic's message_start/message_delta/message_stop, the Responses
+API's created/completed/incomplete/failed events), found by a regular expression over each block of complete lines,
+so a long stream of text deltas costs a few ``re.search`` calls and no JSON decoding.
+
+A JSON body is parsed once, at its end. A very large one (a batch of embeddings can be tens of megabytes) is not
+decoded at all: its head and tail, where every API puts its id, model and usage, are kept and scanned instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, Final
+
+from . import semconv
+from ._usage import (
+    AnthropicUsage,
+    BodyParser,
+    ResponseFacts,
+    chunk_facts,
+    error_type,
+    facts_from_json,
+    responses_facts,
+)
+
+log = logging.getLogger(__name__)
+
+# A JSON body up to this size is decoded whole; beyond it only its head and tail are kept and scanned.
+FULL_JSON_BODY: Final = 1 << 20
+SCAN_HEAD: Final = 8 << 10
+SCAN_TAIL: Final = 32 << 10
+# An SSE line longer than this without a newline is dropped: a broken stream must not grow our buffer forever.
+MAX_SSE_LINE: Final = 4 << 20
+
+_ID: Final = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_MODEL: Final = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_USAGE_START: Final = re.compile(rb'"usage"\s*:\s*\{')
+
+
+def _balanced_object(data: bytes, start: int) -> bytes | None:
+    """The JSON object that opens at ``data[start]`` (a ``{``), or None if it does not close within ``data``."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for position in range(start, len(data)):
+        byte = data[position]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte == 0x7B:  # {
+            depth += 1
+        elif byte == 0x7D:  # }
+            depth -= 1
+            if depth == 0:
+                return data[start : position + 1]
+    return None
+
+
+def _scan_string(pattern: re.Pattern[bytes], *parts: bytes) -> str | None:
+    for part in parts:
+        match = pattern.search(part)
+        if match is not None:
+            value = json.loads(b'"' + match.group(1) + b'"')
+            return value if isinstance(value, str) else None
+    return None
+
+
+def scan_large_json(api: str, head: bytes, tail: bytes) -> ResponseFacts:
+    """The facts of a JSON body too large to decode, from its head and tail: id, model and the last usage object."""
+    skeleton: dict[str, Any] = {}
+    if (value := _scan_string(_ID, head)) is not None:
+        skeleton["id"] = value
+    if (value := _scan_string(_MODEL, head, tail)) is not None:
+        skeleton["model"] = value
+    starts = [match.end() - 1 for match in _USAGE_START.finditer(tail)]
+    if starts:
+        text = _balanced_object(tail, starts[-1])
+        if text is not None:
+            skeleton["usage"] = json.loads(text)
+    facts = facts_from_json(api, skeleton)
+    facts.finish_reasons.clear()  # a scan cannot tell the finish reasons apart from prompt text
+    return facts
+
+
+class JsonBodyParser:
+    """Collects a JSON body and parses it once, at the end. Keeps references to the chunks, not a second copy."""
+
+    def __init__(self, api: str) -> None:
+        self._api = api
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._head = b""
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if self._size <= FULL_JSON_BODY:
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            if self._size > FULL_JSON_BODY:
+                # Too large to decode: from now on keep only its ends.
+                whole = b"".join(self._chunks)
+                self._chunks = []
+                self._head = whole[:SCAN_HEAD]
+                self._tail = whole[-SCAN_TAIL:]
+            return
+        self._size += len(chunk)
+        self._tail = chunk[-SCAN_TAIL:] if len(chunk) >= SCAN_TAIL else (self._tail + chunk)[-SCAN_TAIL:]
+
+    def result(self) -> ResponseFacts:
+        try:
+            if self._size > FULL_JSON_BODY:
+                return scan_large_json(self._api, self._head, self._tail)
+            if not self._chunks:
+                return ResponseFacts()
+            return facts_from_json(self._api, json.loads(b"".join(self._chunks)))
+        except ValueError:
+            return ResponseFacts()
+        finally:
+            self._chunks = []
+            self._head = self._tail = b""
+
+
+class SseParser:
+    """Splits a server-sent-event stream into ``data:`` payloads and hands the interesting ones to ``on_data``.
+
+    Subclasses say what is interesting with ``PREFILTER``, a bytes regex run over each block of complete lines
+    before any line is split out. A line that spans chunks is kept in pieces until its newline arrives.
+    """
+
+    PREFILTER: re.Pattern[bytes]
+
+    def __init__(self) -> None:
+        self.facts = ResponseFacts()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+
+    def wants_everything(self) -> bool:
+        """True while every data line must be parsed (before the first chunk gave us the id and model)."""
+        return False
+
+    def feed(self, chunk: bytes) -> None:
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            self._pending_size += len(chunk)
+            if self._pending_size > MAX_SSE_LINE:
+                self._pending, self._pending_size = [], 0
+            else:
+                self._pending.append(chunk)
+            return
+        block = chunk[:cut]
+        if self._pending:
+            self._pending.append(block)
+            block = b"".join(self._pending)
+        rest = chunk[cut + 1 :]
+        self._pending = [rest] if rest else []
+        self._pending_size = len(rest)
+        self._block(block)
+
+    def _block(self, block: bytes) -> None:
+        everything = self.wants_everything()
+        if not everything and self.PREFILTER.search(block) is None:
+            return
+        for line in block.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if everything or self.PREFILTER.search(payload) is not None:
+                try:
+                    self.on_data(payload)
+                except Exception:
+                    log.debug("Could not parse an SSE data line for usage", exc_info=True)
+                everything = self.wants_everything()
+
+    def on_data(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def result(self) -> ResponseFacts:
+        if self._pending:
+            # A final line without a trailing newline still counts (some servers end the body without one).
+            tail = b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
+            self._block(tail)
+        return self.facts
+
+
+class ChatStreamParser(SseParser):
+    """Chat Completions (and legacy Completions) chunks: id, model and tier from the first, finish reasons as they
+    come, usage from the last. ``[DONE]`` ends the stream."""
+
+    # Factored on the leading quote: sre then tries the alternatives only where a quote is.
+    PREFILTER = re.compile(rb'"(?:usage"\s*:\s*\{|finish_reason"\s*:\s*"|error"\s*:\s*\{)|\[DONE\]')
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first = True
+
+    def wants_everything(self) -> bool:
+        return self._first
+
+    def on_data(self, payload: bytes) -> None:
+        if payload == b"[DONE]":
+            self.facts.terminal = True
+            return
+        chunk = json.loads(payload)
+        if isinstance(chunk, dict):
+            self._first = False
+            chunk_facts(chunk, self.facts)
+
+
+class MessagesStreamParser(SseParser):
+    """Anthropic Messages events: input usage from message_start, output from the LAST message_delta.
+
+    message_start's ``output_tokens`` is a placeholder (usually 1), so a stream cut before any message_delta
+    reports its input and cache tokens but no output count rather than a wrong one.
+    """
+
+    PREFILTER = re.compile(rb'"type"\s*:\s*"(?:message_start|message_delta|message_stop|error)"')
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._usage = AnthropicUsage()
+
+    def on_data(self, payload: bytes) -> None:
+        event = json.loads(payload)
+        if not isinstance(event, dict):
+            return
+        facts = self.facts
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message")
+            message = message if isinstance(message, dict) else {}
+            if isinstance(message.get("id"), str):
+                facts.response_id = message["id"]
+            if isinstance(message.get("model"), str):
+                facts.response_model = message["model"]
+            usage = message.get("usage")
+            self._usage.update(usage if isinstance(usage, dict) else {}, output=False)
+        elif kind == "message_delta":
+            delta = event.get("delta")
+            reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+            if isinstance(reason, str):
+                facts.finish_reasons[0] = reason
+            usage = event.get("usage")
+            self._usage.update(usage if isinstance(usage, dict) else {})
+        elif kind == "message_stop":
+            facts.terminal = True
+        elif kind == "error":
+            facts.error_type = error_type(event.get("error"))
+        facts.usage = self._usage.to_usage()
+        facts.service_tier = self._usage.tier
+
+
+class ResponsesStreamParser(SseParser):
+    """Responses API events: id and model from ``response.created``; everything from the terminal event.
+
+    The stream ends with ``response.completed``, ``response.incomplete`` (e.g. max_output_tokens: still billed,
+    usage included) or ``response.failed``; each carries the whole response object with its usage.
+    """
+
+    PREFILTER = re.compile(
+        rb'"type"\s*:\s*"(?:response\.(?:created|completed|incomplete|failed)|error)"'
+    )
+
+    def on_data(self, payload: bytes) -> None:
+        event = json.loads(payload)
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        facts = self.facts
+        if kind == "error":
+            # {"type": "error", "code": ..., "message": ...}: the code is the useful part.
+            facts.error_type = str(event.get("code") or "error")
+            return
+        response = event.get("response")
+        if not isinstance(response, dict):
+            return
+        if kind == "response.created":
+            if isinstance(response.get("id"), str):
+                facts.response_id = response["id"]
+            if isinstance(response.get("model"), str):
+                facts.response_model = response["model"]
+            return
+        responses_facts(response, facts)
+        facts.terminal = True
+
+
+def body_parser(api: str, streamed: bool) -> BodyParser:
+    """The parser for a response body of ``api``: SSE when the response is an event stream, else JSON."""
+    if not streamed:
+        return JsonBodyParser(api)
+    if api == semconv.API_ANTHROPIC_MESSAGES:
+        return MessagesStreamParser()
+    if api == semconv.API_RESPONSES:
+        return ResponsesStreamParser()
+    return ChatStreamParser()

@@ -1,0 +1,145 @@
+"""Never break the host call: whatever the bytes, the application sends and reads exactly what it would without us.
+
+Bodies are compared byte for byte with what the fake provider received and sent (``raw_request`` and
+``response_body``), through a raw client that reads the undecoded bytes (``iter_raw``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterator
+
+import httpx
+import httpx2
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from conftest import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
+from tokentrail.instrumentation import _call, _foreign, instrument, semconv
+from tokentrail.processor.fake_provider import FakeProvider
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+pytestmark = pytest.mark.usefixtures("instrumented")
+
+
+@pytest.fixture
+def known(fake: FakeProvider, instrumented: TracerProvider) -> Iterator[FakeProvider]:
+    """The fake named as a provider, so that even requests without a model are LLM calls."""
+    instrument(tracer_provider=instrumented, providers={fake.base_url: "openai"}, fingerprint_salt=TEST_SALT)
+    yield fake
+
+
+def raw_exchange(
+    library: object, url: str, body: bytes, headers: dict[str, str] | None = None, chunk_size: int | None = None
+) -> bytes:
+    with library.Client() as client:  # type: ignore[attr-defined]
+        with client.stream("POST", url, content=body, headers=headers or {}) as response:
+            return b"".join(response.iter_raw(chunk_size))
+
+
+LIBRARIES = pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "httpx2"])
+
+
+@LIBRARIES
+@pytest.mark.parametrize(
+    "body",
+    [b'{"model": "m", "messages": [', b"\xff\xfe\x00 not json", b"[1, 2, 3]", b""],
+    ids=["malformed-json", "non-utf8", "json-array", "empty"],
+)
+def test_odd_request_bodies_reach_the_provider_unchanged(
+    library: object, body: bytes, known: FakeProvider, exporter: InMemorySpanExporter
+) -> None:
+    raw_exchange(library, known.openai_base_url + "/chat/completions", body)
+    assert known.last_call.raw_request == body
+    assert attrs(only_genai_span(exporter))[semconv.GEN_AI_PROVIDER_NAME] == "openai"
+
+
+@LIBRARIES
+@pytest.mark.parametrize("failure", ["malformed", "non-utf8"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_odd_response_bodies_reach_the_application_unchanged(
+    library: object, failure: str, stream: bool, known: FakeProvider, exporter: InMemorySpanExporter
+) -> None:
+    body = json.dumps(STREAM if stream else CHAT).encode()
+    received = raw_exchange(library, known.openai_base_url + "/chat/completions", body, {"x-fake-fail": failure}, 7)
+    assert received == known.last_call.response_body
+    a = attrs(only_genai_span(exporter))
+    if stream:
+        # One bad line costs that line only: the usage chunk is still read.
+        assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == known.last_call.usage["prompt_tokens"]  # type: ignore[index]
+    else:
+        assert a[semconv.TOKENTRAIL_USAGE_MISSING] is True
+
+
+@LIBRARIES
+@pytest.mark.parametrize("path", ["/chat/completions", "/responses", "/v1/messages"])
+def test_a_truncated_stream_reaches_the_application_unchanged_and_is_incomplete(
+    library: object, path: str, known: FakeProvider, exporter: InMemorySpanExporter
+) -> None:
+    base = known.base_url if path.startswith("/v1/") else known.openai_base_url
+    body = json.dumps({**STREAM, "input": "hi", "max_tokens": 50}).encode()
+    received = raw_exchange(library, base + path, body, {"x-fake-fail": "truncate"}, 5)
+    assert received == known.last_call.response_body
+    assert attrs(only_genai_span(exporter))[semconv.TOKENTRAIL_STREAM_INCOMPLETE] is True
+
+
+@LIBRARIES
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_gzip_bodies_pass_compressed_and_their_usage_is_read(
+    library: object, stream: bool, fake: FakeProvider, exporter: InMemorySpanExporter
+) -> None:
+    body = json.dumps(STREAM if stream else CHAT).encode()
+    headers = {"x-fake-encoding": "gzip", "accept-encoding": "gzip"}
+    received = raw_exchange(library, fake.openai_base_url + "/chat/completions", body, headers, 11)
+    assert received == fake.last_call.response_body
+    assert received[:2] == b"\x1f\x8b"  # still compressed: the application's client decodes it, not us
+    if stream:
+        assert b"[DONE]" in zlib.decompress(received, 16 + zlib.MAX_WBITS)
+    else:
+        assert json.loads(gzip.decompress(received))["usage"] == fake.last_call.usage
+    a = attrs(only_genai_span(exporter))
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]
+
+
+def test_the_sdk_reads_a_gzipped_stream_through_us(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY)
+    chunks = list(
+        client.chat.completions.create(**STREAM, extra_headers={"x-fake-encoding": "gzip"})  # type: ignore[call-overload]
+    )
+    assert chunks[-1].usage.prompt_tokens == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]
+    assert attrs(only_genai_span(exporter))[semconv.GEN_AI_USAGE_INPUT_TOKENS] == chunks[-1].usage.prompt_tokens
+
+
+@pytest.mark.parametrize(
+    "target, name",
+    [(_call, "response_attributes"), (_foreign, "call_span_for"), (_call, "body_parser")],
+)
+def test_a_bug_in_any_step_of_ours_leaves_the_call_working(
+    target: object, name: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug in TokenTrail")
+
+    monkeypatch.setattr(target, name, broken)
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY, max_retries=0)
+    completion = client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    assert completion.id == fake.last_call.response_id
+    chunks = list(client.chat.completions.create(**STREAM))  # type: ignore[call-overload]
+    assert chunks[-1].usage is not None
+
+
+def test_our_span_still_ends_when_finishing_it_fails(
+    fake: FakeProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug in TokenTrail")
+
+    monkeypatch.setattr(_call, "response_attributes", broken)
+    for _ in openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY).chat.completions.create(**STREAM):  # type: ignore[call-overload]
+        pass
+    assert only_genai_span(exporter).end_time is not None
