@@ -30,6 +30,8 @@ from typing import Any, Final, TextIO
 
 from .api import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
 from .formatting import FORMATS, TRUNCATED_NOTE, format_rows
+from .dedupe import DEFAULT_WINDOW
+from .pricing_overrides import PRICING_ENV
 from .report import ReportError, ReportParameterError, ReportQuery, run_report
 
 __all__ = [
@@ -142,11 +144,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-api", action="store_true", help="do not serve the report API (e.g. extra receivers)")
     serve.add_argument(
+        "--pricing",
+        type=Path,
+        default=None,
+        help=f"price overrides TOML (env {PRICING_ENV}); validated at start, a bad file stops the receiver",
+    )
+    serve.add_argument(
         "--flush-interval", type=float, default=1.0, help="seconds between WAL-to-Parquet flushes (default 1)"
     )
     serve.add_argument(
         "--dedupe-window",
         type=int,
+        default=DEFAULT_WINDOW,
         help="identities remembered to drop retried spans at ingest (default 1,000,000: about 130-155 MB)",
     )
 
@@ -252,6 +261,7 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
 
 
 def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    from .pricing_overrides import PricingConfigError
     from .receiver import Receiver  # gRPC and protobuf load only for this command
 
     if not logging.getLogger().handlers:
@@ -268,18 +278,23 @@ def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int
     http_port = None if getattr(args, "no_http", False) else getattr(args, "http_port", DEFAULT_HTTP_PORT)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        options: dict[str, Any] = {
-            "receiver_id": getattr(args, "receiver_id", None),
-            "reuse_port": getattr(args, "reuse_port", False),
-            "http_port": http_port,
-            "ingest_token": getattr(args, "ingest_token", None),
-            "tls_cert": tls_cert,
-            "tls_key": tls_key,
-            "max_disk_bytes": getattr(args, "max_disk_bytes", None),
-            "flush_interval": getattr(args, "flush_interval", None),
-            "dedupe_window": getattr(args, "dedupe_window", None),
-        }
-        receiver = Receiver(data_dir, host=args.host, grpc_port=args.grpc_port, **_accepted(Receiver, options))
+        if args.pricing is not None:
+            # The receiver's Pricer reads this at construction: one way in, whether set here or by the environment.
+            os.environ[PRICING_ENV] = str(args.pricing)
+        receiver = Receiver(
+            data_dir,
+            host=args.host,
+            grpc_port=args.grpc_port,
+            receiver_id=args.receiver_id,
+            reuse_port=args.reuse_port,
+            http_port=http_port,
+            ingest_token=args.ingest_token,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            max_disk_bytes=args.max_disk_bytes,
+            flush_interval=args.flush_interval,
+            dedupe_window=args.dedupe_window,
+        )
         api = None if getattr(args, "no_api", False) else ReportServer(
             data_dir, host=args.host, port=args.api_port, token=args.api_token
         )
@@ -288,12 +303,12 @@ def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int
             if api is not None:
                 api.start()
             try:
-                grpc_port = getattr(receiver, "grpc_port", args.grpc_port)
-                bound_http = getattr(receiver, "http_port", None)
+                grpc_port = receiver.grpc_port
+                bound_http = receiver.http_port
                 http = f", OTLP/HTTP on {args.host}:{bound_http}" if bound_http is not None else ""
                 report = f", report API on {api.url}/v1/report" if api is not None else ""
                 print(
-                    f"tokentrail: receiver {getattr(receiver, 'receiver_id', '')}: OTLP/gRPC on {args.host}:{grpc_port}{http}{report}, "
+                    f"tokentrail: receiver {receiver.receiver_id}: OTLP/gRPC on {args.host}:{grpc_port}{http}{report}, "
                     f"data in {data_dir}/ (Ctrl-C to stop)",
                     file=sys.stderr,
                     flush=True,
@@ -305,6 +320,9 @@ def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int
                     api.stop()
         finally:
             receiver.stop()  # the receiver finishes what it acknowledged before returning
+    except PricingConfigError as exc:  # a bad overrides file is a usage error, said before anything listens
+        print(f"tokentrail serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, RuntimeError, ValueError) as exc:  # a port in use, a receiver id in use, a bad TLS file
         print(f"tokentrail serve: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -312,17 +330,6 @@ def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int
         restore()
     print("tokentrail: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
-
-
-def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
-    """The options ``factory`` takes (a stand-in receiver in tests may take fewer); unset ones are left out."""
-    import inspect
-
-    parameters = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    return {
-        k: v for k, v in options.items() if (takes_any or k in parameters) and v is not None and v is not False
-    }
 
 
 def _demo(argv: list[str]) -> int:

@@ -44,7 +44,7 @@ from genai_prices import data_snapshot as _snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices, TimeOfDateConstraint
 
 from .model_names import PROVIDER_IDS, Candidate, candidates, canonical_provider, price_context
-from .pricing_overrides import BYOK_LIST, NO_OVERRIDES, CustomModel, Overrides, Rule, load_overrides
+from .pricing_overrides import BYOK_LIST, NO_OVERRIDES, PRICING_ENV, CustomModel, Overrides, Rule, load_overrides
 from .schema import PRICED, UNPRICED, UsageRecord
 
 __all__ = [
@@ -71,7 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PRICING_ENV: Final = "TOKENTRAIL_PRICING"
 AUTO_UPDATE_ENV: Final = "TOKENTRAIL_PRICES_AUTO_UPDATE"
 PRICE_VERSION: Final = f"genai-prices {genai_prices.__version__}"
 

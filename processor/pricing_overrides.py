@@ -55,6 +55,8 @@ from typing import Any, Final
 
 from .model_names import GATEWAYS, canonical_provider
 
+PRICING_ENV: Final = "TOKENTRAIL_PRICING"  # the overrides file, when no --pricing is given
+
 __all__ = [
     "BYOK_LIST",
     "BYOK_ZERO",

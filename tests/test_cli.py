@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import types
@@ -205,63 +206,70 @@ def test_data_dir_defaults_to_tokentrail_data_in_the_working_directory(
     assert json.loads(out)["results"][0]["request_count"] == 1
 
 
-def test_serve_runs_receiver_and_api_until_sigterm_then_stops_both(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_ingests_and_answers_until_sigterm_then_stops_with_everything_on_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    events: list[str] = []
-    started = threading.Event()
+    """The real receiver and report API: a span exported while serving is in the report after SIGTERM."""
+    from helpers_otlp import export, make_request, random_span
 
-    class FakeReceiver:
-        def __init__(self, data_dir: Path, *, host: str, grpc_port: int) -> None:
-            events.append(f"receiver init {Path(data_dir) == tmp_path} {host} {grpc_port}")
-            self.grpc_port = grpc_port
-
-        def start(self) -> None:
-            events.append("receiver start")
-            started.set()
-
-        def stop(self) -> None:
-            events.append("receiver stop")
-
-    servers: list[ReportServer] = []
-
-    class RecordingServer(ReportServer):
-        def start(self) -> None:
-            super().start()
-            servers.append(self)
-
-        def stop(self) -> None:
-            events.append("api stop")
-            super().stop()
-
-    monkeypatch.setitem(sys.modules, "tokentrail.processor.receiver", types.SimpleNamespace(Receiver=FakeReceiver))
-    monkeypatch.setattr(cli, "ReportServer", RecordingServer)
+    grpc_port, api_port = _free_port(), _free_port()
     health: list[int] = []
+    accepted: list[int] = []
+    failures: list[BaseException] = []
 
     def operator() -> None:
         try:
-            if started.wait(10):
-                for _ in range(100):
-                    if servers:
-                        with urllib.request.urlopen(servers[0].url + "/healthz", timeout=5) as response:
-                            health.append(response.status)
-                        break
+            for _ in range(200):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=5) as response:
+                        health.append(response.status)
+                    break
+                except OSError:
                     threading.Event().wait(0.05)
+            response = export(grpc_port, make_request([random_span()]))
+            accepted.append(0 if response.HasField("partial_success") else 1)
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
         finally:
-            if started.is_set():  # the handler is installed before the receiver starts
-                os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     previous = signal.getsignal(signal.SIGTERM)
     thread = threading.Thread(target=operator)
     thread.start()
-    code = cli.main(["serve", "--data-dir", str(tmp_path), "--grpc-port", "0", "--api-port", "0"])
+    code = cli.main(
+        ["serve", "--data-dir", str(tmp_path), "--grpc-port", str(grpc_port), "--api-port", str(api_port),
+         "--http-port", "0", "--receiver-id", "cli-test"]
+    )
     thread.join(10)
     _, err = capsys.readouterr()
+    assert not failures, failures
     assert code == 0
-    assert health == [200]
-    assert events == ["receiver init True 127.0.0.1 0", "receiver start", "api stop", "receiver stop"]
-    assert "report API on http://127.0.0.1:" in err
+    assert health == [200] and accepted == [1]
+    assert f"report API on http://127.0.0.1:{api_port}" in err
     assert signal.getsignal(signal.SIGTERM) is previous
+    assert len(list((tmp_path / "usage").glob("date=*/*.parquet"))) == 1  # stop flushed what it acknowledged
+
+
+def test_serve_refuses_a_bad_pricing_file_before_listening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOKENTRAIL_PRICING", raising=False)
+    bad = tmp_path / "pricing.toml"
+    bad.write_text("[[rule]]\nprovider = \"openai\"\ndiscount_percent = \"lots\"\n")
+    port = _free_port()
+    code = cli.main(["serve", "--data-dir", str(tmp_path / "d"), "--grpc-port", str(port), "--api-port", "0",
+                     "--no-http", "--pricing", str(bad)])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "pricing.toml:3: discount_percent must be a number" in err  # names the line and the problem
+    with socket.socket() as sock:  # nothing was left listening
+        sock.bind(("127.0.0.1", port))
 
 
 def test_demo_hands_its_arguments_to_the_demo_module(
