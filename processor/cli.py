@@ -15,6 +15,7 @@ starts fast and works with only DuckDB installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import pkgutil
@@ -22,7 +23,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType
@@ -30,7 +31,10 @@ from typing import Any, Final, TextIO
 
 from .api import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
 from .formatting import FORMATS, TRUNCATED_NOTE, format_rows
+from . import budgets
+from .budgets import BUDGETS_ENV, load_budgets
 from .dedupe import DEFAULT_WINDOW
+from .margins import REVENUE_ENV
 from .pricing_overrides import PRICING_ENV
 from .report import ReportError, ReportParameterError, ReportQuery, run_report
 
@@ -143,6 +147,18 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse new records (UNAVAILABLE / 503, the sender retries) once WAL + Parquet would exceed this",
     )
     serve.add_argument("--no-api", action="store_true", help="do not serve the report API (e.g. extra receivers)")
+    serve.add_argument(
+        "--budgets",
+        type=Path,
+        default=os.environ.get(BUDGETS_ENV) or None,
+        help=f"budgets TOML: threshold alerts as records land, GET /v1/budgets (env {BUDGETS_ENV})",
+    )
+    serve.add_argument(
+        "--revenue",
+        type=Path,
+        default=os.environ.get(REVENUE_ENV) or None,
+        help=f"revenue TOML for GET /v1/margins (env {REVENUE_ENV})",
+    )
     serve.add_argument(
         "--pricing",
         type=Path,
@@ -269,35 +285,41 @@ def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int
     stop = stop or threading.Event()
     restore = _install_stop_signals(stop)  # before anything starts: a signal mid-startup still stops cleanly
     data_dir: Path = args.data_dir
-    tls_cert = getattr(args, "tls_cert", None)
-    tls_key = getattr(args, "tls_key", None)
+    tls_cert = args.tls_cert
+    tls_key = args.tls_key
     if (tls_cert is None) != (tls_key is None):
         print("tokentrail serve: --tls-cert and --tls-key go together", file=sys.stderr)
         restore()
         return EXIT_USAGE
-    http_port = None if getattr(args, "no_http", False) else getattr(args, "http_port", DEFAULT_HTTP_PORT)
+    http_port = None if args.no_http else args.http_port
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        if args.pricing is not None:
-            # The receiver's Pricer reads this at construction: one way in, whether set here or by the environment.
-            os.environ[PRICING_ENV] = str(args.pricing)
-        receiver = Receiver(
+        with _pricing_file(args.pricing):
+            receiver = Receiver(
+                data_dir,
+                host=args.host,
+                grpc_port=args.grpc_port,
+                receiver_id=args.receiver_id,
+                reuse_port=args.reuse_port,
+                http_port=http_port,
+                ingest_token=args.ingest_token,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                max_disk_bytes=args.max_disk_bytes,
+                flush_interval=args.flush_interval,
+                dedupe_window=args.dedupe_window,
+            )
+        # Loaded once, before anything listens: a bad file stops the start, and both users see the same budgets.
+        budget_config = load_budgets(args.budgets) if args.budgets else None
+        api = None if args.no_api else ReportServer(
             data_dir,
             host=args.host,
-            grpc_port=args.grpc_port,
-            receiver_id=args.receiver_id,
-            reuse_port=args.reuse_port,
-            http_port=http_port,
-            ingest_token=args.ingest_token,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            max_disk_bytes=args.max_disk_bytes,
-            flush_interval=args.flush_interval,
-            dedupe_window=args.dedupe_window,
+            port=args.api_port,
+            token=args.api_token,
+            budgets=budget_config,
+            revenue=args.revenue,
         )
-        api = None if getattr(args, "no_api", False) else ReportServer(
-            data_dir, host=args.host, port=args.api_port, token=args.api_token
-        )
+        monitor = budgets.attach(receiver, budget_config, data_dir) if budget_config is not None else None
         receiver.start()
         try:
             if api is not None:
@@ -320,6 +342,8 @@ def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int
                     api.stop()
         finally:
             receiver.stop()  # the receiver finishes what it acknowledged before returning
+            if monitor is not None:
+                monitor.close()  # after the receiver: the last batches' alerts still go out
     except PricingConfigError as exc:  # a bad overrides file is a usage error, said before anything listens
         print(f"tokentrail serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -330,6 +354,24 @@ def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int
         restore()
     print("tokentrail: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _pricing_file(path: Path | None) -> Iterator[None]:
+    """Name the overrides file while the receiver is built: its Pricer reads ``TOKENTRAIL_PRICING`` then, the one
+    way in whether the file comes from here or the environment. Restored after, so nothing leaks to later users."""
+    if path is None:
+        yield
+        return
+    previous = os.environ.get(PRICING_ENV)
+    os.environ[PRICING_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PRICING_ENV, None)
+        else:
+            os.environ[PRICING_ENV] = previous
 
 
 def _demo(argv: list[str]) -> int:

@@ -268,6 +268,7 @@ def test_serve_refuses_a_bad_pricing_file_before_listening(
     _, err = capsys.readouterr()
     assert code == 2
     assert "pricing.toml:3: discount_percent must be a number" in err  # names the line and the problem
+    assert "TOKENTRAIL_PRICING" not in os.environ  # the option named the file for this receiver only
     with socket.socket() as sock:  # nothing was left listening
         sock.bind(("127.0.0.1", port))
 
@@ -290,3 +291,18 @@ def test_no_command_prints_usage_and_exits_2(capsys: pytest.CaptureFixture[str])
     code, _, err = run(capsys)
     assert code == 2
     assert "usage: tokentrail" in err
+
+
+def test_serve_refuses_a_bad_budgets_file_before_listening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "budgets.toml"
+    bad.write_text('[[budgets]]\nname = "all"\namount = "a lot"\n')
+    port = _free_port()
+    code = cli.main(["serve", "--data-dir", str(tmp_path / "d"), "--grpc-port", str(port), "--api-port", "0",
+                     "--no-http", "--budgets", str(bad)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "budgets.toml" in err and "amount" in err
+    with socket.socket() as sock:  # nothing was left listening
+        sock.bind(("127.0.0.1", port))
