@@ -133,11 +133,13 @@ class JsonBodyParser:
 class SseParser:
     """Splits a server-sent-event stream into ``data:`` payloads and hands the interesting ones to ``on_data``.
 
-    Subclasses say what is interesting with ``PREFILTER``, a bytes regex run over each block of complete lines
-    before any line is split out. A line that spans chunks is kept in pieces until its newline arrives.
+    Subclasses say what is interesting with ``MARKERS``, bytes regexes run over each block of complete lines
+    before any line is split out, and again over each line of a block that has one. Each marker starts with a
+    literal, which ``re`` finds with a fast substring search; one pattern of alternatives would be tried at every
+    quote of every chunk, about twice as slow. A line that spans chunks is kept in pieces until its newline arrives.
     """
 
-    PREFILTER: re.Pattern[bytes]
+    MARKERS: tuple[re.Pattern[bytes], ...]
 
     def __init__(self) -> None:
         self.facts = ResponseFacts()
@@ -166,15 +168,21 @@ class SseParser:
         self._pending_size = len(rest)
         self._block(block)
 
+    def _interesting(self, data: bytes) -> bool:
+        for marker in self.MARKERS:
+            if marker.search(data) is not None:
+                return True
+        return False
+
     def _block(self, block: bytes) -> None:
         everything = self.wants_everything()
-        if not everything and self.PREFILTER.search(block) is None:
+        if not everything and not self._interesting(block):
             return
         for line in block.split(b"\n"):
             if not line.startswith(b"data:"):
                 continue
             payload = line[5:].strip()
-            if everything or self.PREFILTER.search(payload) is not None:
+            if everything or self._interesting(payload):
                 try:
                     self.on_data(payload)
                 except Exception:
@@ -197,8 +205,12 @@ class ChatStreamParser(SseParser):
     """Chat Completions (and legacy Completions) chunks: id, model and tier from the first, finish reasons as they
     come, usage from the last. ``[DONE]`` ends the stream."""
 
-    # Factored on the leading quote: sre then tries the alternatives only where a quote is.
-    PREFILTER = re.compile(rb'"(?:usage"\s*:\s*\{|finish_reason"\s*:\s*"|error"\s*:\s*\{)|\[DONE\]')
+    MARKERS = (
+        re.compile(rb'_reason"\s*:\s*"'),  # a finish reason (not null)
+        re.compile(rb'usage"\s*:\s*\{'),  # a usage object (not null)
+        re.compile(rb'error"\s*:\s*\{'),
+        re.compile(rb"\[DONE\]"),
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -224,7 +236,8 @@ class MessagesStreamParser(SseParser):
     reports its input and cache tokens but no output count rather than a wrong one.
     """
 
-    PREFILTER = re.compile(rb'"type"\s*:\s*"(?:message_start|message_delta|message_stop|error)"')
+    # Text that merely mentions these costs one JSON decode: the event's "type" is checked after it.
+    MARKERS = (re.compile(rb'"message_(?:start|delta|stop)"'), re.compile(rb'"error"'))
 
     def __init__(self) -> None:
         super().__init__()
@@ -267,9 +280,7 @@ class ResponsesStreamParser(SseParser):
     usage included) or ``response.failed``; each carries the whole response object with its usage.
     """
 
-    PREFILTER = re.compile(
-        rb'"type"\s*:\s*"(?:response\.(?:created|completed|incomplete|failed)|error)"'
-    )
+    MARKERS = (re.compile(rb'"response\.(?:created|completed|incomplete|failed)"'), re.compile(rb'"error"'))
 
     def on_data(self, payload: bytes) -> None:
         event = json.loads(payload)
@@ -289,9 +300,12 @@ class ResponsesStreamParser(SseParser):
                 facts.response_id = response["id"]
             if isinstance(response.get("model"), str):
                 facts.response_model = response["model"]
-            return
-        responses_facts(response, facts)
-        facts.terminal = True
+        elif kind in _RESPONSES_TERMINAL:
+            responses_facts(response, facts)
+            facts.terminal = True
+
+
+_RESPONSES_TERMINAL: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def body_parser(api: str, streamed: bool) -> BodyParser:

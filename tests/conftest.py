@@ -49,7 +49,14 @@ def tracer_provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No provider key or TokenTrail setting leaks in from the developer's shell."""
-    for name in (*SYSTEM_KEY_ENV_VARS, semconv.ENV_SYSTEM_KEYS, semconv.ENV_FINGERPRINT_SALT):
+    for name in (
+        *SYSTEM_KEY_ENV_VARS,
+        semconv.ENV_SYSTEM_KEYS,
+        semconv.ENV_FINGERPRINT_SALT,
+        semconv.ENV_CREDENTIAL_NAMES,
+        semconv.ENV_PROVIDERS,
+        semconv.ENV_STREAM_USAGE,
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)
     return monkeypatch
