@@ -84,18 +84,6 @@ def span_attributes(span: Any) -> dict[str, Any]:
     return {kv.key: value(kv.value) for kv in span.attributes}
 
 
-def sdk_configurator(directory: Path) -> Path:
-    """A stand-in for ``opentelemetry-distro``: one ``opentelemetry_configurator`` entry point, the SDK's own
-    configurator, which sets the global providers up from the OTEL_* variables (as the distro does)."""
-    dist_info = directory / "tokentrail_test_configurator-1.0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: tokentrail-test-configurator\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(
-        "[opentelemetry_configurator]\nsdk = opentelemetry.sdk._configuration:_OTelSDKConfigurator\n"
-    )
-    return directory
-
-
 APP = """
 import sys
 import openai
@@ -125,7 +113,6 @@ def test_only_otel_variables_produce_our_span_and_metrics_over_otlp(
     app = tmp_path / "app.py"
     app.write_text(APP)
     env = {
-        "PYTHONPATH": str(sdk_configurator(tmp_path / "site")),
         "OTEL_SERVICE_NAME": "zero-code",
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_METRICS_EXPORTER": "otlp",
@@ -161,9 +148,11 @@ if sys.argv[2] == "explicit":
     instrument(fingerprint_salt="s")  # before any global provider exists: spans follow the one set later
 assert TokenTrailInstrumentor().is_instrumented_by_opentelemetry
 exporter = InMemorySpanExporter()
-provider = TracerProvider()
+provider = trace.get_tracer_provider()
+if not isinstance(provider, TracerProvider):  # opentelemetry-instrument (the distro) may have set one up already
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
 provider.add_span_processor(SimpleSpanProcessor(exporter))
-trace.set_tracer_provider(provider)
 client = openai.OpenAI(base_url=sys.argv[1], api_key="k")
 for user in ("first-user", "global-user"):
     exporter.clear()
