@@ -13,14 +13,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from .arguments import day_arg
+
 __all__ = ["register"]
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def register(commands: Any, default_data_dir: Path) -> None:
@@ -31,8 +26,8 @@ def register(commands: Any, default_data_dir: Path) -> None:
         "keeping one record per call: (provider, response id), else (trace id, span id).",
     )
     parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
-    parser.add_argument("--start-date", type=_day, help="first day to compact (YYYY-MM-DD, UTC)")
-    parser.add_argument("--end-date", type=_day, help="last day to compact (inclusive)")
+    parser.add_argument("--start-date", type=day_arg, help="first day to compact (YYYY-MM-DD, UTC)")
+    parser.add_argument("--end-date", type=day_arg, help="last day to compact (inclusive)")
     parser.add_argument(
         "--min-files", type=int, default=2, help="compact a day only if it has at least this many files (1: always)"
     )

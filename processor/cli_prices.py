@@ -16,18 +16,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from .arguments import day_arg
+
 __all__ = ["register"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def _when(text: str) -> datetime:
@@ -84,8 +79,8 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
     un = sub.add_parser("unpriced", help="models with unpriced calls in a period: requests, tokens, why")
     un.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
-    un.add_argument("--start-date", type=_day, help="YYYY-MM-DD, UTC (default: 7 days ending --end-date)")
-    un.add_argument("--end-date", type=_day, help="YYYY-MM-DD, inclusive (default: today, UTC)")
+    un.add_argument("--start-date", type=day_arg, help="YYYY-MM-DD, UTC (default: 7 days ending --end-date)")
+    un.add_argument("--end-date", type=day_arg, help="YYYY-MM-DD, inclusive (default: today, UTC)")
     un.add_argument("--pricing", type=Path, help=_pricing_help() + "; used to say what is priceable now")
     un.add_argument("--format", choices=("table", "json"), default="table")
     un.set_defaults(handler=_unpriced)
@@ -96,8 +91,8 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
     ve = sub.add_parser("versions", help="which price versions produced a period's costs")
     ve.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
-    ve.add_argument("--start-date", type=_day, help="YYYY-MM-DD, UTC (default: 7 days ending --end-date)")
-    ve.add_argument("--end-date", type=_day, help="YYYY-MM-DD, inclusive (default: today, UTC)")
+    ve.add_argument("--start-date", type=day_arg, help="YYYY-MM-DD, UTC (default: 7 days ending --end-date)")
+    ve.add_argument("--end-date", type=day_arg, help="YYYY-MM-DD, inclusive (default: today, UTC)")
     ve.add_argument("--format", choices=("table", "json"), default="table")
     ve.set_defaults(handler=_versions)
 

@@ -14,14 +14,9 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .arguments import day_arg
+
 __all__ = ["register"]
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def register(commands: Any, default_data_dir: Path) -> None:
@@ -32,8 +27,8 @@ def register(commands: Any, default_data_dir: Path) -> None:
         "overrides file, stamping price_version. Dates are inclusive UTC days.",
     )
     parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
-    parser.add_argument("--start-date", type=_day, required=True, help="first day (YYYY-MM-DD, UTC)")
-    parser.add_argument("--end-date", type=_day, help="last day, inclusive (default: today, UTC)")
+    parser.add_argument("--start-date", type=day_arg, required=True, help="first day (YYYY-MM-DD, UTC)")
+    parser.add_argument("--end-date", type=day_arg, help="last day, inclusive (default: today, UTC)")
     parser.add_argument("--pricing", type=Path, help="overrides file (default: env TOKENTRAIL_PRICING; none when unset)")
     parser.add_argument(
         "--update-catalog",
