@@ -99,8 +99,15 @@ def _send_all(port: int, payloads: list[bytes], connections: int, threads_per_co
         raise RuntimeError(f"{len(errors)} export(s) failed: {errors[0]}")
 
 
-def _end_to_end(payloads: list[bytes], n_spans: int, processes: int, connections: int) -> tuple[float, float]:
-    """(spans/s acknowledged, spans/s acknowledged and in Parquet)."""
+def _stored_rows(data_dir: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in (data_dir / "usage").glob("date=*/*.parquet"))
+
+
+def _end_to_end(payloads: list[bytes], n_spans: int, processes: int, connections: int) -> tuple[float, float, int]:
+    """(spans/s acknowledged, spans/s acknowledged and in Parquet, rows stored). Every span is a distinct call
+    (``build_request`` gives each its own response id), so every one is priced, logged and written."""
     with tempfile.TemporaryDirectory(prefix="tokentrail-bench-") as tmp:
         data_dir = Path(tmp)
         procs: list[subprocess.Popen[str]] = []
@@ -120,7 +127,7 @@ def _end_to_end(payloads: list[bytes], n_spans: int, processes: int, connections
                 proc.wait(timeout=300)
         t_all = time.perf_counter() - t0
         sent = n_spans - 2 * (n_spans // len(payloads))
-        return sent / t_ack, sent / t_all
+        return sent / t_ack, sent / t_all, _stored_rows(data_dir)
 
 
 def run(n_spans: int = 200_000, batch: int = 1_000, connections: int = 8) -> dict[str, float]:
@@ -132,9 +139,9 @@ def run(n_spans: int = 200_000, batch: int = 1_000, connections: int = 8) -> dic
         ExportTraceServiceRequest.FromString(p)
     parse = n_spans / (time.perf_counter() - t0)
 
-    one_ack, one = _end_to_end(payloads, n_spans, 1, connections)
-    # Fresh payloads for the second run would only change the ids; the data dir is new, so nothing deduplicates.
-    two_ack, two = _end_to_end(payloads, n_spans, 2, connections)
+    one_ack, one, one_rows = _end_to_end(payloads, n_spans, 1, connections)
+    # The same payloads again: the data dir is new, so nothing deduplicates.
+    two_ack, two, two_rows = _end_to_end(payloads, n_spans, 2, connections)
     return {
         "spans": float(n_spans),
         "protobuf_parse_spans_per_s": parse,
@@ -144,6 +151,8 @@ def run(n_spans: int = 200_000, batch: int = 1_000, connections: int = 8) -> dic
         "two_processes_spans_per_s": two,
         "two_processes_ack_spans_per_s": two_ack,
         "two_processes_speedup": two / one,
+        "one_process_rows": float(one_rows),
+        "two_processes_rows": float(two_rows),
     }
 
 

@@ -6,6 +6,7 @@ independent of how fast this machine is today.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -30,8 +31,12 @@ def _kv(key: str, value: object) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
+_CALLS = itertools.count()  # response ids are unique across requests, as real ones are (else all but one dedupe)
+
+
 def build_request(n_spans: int, genai_share: float = 1.0) -> bytes:
-    """A realistic batch: GenAI spans with ~20 attributes, optionally mixed with plain HTTP spans."""
+    """A realistic batch: GenAI spans with ~20 attributes, optionally mixed with plain HTTP spans. Every call has
+    its own response id, across requests too."""
     now = time.time_ns()
     spans = []
     for i in range(n_spans):
@@ -41,7 +46,7 @@ def build_request(n_spans: int, genai_share: float = 1.0) -> bytes:
                 "gen_ai.provider.name": "openai",
                 "gen_ai.request.model": "gpt-4o-mini",
                 "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-                "gen_ai.response.id": f"chatcmpl-{i:012d}",
+                "gen_ai.response.id": f"chatcmpl-{next(_CALLS):012d}",
                 "gen_ai.usage.input_tokens": 1000 + i % 977,
                 "gen_ai.usage.output_tokens": 200 + i % 131,
                 "gen_ai.usage.cache_read.input_tokens": 128,

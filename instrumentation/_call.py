@@ -11,19 +11,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from . import _foreign, _inject, _privacy, _processor, _streams, semconv
-from ._context import current_attribution
-from ._credentials import classify
+from ._context import EMPTY, baggage_of, current_attribution, span_of, with_span
+from ._credentials import classify_fingerprint
 from ._decoding import decoding
-from ._endpoints import Endpoint, recognise
+from ._endpoints import Endpoint
 from ._parsers import body_parser
-from ._request import read_headers, read_request
+from ._request import NO_HEADERS, read_headers, read_request
 from ._spans import attribution_attributes, request_attributes, response_attributes
 from ._state import Settings
 from ._usage import BodyParser, ResponseFacts
@@ -31,25 +33,32 @@ from ._usage import BodyParser, ResponseFacts
 log = logging.getLogger(__name__)
 
 _INJECTABLE_APIS = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS})
+# Guards the one-time end of every call (held for a flag test-and-set: one lock for all calls costs nothing).
+_END_LOCK = threading.Lock()
 
 
-def _request_body(request: Any) -> bytes | None:
-    """The request body if the client already holds it in memory (the SDKs always do); never reads a stream."""
-    try:
-        content = request.content
-    except Exception:
-        return None
-    return content if isinstance(content, bytes) else None
 
 
 def begin(request: Any, settings: Settings) -> Call | None:
-    """Start following ``request`` if it is an LLM call: with our own span, or with the span already tracing it."""
-    endpoint = recognise(request.method, request.url, settings.base_urls)
-    if endpoint is None:
+    """Start following ``request`` if it is an LLM call: with our own span, or with the span already tracing it.
+
+    This runs before every LLM request, so the common case is kept short: the endpoint and its attributes come
+    from a per-URL memory, the key's fingerprint from a per-key one, and the current context is read once.
+    """
+    target = settings.endpoints.lookup(request.method, request.url)
+    if target is None:
         return None
-    body = _request_body(request)
+    endpoint, endpoint_attributes = target
+    # The request body if the client already holds it in memory (the SDKs always do); never reads a stream.
+    try:
+        body = request.content
+    except Exception:
+        body = None
+    if not isinstance(body, bytes):
+        body = None
     facts = read_request(endpoint.api, body)
-    if not endpoint.known_host and not facts.model:
+    model = facts.model
+    if not endpoint.known_host and not model:
         # A server we only know by path must at least send what an LLM request sends.
         return None
 
@@ -60,39 +69,54 @@ def begin(request: Any, settings: Settings) -> Call | None:
     if settings.inject_stream_usage and facts.stream and not facts.include_usage and endpoint.api in _INJECTABLE_APIS:
         _inject_include_usage(request, body)
 
+    ctx = context.get_current()
+    entries = baggage_of(ctx)
     # Precedence: the application's explicit attribute() > the request's reporting headers > the request body.
-    attribution = current_attribution().with_fallback(sent.user, sent.tags).with_fallback(facts.user, facts.tags)
-    credential_type, credential_id = classify(
-        sent.key, settings.salt, settings.system_fingerprints, attribution.credential
+    attribution = current_attribution(ctx, entries)
+    if sent is not NO_HEADERS and (sent.user is not None or sent.tags is not None):
+        attribution = attribution.with_fallback(sent.user, sent.tags)
+    if facts.user is not None or facts.tags is not None:
+        attribution = attribution.with_fallback(facts.user, facts.tags)
+    credential_type, credential_id = classify_fingerprint(
+        settings.fingerprints.of_headers(sent.authorization, sent.x_api_key, sent.api_key),
+        settings.system_fingerprints,
+        attribution.credential,
     )
     names = settings.credential_names
     credential_name = names.get(credential_id) if names and credential_id else None
-    attributes = attribution_attributes(attribution, credential_type, credential_id, credential_name)
-    attributes[semconv.TOKENTRAIL_API] = endpoint.api
     # The deployment of an Azure URL stands in for a model the body does not name; the response's model is preferred.
-    requested = request_attributes(endpoint, facts.model or endpoint.deployment, facts.stream)
+    model = model or endpoint.deployment
 
     if settings.global_provider:
         # The application may have set its SDK provider after instrument() (opentelemetry-instrument does it that
         # way round): the attribution processor belongs on it too. A dictionary lookup once it is there.
         _processor.install(trace.get_tracer_provider())
 
-    current = trace.get_current_span()
-    model = requested.get(semconv.GEN_AI_REQUEST_MODEL)
+    current = span_of(ctx)
     foreign = _foreign.call_span_for(current)
     if foreign is not None:
+        attributes = attribution_attributes(attribution, credential_type, credential_id, credential_name)
+        attributes[semconv.TOKENTRAIL_API] = endpoint.api
         foreign.set_attributes(attributes)
-        foreign.set_attributes(_foreign.missing(foreign, requested))
+        foreign.set_attributes(_foreign.missing(foreign, request_attributes(endpoint, model, facts.stream)))
         for outer in _foreign.enclosing_calls(foreign):
             outer.set_attribute(semconv.TOKENTRAIL_DUPLICATE, True)
         _mark_twin(getattr(foreign, "parent", None), foreign, endpoint.provider, model)
-        return Call(foreign, endpoint, own=False)
+        return Call(foreign, endpoint, own=False, ctx=ctx, baggage=entries)
 
-    attributes.update(requested)
+    # Everything our span knows at its start, given at its start: one validation pass in the SDK, not one per call.
+    attributes = endpoint_attributes.copy()
+    attributes[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
+    if model:
+        attributes[semconv.GEN_AI_REQUEST_MODEL] = model
+    if attribution is not EMPTY or credential_type is not None:
+        attributes.update(attribution_attributes(attribution, credential_type, credential_id, credential_name))
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
-    span = settings.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-    _mark_twin(current.get_span_context(), None, endpoint.provider, model)
-    return Call(span, endpoint, own=True, requested=requested, settings=settings)
+    span = settings.tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, attributes=attributes)
+    if _foreign.open_calls:
+        _mark_twin(current.get_span_context(), None, endpoint.provider, model or None)
+    # The attributes double as the metrics' request attributes (they hold every one of METRIC_ATTRIBUTES).
+    return Call(span, endpoint, own=True, requested=attributes, settings=settings, ctx=ctx, baggage=entries)
 
 
 def _mark_twin(parent: Any, exclude: Any, provider: str, model: object) -> None:
@@ -124,7 +148,10 @@ class Call:
     errors and its metrics stay that instrumentation's job.
     """
 
-    __slots__ = ("span", "endpoint", "own", "_requested", "_metrics", "_started", "_parser", "_streamed", "_ended", "_lock")
+    __slots__ = (
+        "span", "endpoint", "own", "_requested", "_metrics", "_started", "_parser", "_streamed", "_ended", "_ctx",
+        "_baggage",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -134,6 +161,8 @@ class Call:
         own: bool,
         requested: dict[str, AttributeValue] | None = None,
         settings: Settings | None = None,
+        ctx: Context | None = None,
+        baggage: Mapping[str, object] | None = None,
     ) -> None:
         self.span = span
         self.endpoint = endpoint
@@ -144,15 +173,23 @@ class Call:
         self._parser: BodyParser | None = None
         self._streamed = False
         self._ended = False
-        self._lock = threading.Lock()
+        # The context the request was begun in and its baggage, when known: read once, in begin().
+        self._ctx = ctx
+        self._baggage = baggage
 
     def activate(self) -> object | None:
         """The context the request is sent in: our span current (so HTTP-level spans and trace headers nest under
         the call), and our baggage removed (so no propagator writes it into a request to the provider)."""
-        ctx = _privacy.context_without_ours()
+        ctx, entries = self._ctx, self._baggage
+        self._ctx = self._baggage = None
+        without_ours = None
+        if ctx is None or entries:  # known to carry no baggage at all (the usual case): nothing of ours to remove
+            without_ours = _privacy.context_without_ours(ctx, entries)
         if self.own:
-            ctx = trace.set_span_in_context(self.span, ctx)
-        return None if ctx is None else context.attach(ctx)
+            if without_ours is None and ctx is not None:
+                return context.attach(with_span(ctx, self.span))
+            return context.attach(trace.set_span_in_context(self.span, without_ours))
+        return None if without_ours is None else context.attach(without_ours)
 
     def failed(self, error: BaseException) -> None:
         """The request raised before a response arrived."""
@@ -183,13 +220,14 @@ class Call:
             if self._claim_end() and self.own:
                 span.end()
             return response
-        headers = response.headers
-        media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
-        self._streamed = media_type == "text/event-stream"
-        if not self._streamed and not media_type.endswith("json"):
+        content_type, content_encoding = _body_headers(response.headers)
+        media_type = content_type.partition(";")[0].strip().lower()
+        streamed = self._streamed = media_type == "text/event-stream"
+        if not streamed and not media_type.endswith("json"):
             self.end("read")  # not a body we can read usage from: the call is recorded without it
             return response
-        self._parser = decoding(body_parser(self.endpoint.api, self._streamed), headers.get("content-encoding"))
+        parser = body_parser(self.endpoint.api, streamed)
+        self._parser = parser if content_encoding is None else decoding(parser, content_encoding)
         response.stream = _streams.observe(response.stream, self, sync_base, async_base)
         return response
 
@@ -205,22 +243,54 @@ class Call:
                 self._parser = None
 
     def end(self, how: _streams.StreamEnd, error: BaseException | None = None) -> None:
-        if not self._claim_end():
-            return
+        # True exactly once: a body ends many ways (read, closed, failed, collected), the call only once. (This is
+        # _claim_end, written out: this method runs three times for every call, and ends it once.)
+        if self._ended:
+            return  # the usual answer after the first: a body read to its end is then closed, then freed
+        with _END_LOCK:
+            if self._ended:
+                return
+            self._ended = True
+        span = self.span
         try:
+            parser = self._parser
+            self._parser = None
             try:
-                facts = self._parser.result() if self._parser is not None else ResponseFacts()
+                facts = parser.result() if parser is not None else ResponseFacts()
             except Exception:
                 log.debug("TokenTrail could not read the usage of a response", exc_info=True)
                 facts = ResponseFacts()
-            self._parser = None
-            self._finish(facts, error=error, incomplete=self._streamed and not facts.terminal)
+            incomplete = self._streamed and not facts.terminal
+            if not self.own:
+                # Another instrumentation's span: only the facts it lacks, while it is open.
+                if span.is_recording():
+                    attributes = response_attributes(facts)
+                    if incomplete:
+                        attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
+                    span.set_attributes(_foreign.missing(span, attributes))
+                return
+            kind: str | None = None
+            try:
+                attributes = response_attributes(facts)
+                if incomplete:
+                    attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
+                if error is not None:
+                    kind = error_type(error)
+                elif facts.error_type is not None:
+                    kind = facts.error_type
+                if kind is not None:
+                    attributes[semconv.ERROR_TYPE] = kind
+                    span.set_status(Status(StatusCode.ERROR))
+                span.set_attributes(attributes)
+            finally:
+                span.end()
+            self._record_metrics(facts, kind)
         except Exception:
             # This runs inside the application's read of the body: it must not raise, and our span must end.
             log.debug("TokenTrail could not finish a call", exc_info=True)
             if self.own:
                 try:
-                    self.span.end()
+                    span.end()
                 except Exception:
                     pass
 
@@ -228,37 +298,13 @@ class Call:
 
     def _claim_end(self) -> bool:
         """True exactly once: a body ends many ways (read, closed, failed, collected), the call only once."""
-        with self._lock:
+        if self._ended:
+            return False
+        with _END_LOCK:
             if self._ended:
                 return False
             self._ended = True
             return True
-
-    def _finish(self, facts: ResponseFacts, *, error: BaseException | None, incomplete: bool) -> None:
-        span = self.span
-        if not self.own:
-            if span.is_recording():
-                attributes = response_attributes(facts)
-                if incomplete:
-                    attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
-                span.set_attributes(_foreign.missing(span, attributes))
-            return
-        kind: str | None = None
-        try:
-            attributes = response_attributes(facts)
-            if incomplete:
-                attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
-            span.set_attributes(attributes)
-            if error is not None:
-                kind = error_type(error)
-            elif facts.error_type is not None:
-                kind = facts.error_type
-            if kind is not None:
-                span.set_attribute(semconv.ERROR_TYPE, kind)
-                span.set_status(Status(StatusCode.ERROR))
-        finally:
-            span.end()
-        self._record_metrics(facts, kind)
 
     def _record_metrics(self, facts: ResponseFacts | None, kind: str | None) -> None:
         metrics = self._metrics
@@ -274,3 +320,26 @@ class Call:
             )
         except Exception:
             log.debug("TokenTrail could not record its metrics", exc_info=True)
+
+
+def _body_headers(headers: Any) -> tuple[str, str | None]:
+    """A response's ``content-type`` (``""`` if none) and ``content-encoding``, as ``headers.get`` gives them, found
+    in one pass over ``httpx``'s and ``httpx2``'s (raw name, lower-case name, value) triples, not a scan per name."""
+    try:
+        content_type = content_encoding = None
+        for _, name, value in headers._list:
+            if name == b"content-type":
+                if content_type is not None:
+                    raise ValueError("repeated")  # get() joins repeated values: let it
+                content_type = value
+            elif name == b"content-encoding":
+                if content_encoding is not None:
+                    raise ValueError("repeated")
+                content_encoding = value
+        encoding = headers.encoding
+        return (
+            "" if content_type is None else content_type.decode(encoding),
+            None if content_encoding is None else content_encoding.decode(encoding),
+        )
+    except (AttributeError, TypeError, ValueError):
+        return headers.get("content-type", ""), headers.get("content-encoding")

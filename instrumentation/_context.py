@@ -15,13 +15,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote
 
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
 
 from . import semconv
@@ -33,6 +33,53 @@ MAX_TAG_LENGTH: Final = 64
 MAX_USER_LENGTH: Final = 256
 
 _CONTEXT_KEY: Final = context.create_key("tokentrail-attribution")
+
+
+# Reading the OTel context on the hot path -------------------------------------------------------------------------
+#
+# An OTel ``Context`` is an immutable ``dict``, and ``baggage.get_all``, ``trace.get_current_span`` and
+# ``trace.set_span_in_context`` are each a few layers of functions around one lookup (or copy) of it under a key the
+# API keeps private. Those layers cost more than the lookup, twice over inside a real request, so the hot path
+# does the lookup itself, under keys learned at import by asking the public API to set a value on an empty Context.
+# Should a future API stop storing them that way, the keys come out None and the public functions are used.
+
+
+def _key_set_by(setter: Callable[[Context], Context]) -> str | None:
+    try:
+        keys = list(setter(Context()))
+    except Exception:
+        return None
+    return keys[0] if len(keys) == 1 else None
+
+
+_BAGGAGE_KEY: Final = _key_set_by(lambda ctx: baggage.set_baggage("tokentrail.probe", "1", ctx))
+_SPAN_KEY: Final = _key_set_by(lambda ctx: trace.set_span_in_context(trace.INVALID_SPAN, ctx))
+_NO_BAGGAGE: Final[Mapping[str, object]] = MappingProxyType({})
+
+
+def baggage_of(ctx: Context) -> Mapping[str, object]:
+    """``baggage.get_all(ctx)``, read-only."""
+    if _BAGGAGE_KEY is None:
+        return baggage.get_all(ctx)
+    entries = ctx.get(_BAGGAGE_KEY)
+    return entries if isinstance(entries, dict) else _NO_BAGGAGE
+
+
+def span_of(ctx: Context) -> trace.Span:
+    """``trace.get_current_span(ctx)``."""
+    if _SPAN_KEY is None:
+        return trace.get_current_span(ctx)
+    span = ctx.get(_SPAN_KEY)
+    return span if span is not None and isinstance(span, trace.Span) else trace.INVALID_SPAN
+
+
+def with_span(ctx: Context, span: trace.Span) -> Context:
+    """``trace.set_span_in_context(span, ctx)``."""
+    if _SPAN_KEY is None:
+        return trace.set_span_in_context(span, ctx)
+    values = dict(ctx)
+    values[_SPAN_KEY] = span
+    return Context(values)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,21 +172,25 @@ def clean_tags(values: object, existing: tuple[str, ...] = ()) -> tuple[tuple[st
     return tuple(tags), dropped
 
 
-def current_attribution(ctx: Context | None = None) -> Attribution:
-    """The attribution in effect in ``ctx`` (default: the current context). Never raises."""
+def current_attribution(ctx: Context | None = None, entries: Mapping[str, object] | None = None) -> Attribution:
+    """The attribution in effect in ``ctx`` (default: the current context). Never raises.
+
+    ``entries`` may pass ``baggage.get_all(ctx)`` when the caller has it already.
+    """
     try:
-        value = context.get_value(_CONTEXT_KEY, ctx)
+        value = context.get_value(_CONTEXT_KEY) if ctx is None else ctx.get(_CONTEXT_KEY)
         if isinstance(value, Attribution):
             return value
-        return _from_baggage(ctx)
+        return _from_baggage(ctx, entries)
     except Exception:
         log.debug("Could not read the attribution from the context", exc_info=True)
         return EMPTY
 
 
-def _from_baggage(ctx: Context | None) -> Attribution:
+def _from_baggage(ctx: Context | None, entries: Mapping[str, object] | None = None) -> Attribution:
     """The attribution that another service sent as baggage; validated again, since baggage is untrusted input."""
-    entries = baggage.get_all(ctx)
+    if entries is None:
+        entries = baggage.get_all(ctx)
     if not entries:
         return EMPTY
     user = entries.get(semconv.BAGGAGE_USER)

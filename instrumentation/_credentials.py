@@ -128,9 +128,53 @@ def classify(
 
     Without a key there is nothing to fingerprint, but an explicit type is still worth reporting.
     """
-    if key is None:
-        return explicit, None
-    key_id = fingerprint(key, salt)
-    if explicit is not None:
+    return classify_fingerprint(None if key is None else fingerprint(key, salt), system_fingerprints, explicit)
+
+
+def classify_fingerprint(
+    key_id: str | None, system_fingerprints: frozenset[str], explicit: str | None
+) -> tuple[str | None, str | None]:
+    """``classify`` for a key already fingerprinted (``key_id``, None without a key)."""
+    if key_id is None or explicit is not None:
         return explicit, key_id
     return ("system" if key_id in system_fingerprints else "byok"), key_id
+
+
+# How many distinct credential header values a Fingerprinter remembers before it starts again.
+MAX_REMEMBERED: Final = 1024
+_UNSEEN: Final = object()
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value else None
+
+
+class Fingerprinter:
+    """The fingerprint of the key in a request's credential headers, remembered per distinct header value.
+
+    A service sends the same few keys over and over: the HMAC (about 2 µs) and the header decoding are done once
+    per key, then a call costs one dictionary lookup. The memory holds at most ``MAX_REMEMBERED`` header values,
+    in this process only, where the keys already are (in the SDK clients, in every request's headers); it is
+    never logged nor exported, and a new salt (``instrument()`` again) starts a new one.
+    """
+
+    __slots__ = ("_salt", "_known")
+
+    def __init__(self, salt: bytes) -> None:
+        self._salt = salt
+        self._known: dict[tuple[bytes | None, bytes | None, bytes | None], str | None] = {}
+
+    def __repr__(self) -> str:
+        return f"Fingerprinter({len(self._known)} remembered)"  # never the keys
+
+    def of_headers(self, authorization: bytes | None, x_api_key: bytes | None, api_key: bytes | None) -> str | None:
+        """``fingerprint(key_of(...))`` of the raw header values, or None when they carry no key."""
+        headers = (authorization, x_api_key, api_key)
+        key_id = self._known.get(headers, _UNSEEN)
+        if key_id is _UNSEEN:
+            key = key_of(_text(authorization), _text(x_api_key), _text(api_key))
+            key_id = None if key is None else fingerprint(key, self._salt)
+            if len(self._known) >= MAX_REMEMBERED:
+                self._known.clear()
+            self._known[headers] = key_id
+        return key_id  # type: ignore[return-value]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from . import semconv
 
@@ -218,3 +218,53 @@ def recognise(method: str, url: URLLike, base_urls: tuple[tuple[str, str], ...] 
         deployment=deployment,
         api_version=api_version,
     )
+
+
+T = TypeVar("T")
+
+# How many distinct LLM URLs an ``EndpointCache`` remembers before it starts again (a service talks to a handful).
+MAX_REMEMBERED: Final = 1024
+
+
+class EndpointCache(Generic[T]):
+    """``recognise`` remembered per URL, together with what the caller derives from each endpoint once (its span
+    attributes), so that an LLM call to a URL seen before costs one dictionary lookup.
+
+    The key is what ``recognise`` reads of an ``httpx``/``httpx2`` URL: its parsed scheme, host, port, path and query
+    (never its user info). Other requests are answered without being remembered: any method but POST by one
+    comparison, a POST to a path that no API uses by a few ``str.endswith`` on the raw path (the same test
+    ``api_of`` makes on the decoded one, when decoding changes nothing). A URL object of another kind falls back
+    to ``recognise``. Lookups from several threads are safe: the worst race computes an entry twice.
+    """
+
+    __slots__ = ("_base_urls", "_derive", "_known")
+
+    def __init__(self, base_urls: tuple[tuple[str, str], ...], derive: Callable[[Endpoint], T]) -> None:
+        self._base_urls = base_urls
+        self._derive = derive
+        self._known: dict[tuple[object, ...], tuple[Endpoint, T]] = {}
+
+    def lookup(self, method: str, url: URLLike) -> tuple[Endpoint, T] | None:
+        if method != "POST":
+            return None
+        try:
+            reference = url._uri_reference  # type: ignore[attr-defined]
+            path = reference.path
+            key = (reference.scheme, reference.host, reference.port, path, reference.query)
+        except AttributeError:
+            return self._recognise(method, url)
+        found = self._known.get(key)
+        if found is not None:
+            return found
+        if "%" not in path and api_of(method, path or "/") is None:
+            return None  # url.path is this very path, unquoted: not an LLM call, and not worth remembering
+        found = self._recognise(method, url)
+        if found is not None:
+            if len(self._known) >= MAX_REMEMBERED:
+                self._known.clear()
+            self._known[key] = found
+        return found
+
+    def _recognise(self, method: str, url: URLLike) -> tuple[Endpoint, T] | None:
+        endpoint = recognise(method, url, self._base_urls)
+        return None if endpoint is None else (endpoint, self._derive(endpoint))

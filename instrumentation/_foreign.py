@@ -55,6 +55,7 @@ _USAGE_PREFIX: Final = "gen_ai.usage."
 # grow it forever.
 MAX_OPEN: Final = 10_000
 _open: dict[int, Any] = {}
+open_calls: Final = _open  # read-only for other modules: empty (falsy) when no other call span is open
 
 
 def _looks_like_call(span: Any) -> bool:

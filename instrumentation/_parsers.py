@@ -17,6 +17,7 @@ import re
 from typing import Any, Final
 
 from . import semconv
+from ._jsonbody import loads
 from ._usage import (
     AnthropicUsage,
     BodyParser,
@@ -95,6 +96,8 @@ def scan_large_json(api: str, head: bytes, tail: bytes) -> ResponseFacts:
 class JsonBodyParser:
     """Collects a JSON body and parses it once, at the end. Keeps references to the chunks, not a second copy."""
 
+    __slots__ = ("_api", "_chunks", "_size", "_head", "_tail")
+
     def __init__(self, api: str) -> None:
         self._api = api
         self._chunks: list[bytes] = []
@@ -120,9 +123,12 @@ class JsonBodyParser:
         try:
             if self._size > FULL_JSON_BODY:
                 return scan_large_json(self._api, self._head, self._tail)
-            if not self._chunks:
+            chunks = self._chunks
+            if not chunks:
                 return ResponseFacts()
-            return facts_from_json(self._api, json.loads(b"".join(self._chunks)))
+            # Most bodies arrive in one chunk: parsed as it is, not copied by a join.
+            body = chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
+            return facts_from_json(self._api, loads(body))
         except ValueError:
             return ResponseFacts()
         finally:
@@ -223,7 +229,7 @@ class ChatStreamParser(SseParser):
         if payload == b"[DONE]":
             self.facts.terminal = True
             return
-        chunk = json.loads(payload)
+        chunk = loads(payload)
         if isinstance(chunk, dict):
             self._first = False
             chunk_facts(chunk, self.facts)
@@ -244,7 +250,7 @@ class MessagesStreamParser(SseParser):
         self._usage = AnthropicUsage()
 
     def on_data(self, payload: bytes) -> None:
-        event = json.loads(payload)
+        event = loads(payload)
         if not isinstance(event, dict):
             return
         facts = self.facts
@@ -283,7 +289,7 @@ class ResponsesStreamParser(SseParser):
     MARKERS = (re.compile(rb'"response\.(?:created|completed|incomplete|failed)"'), re.compile(rb'"error"'))
 
     def on_data(self, payload: bytes) -> None:
-        event = json.loads(payload)
+        event = loads(payload)
         if not isinstance(event, dict):
             return
         kind = event.get("type")

@@ -9,7 +9,7 @@ sent (for a propagator that writes the header after our hook). Other members are
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
 
 from opentelemetry import baggage
@@ -34,9 +34,13 @@ def strip_header(headers: MutableMapping[str, str] | Any) -> None:
         headers[HEADER] = ",".join(member.strip() for member in kept)
 
 
-def context_without_ours(ctx: Context | None = None) -> Context | None:
-    """``ctx`` (default: current) without our baggage entries, or None when it has none (the common case)."""
-    entries = baggage.get_all(ctx)
+def context_without_ours(ctx: Context | None = None, entries: Mapping[str, object] | None = None) -> Context | None:
+    """``ctx`` (default: current) without our baggage entries, or None when it has none (the common case).
+
+    ``entries`` may pass ``baggage.get_all(ctx)`` when the caller has it already.
+    """
+    if entries is None:
+        entries = baggage.get_all(ctx)
     ours = [name for name in entries if name.startswith(PREFIX)]
     if not ours:
         return None

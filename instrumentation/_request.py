@@ -1,20 +1,24 @@
 """What an LLM request says about itself: model, streaming, and the attribution it carries.
 
 Only a handful of top-level fields are read; prompts are never kept. Bodies up to ``FULL_PARSE_LIMIT`` are parsed
-as JSON, which is exact and, at that size, cheaper than the span itself. Larger bodies (images, long documents)
-are scanned for the few fields with regular expressions instead of being decoded: the fields we need are short
-scalars, and an escaped quote inside a prompt string can never match an unescaped ``"model":`` pattern.
+as JSON, which is exact. Larger bodies (images, long documents) are scanned for the few fields with regular
+expressions instead of being decoded: the fields we need are short scalars, and an escaped quote inside a prompt
+string can never match an unescaped ``"model":`` pattern.
+
+Why not scan every body: measured on request bodies of 0.6 KB to 400 KB, the C JSON scanner decodes a body
+faster than ``re`` (or a ``bytes.find`` per field) can merely look for the fields in it, and a field found by a
+scan still has to be proven top-level (not a tool schema's ``"model"`` nor a metadata ``"user"``), which takes
+another pass. Decoding is both the exact way and the fast one below the limit.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from . import semconv
-from ._credentials import key_of
+from ._jsonbody import loads
 
 FULL_PARSE_LIMIT: Final = 1 << 20
 
@@ -31,9 +35,11 @@ _STREAM_OPTIONS_APIS: Final = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.A
 _INCLUDE_USAGE_TRUE: Final = re.compile(rb'"include_usage"\s*:\s*true')
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """The request fields the span needs. ``user`` and ``tags`` are raw: validation happens with the context's."""
+class RequestFacts(NamedTuple):
+    """The request fields the span needs. ``user`` and ``tags`` are raw: validation happens with the context's.
+
+    A named tuple rather than a frozen dataclass: as immutable, and built in a third of the time on every call.
+    """
 
     model: str | None = None
     stream: bool = False
@@ -52,7 +58,7 @@ def read_request(api: str, body: bytes | None) -> RequestFacts:
         return UNKNOWN
     try:
         if len(body) <= FULL_PARSE_LIMIT:
-            data = json.loads(body)
+            data = loads(body)
             return _from_json(api, data) if isinstance(data, dict) else UNKNOWN
         return _from_scan(api, body)
     except Exception:
@@ -60,32 +66,34 @@ def read_request(api: str, body: bytes | None) -> RequestFacts:
 
 
 def _from_json(api: str, data: dict[str, Any]) -> RequestFacts:
-    model = data.get("model")
-    stream = data.get("stream") is True
+    get = data.get
+    model = get("model")
     user: object = None
     tags: object = None
     include_usage = False
     if api == semconv.API_ANTHROPIC_MESSAGES:
-        metadata = data.get("metadata")
+        metadata = get("metadata")
         if isinstance(metadata, dict):
             user = metadata.get("user_id")
     else:
         if api in _STREAM_OPTIONS_APIS:
-            options = data.get("stream_options")
+            options = get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        user = data.get("user") or data.get("safety_identifier")
+        user = get("user") or get("safety_identifier")
     # Vercel AI Gateway's reporting fields, which some clients send to every provider.
-    gateway = _dig(data, "providerOptions", "gateway")
-    if isinstance(gateway, dict):
-        user = user or gateway.get("user")
-        tags = gateway.get("tags")
+    provider_options = get("providerOptions")
+    if provider_options is not None:
+        gateway = _dig(provider_options, "gateway")
+        if isinstance(gateway, dict):
+            user = user or gateway.get("user")
+            tags = gateway.get("tags")
     return RequestFacts(
-        model=model if isinstance(model, str) else None,
-        stream=stream,
-        include_usage=include_usage,
-        user=user if isinstance(user, str) else None,
-        tags=tags,
-        parsed=True,
+        model if isinstance(model, str) else None,
+        get("stream") is True,
+        include_usage,
+        user if isinstance(user, str) else None,
+        tags,
+        True,
     )
 
 
@@ -112,46 +120,72 @@ def _from_scan(api: str, body: bytes) -> RequestFacts:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderFacts:
-    """The request headers the span needs, found in one pass (a header lookup in httpx costs a scan each)."""
+class HeaderFacts(NamedTuple):
+    """The request headers the span needs, found in one pass (a header lookup in httpx costs a scan each).
 
-    key: str | None = None  # the API key: Authorization Bearer, x-api-key (Anthropic) or api-key (Azure)
+    The credential headers are kept raw: ``_credentials.Fingerprinter`` finds the key in them, once per distinct
+    value, so the key is neither decoded nor hashed again on every call that uses it.
+    """
+
+    authorization: bytes | None = None  # Authorization (a Bearer key)
+    x_api_key: bytes | None = None  # x-api-key (Anthropic)
+    api_key: bytes | None = None  # api-key (Azure)
     user: str | None = None  # ai-reporting-user
     tags: list[str] | None = None  # ai-reporting-tags, comma-separated
     baggage: bool = False  # a baggage header is present (it may carry our attribution: see _privacy)
 
 
+NO_HEADERS: Final = HeaderFacts()
 _WANTED: Final = frozenset({b"authorization", b"x-api-key", b"api-key", b"ai-reporting-user", b"ai-reporting-tags", b"baggage"})
 
 
 def read_headers(headers: Any) -> HeaderFacts:
     """The ``HeaderFacts`` of an ``httpx``/``httpx2`` ``Headers`` (or any mapping, more slowly)."""
-    raw = getattr(headers, "raw", None)
-    if raw is None:
-        items = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-    else:
-        items = raw
+    authorization = None
     found: dict[bytes, bytes] = {}
-    for name, value in items:
-        name = name.lower()
-        if name in _WANTED and name not in found:
-            found[name] = value
-    def text(name: bytes) -> str | None:
-        value = found.get(name)
-        return value.decode("latin-1") if value else None
-
-    user = found.get(b"ai-reporting-user")
-    raw_tags = found.get(b"ai-reporting-tags")
+    try:
+        # httpx and httpx2 keep (raw name, lower-case name, value) triples: no lower() per header needed. Only the
+        # Authorization header is usual, so it is kept apart and the dictionary stays empty on most calls.
+        for _, name, value in headers._list:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name in _WANTED and name not in found:
+                found[name] = value
+    except (AttributeError, TypeError, ValueError):
+        authorization = None
+        found = _wanted_headers(headers)  # another kind of headers: read them the public way
+        if b"authorization" in found:
+            authorization = found.pop(b"authorization")
+    if not found:
+        return NO_HEADERS if authorization is None else HeaderFacts(authorization)
+    get = found.get
+    user = get(b"ai-reporting-user")
+    raw_tags = get(b"ai-reporting-tags")
     tags = None
     if raw_tags:
         tags = [tag.strip() for tag in raw_tags.decode("utf-8", "replace").split(",") if tag.strip()] or None
     return HeaderFacts(
-        key=key_of(text(b"authorization"), text(b"x-api-key"), text(b"api-key")),
-        user=user.decode("utf-8", "replace") if user else None,
-        tags=tags,
-        baggage=b"baggage" in found,
+        authorization,
+        get(b"x-api-key"),
+        get(b"api-key"),
+        user.decode("utf-8", "replace") if user else None,
+        tags,
+        b"baggage" in found,
     )
+
+
+def _wanted_headers(headers: Any) -> dict[bytes, bytes]:
+    """The first value of each ``_WANTED`` header, by lower-case name, through the public API."""
+    raw = getattr(headers, "raw", None)
+    if raw is None:
+        raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    found: dict[bytes, bytes] = {}
+    for name, value in raw:
+        name = name.lower()
+        if name in _WANTED and name not in found:
+            found[name] = value
+    return found
 
 
 def _dig(data: object, *path: str) -> object:

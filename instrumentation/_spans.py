@@ -38,6 +38,15 @@ def attribution_attributes(
     return attributes
 
 
+def endpoint_attributes(endpoint: Endpoint) -> dict[str, AttributeValue]:
+    """The attributes every call of ours to ``endpoint`` starts with, whatever its body: operation, provider,
+    server, API and Azure's deployment and api-version. Computed once per endpoint (see ``EndpointCache``)."""
+    attributes = request_attributes(endpoint, None, False)
+    del attributes[semconv.GEN_AI_REQUEST_STREAM]  # the body's
+    attributes[semconv.TOKENTRAIL_API] = endpoint.api
+    return attributes
+
+
 def request_attributes(
     endpoint: Endpoint, model: str | None, stream: bool
 ) -> dict[str, AttributeValue]:
@@ -65,29 +74,32 @@ def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
         attributes[semconv.GEN_AI_RESPONSE_ID] = facts.response_id
     if facts.response_model is not None:
         attributes[semconv.GEN_AI_RESPONSE_MODEL] = facts.response_model
-    if facts.finish_reasons:
-        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [
-            facts.finish_reasons[index] for index in sorted(facts.finish_reasons)
-        ]
+    reasons = facts.finish_reasons
+    if reasons:
+        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = (
+            list(reasons.values()) if len(reasons) == 1 else [reasons[index] for index in sorted(reasons)]
+        )
     if facts.service_tier is not None:
         attributes[semconv.TOKENTRAIL_SERVICE_TIER] = facts.service_tier.lower()
     usage = facts.usage
     if usage is None:
         attributes[semconv.TOKENTRAIL_USAGE_MISSING] = True
         return attributes
-    for name, value in (
-        (semconv.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
-        (semconv.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
-        (semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_input_tokens),
-        (semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_creation_input_tokens),
-        (semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_output_tokens),
-    ):
-        if value is not None:
-            attributes[name] = value
-    for ttl, value in (usage.cache_creation_by_ttl or {}).items():
-        name = semconv.CACHE_CREATION_BY_TTL.get(ttl)
-        if name is not None:
-            attributes[name] = value
+    if usage.input_tokens is not None:
+        attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+    if usage.output_tokens is not None:
+        attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+    if usage.cache_read_input_tokens is not None:
+        attributes[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_input_tokens
+    if usage.cache_creation_input_tokens is not None:
+        attributes[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_creation_input_tokens
+    if usage.reasoning_output_tokens is not None:
+        attributes[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_output_tokens
+    if usage.cache_creation_by_ttl:
+        for ttl, value in usage.cache_creation_by_ttl.items():
+            name = semconv.CACHE_CREATION_BY_TTL.get(ttl)
+            if name is not None:
+                attributes[name] = value
     return attributes
 
 

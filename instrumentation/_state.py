@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
+from opentelemetry.util.types import AttributeValue
+
 from . import _credentials, _endpoints, semconv
 from ._metrics import Metrics
+from ._spans import endpoint_attributes
 from .version import __version__
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,13 @@ class Settings:
     metrics: Metrics | None = None
     credential_names: Mapping[str, str] | None = None
     inject_stream_usage: bool = False
+    # Derived, and remembered for as long as these settings are in force.
+    endpoints: _endpoints.EndpointCache[dict[str, AttributeValue]] = field(init=False, repr=False, compare=False)
+    fingerprints: _credentials.Fingerprinter = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "endpoints", _endpoints.EndpointCache(self.base_urls, endpoint_attributes))
+        object.__setattr__(self, "fingerprints", _credentials.Fingerprinter(self.salt))
 
 
 _settings: Settings | None = None

@@ -35,37 +35,6 @@ class _Library:
     async_base: type
 
 
-def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[0] if args else kwargs.get("request")
-
-
-def _begin(request: Any) -> _call.Call | None:
-    settings = _state.current()
-    if settings is None or request is None:
-        return None
-    try:
-        return _call.begin(request, settings)
-    except Exception:
-        log.debug("TokenTrail could not start tracing a request", exc_info=True)
-        return None
-
-
-def _activate(call: _call.Call) -> object | None:
-    try:
-        return call.activate()
-    except Exception:
-        log.debug("TokenTrail could not activate its span", exc_info=True)
-        return None
-
-
-def _deactivate(token: object | None) -> None:
-    if token is not None:
-        try:
-            context.detach(token)  # type: ignore[arg-type]
-        except Exception:
-            log.debug("TokenTrail could not restore the context", exc_info=True)
-
-
 def _failed(call: _call.Call, error: BaseException) -> None:
     try:
         call.failed(error)
@@ -73,52 +42,95 @@ def _failed(call: _call.Call, error: BaseException) -> None:
         log.debug("TokenTrail could not record a failed request", exc_info=True)
 
 
-def _responded(call: _call.Call, response: Any, library: _Library) -> Any:
+def _unobserved(call: _call.Call, response: Any) -> Any:
+    log.debug("TokenTrail could not observe a response", exc_info=True)
     try:
-        return call.responded(response, library.sync_base, library.async_base)
+        call.end("failed")
     except Exception:
-        log.debug("TokenTrail could not observe a response", exc_info=True)
-        try:
-            call.end("failed")
-        except Exception:
-            pass
-        return response
+        pass
+    return response
+
+
+# The two hooks run for every request the process makes, so their guarded steps are written inline rather than as
+# helper functions: inside a real request, every distinct function a call passes through costs about twice what it
+# costs in a tight loop (its code is no longer in the CPU caches), and the sync and async hooks stay line for line
+# the same apart from their awaits.
 
 
 def _sync_hook(library: _Library) -> Callable[..., Any]:
+    sync_base, async_base = library.sync_base, library.async_base
+
     def handle_request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = _begin(_request_of(args, kwargs))
+        settings = _state._settings  # what _state.current() returns
+        request = args[0] if args else kwargs.get("request")
+        call = None
+        if settings is not None and request is not None:
+            try:
+                call = _call.begin(request, settings)
+            except Exception:
+                log.debug("TokenTrail could not start tracing a request", exc_info=True)
         if call is None:
             return wrapped(*args, **kwargs)
-        token = _activate(call)
+        try:
+            token = call.activate()
+        except Exception:
+            log.debug("TokenTrail could not activate its span", exc_info=True)
+            token = None
         try:
             response = wrapped(*args, **kwargs)
         except BaseException as error:
             _failed(call, error)
             raise
         finally:
-            _deactivate(token)
-        return _responded(call, response, library)
+            if token is not None:
+                try:
+                    context.detach(token)  # type: ignore[arg-type]
+                except Exception:
+                    log.debug("TokenTrail could not restore the context", exc_info=True)
+        try:
+            return call.responded(response, sync_base, async_base)
+        except Exception:
+            return _unobserved(call, response)
 
     return handle_request
 
 
 def _async_hook(library: _Library) -> Callable[..., Any]:
+    sync_base, async_base = library.sync_base, library.async_base
+
     async def handle_async_request(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        call = _begin(_request_of(args, kwargs))
+        settings = _state._settings  # what _state.current() returns
+        request = args[0] if args else kwargs.get("request")
+        call = None
+        if settings is not None and request is not None:
+            try:
+                call = _call.begin(request, settings)
+            except Exception:
+                log.debug("TokenTrail could not start tracing a request", exc_info=True)
         if call is None:
             return await wrapped(*args, **kwargs)
-        token = _activate(call)
+        try:
+            token = call.activate()
+        except Exception:
+            log.debug("TokenTrail could not activate its span", exc_info=True)
+            token = None
         try:
             response = await wrapped(*args, **kwargs)
         except BaseException as error:
             _failed(call, error)
             raise
         finally:
-            _deactivate(token)
-        return _responded(call, response, library)
+            if token is not None:
+                try:
+                    context.detach(token)  # type: ignore[arg-type]
+                except Exception:
+                    log.debug("TokenTrail could not restore the context", exc_info=True)
+        try:
+            return call.responded(response, sync_base, async_base)
+        except Exception:
+            return _unobserved(call, response)
 
     return handle_async_request
 

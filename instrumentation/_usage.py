@@ -10,8 +10,10 @@ This module only converts already-decoded JSON objects; ``_parsers`` finds them 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Final, Protocol
 
 from . import semconv
 
@@ -54,11 +56,17 @@ class BodyParser(Protocol):
 
 
 def _int(value: object) -> int | None:
+    if type(value) is int:  # what JSON gives: the common case, one test
+        return value if value >= 0 else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+# What _dict gives for anything but an object: shared, and only ever read.
+_NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else _NOTHING
 
 
 def _str(value: object) -> str | None:
@@ -68,27 +76,37 @@ def _str(value: object) -> str | None:
 _OPENAI_TTLS = (("ttl_30m_tokens", "30m"), ("ttl_12h_tokens", "12h"))
 
 
-def _openai_cache_writes(details: dict[str, Any]) -> dict[str, int] | None:
-    split = _dict(details.get("cache_write_tokens_details"))
+def _openai_cache_writes(details: Mapping[str, Any]) -> dict[str, int] | None:
+    split = details.get("cache_write_tokens_details")
+    if not isinstance(split, dict):
+        return None
     by_ttl = {ttl: value for name, ttl in _OPENAI_TTLS if (value := _int(split.get(name))) is not None}
     return by_ttl or None
 
 
 def chat_usage(usage: dict[str, Any]) -> Usage:
     """A Chat Completions, legacy Completions or Embeddings ``usage`` object. ``prompt_tokens`` includes cache."""
-    prompt_details = _dict(usage.get("prompt_tokens_details"))
-    cached = _int(prompt_details.get("cached_tokens"))
-    if cached is None:
-        cached = _int(usage.get("prompt_cache_hit_tokens"))  # DeepSeek's name for the same thing
-    return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
-        cache_read_input_tokens=cached,
+    get = usage.get
+    # Plain non-negative ints are taken as they are (the usual case, one type test); anything else goes to _int.
+    input_tokens = get("prompt_tokens")
+    if type(input_tokens) is not int or input_tokens < 0:
+        input_tokens = _int(input_tokens)
+    output_tokens = get("completion_tokens")
+    if type(output_tokens) is not int or output_tokens < 0:
+        output_tokens = _int(output_tokens)
+    prompt_details = get("prompt_tokens_details")
+    if isinstance(prompt_details, dict):
+        cached = _int(prompt_details.get("cached_tokens"))
         # Cache writes (OpenAI's, OpenRouter's for models that bill them) are inside prompt_tokens, like reads.
-        cache_creation_input_tokens=_int(prompt_details.get("cache_write_tokens")),
-        reasoning_output_tokens=_int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")),
-        cache_creation_by_ttl=_openai_cache_writes(prompt_details),
-    )
+        cache_writes = _int(prompt_details.get("cache_write_tokens"))
+        by_ttl = _openai_cache_writes(prompt_details)
+    else:
+        cached = cache_writes = by_ttl = None
+    if cached is None:
+        cached = _int(get("prompt_cache_hit_tokens"))  # DeepSeek's name for the same thing
+    completion_details = get("completion_tokens_details")
+    reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else None
+    return Usage(input_tokens, output_tokens, cached, cache_writes, reasoning, by_ttl)
 
 
 def responses_usage(usage: dict[str, Any]) -> Usage:
@@ -172,12 +190,15 @@ def error_type(error: object) -> str:
 
 
 def _finish_reasons(facts: ResponseFacts, choices: object) -> None:
-    for position, choice in enumerate(choices if isinstance(choices, list) else ()):
-        choice = _dict(choice)
-        reason = choice.get("finish_reason")
-        if isinstance(reason, str):
-            index = choice.get("index")
-            facts.finish_reasons[index if isinstance(index, int) else position] = reason
+    if not isinstance(choices, list):
+        return
+    reasons = facts.finish_reasons
+    for position, choice in enumerate(choices):
+        if isinstance(choice, dict):
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str):
+                index = choice.get("index")
+                reasons[index if isinstance(index, int) else position] = reason
 
 
 def responses_facts(body: dict[str, Any], facts: ResponseFacts) -> ResponseFacts:
@@ -211,12 +232,15 @@ def facts_from_json(api: str, data: object) -> ResponseFacts:
     body = _dict(data)
     if api == semconv.API_RESPONSES:
         return responses_facts(body, facts)
-    if body.get("error"):
+    get = body.get
+    if get("error"):
         facts.error_type = error_type(body["error"])
         return facts
-    if (value := _str(body.get("id"))) is not None:
+    value = get("id")
+    if isinstance(value, str) and value:
         facts.response_id = value
-    if (value := _str(body.get("model"))) is not None:
+    value = get("model")
+    if isinstance(value, str) and value:
         facts.response_model = value
     if api == semconv.API_ANTHROPIC_MESSAGES:
         if isinstance(body.get("stop_reason"), str):
@@ -226,11 +250,13 @@ def facts_from_json(api: str, data: object) -> ResponseFacts:
         facts.usage = usage.to_usage()
         facts.service_tier = usage.tier
     else:
-        _finish_reasons(facts, body.get("choices"))
-        if (value := _str(body.get("service_tier"))) is not None:
+        _finish_reasons(facts, get("choices"))
+        value = get("service_tier")
+        if isinstance(value, str) and value:
             facts.service_tier = value
-        if isinstance(body.get("usage"), dict):
-            facts.usage = chat_usage(body["usage"])
+        usage = get("usage")
+        if isinstance(usage, dict):
+            facts.usage = chat_usage(usage)
     return facts
 
 

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .schema import ARROW_SCHEMA, PARTITION_COLUMN
+from .schema import ARROW_SCHEMA, PARTITION_COLUMN, SchemaMismatch, conform
 from .storage import ABSORBED_FILE, _write_file, day_dir_name, day_lock, read_absorbed
 from .wal import fsync_dir, segment_name
 
@@ -115,23 +115,11 @@ def _parquet_names(directory: Path) -> list[str]:
 
 
 def _conform(table: pa.Table, what: str) -> pa.Table:
-    """``table`` in the shared schema: columns in order and type; a nullable column it lacks becomes nulls."""
-    columns = []
-    for schema_field in ARROW_SCHEMA:
-        if schema_field.name in table.column_names:
-            column = table[schema_field.name]
-            try:
-                column = column.cast(schema_field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise RewriteError(f"{what}: column {schema_field.name!r} cannot be {schema_field.type}: {exc}") from exc
-            if not schema_field.nullable and column.null_count:
-                raise RewriteError(f"{what}: column {schema_field.name!r} must not contain nulls")
-        elif schema_field.nullable:
-            column = pa.nulls(table.num_rows, schema_field.type)
-        else:
-            raise RewriteError(f"{what}: required column {schema_field.name!r} is missing")
-        columns.append(column)
-    return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA)
+    """``table`` in the shared schema (``schema.conform``: older files get the columns added since as defaults)."""
+    try:
+        return conform(table)
+    except SchemaMismatch as exc:
+        raise RewriteError(f"{what}: {exc}") from exc
 
 
 def read_day(usage_dir: Path | str, day: date) -> pa.Table:

@@ -11,25 +11,56 @@ records duplicate another request's claim still in flight waits for that claim's
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from .schema import UsageRecord
+from .schema import UsageColumns, UsageRecord
 
-__all__ = ["DEFAULT_WINDOW", "Claim", "DedupeWindow", "DuplicateInFlightFailed", "identity_key"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "Claim",
+    "DedupeWindow",
+    "DuplicateInFlightFailed",
+    "column_keys",
+    "identity_key",
+    "keys_of",
+    "record_key",
+]
 
-DEFAULT_WINDOW: Final = 1_000_000  # ~155 MB; retries arrive within minutes, so this spans hours of busy traffic
+DEFAULT_WINDOW: Final = 1_000_000  # ~200 MB; retries arrive within minutes, so this spans hours of busy traffic
 
 
-def identity_key(identity: tuple[str, str]) -> bytes:
-    """A 128-bit digest of a record identity: ~60 % of the memory of the strings, and a collision (a real
-    record dropped as a duplicate) is as likely as ~1e-26 per million pairs."""
+def record_key(provider: str, response_id: str | None, trace_id: str, span_id: str) -> str:
+    """A record's identity as one exact string: ``<len>:<provider><response id>`` when the provider gave a response
+    id, else the trace and span ids in hex. Exact (no digest, so no collision can ever drop a real record), and the
+    two forms never meet: only the first holds a colon. About 4x cheaper to build than a digest."""
+    if response_id:
+        return f"{len(provider)}:{provider}{response_id}"
+    return trace_id + span_id
+
+
+def identity_key(identity: tuple[str, str]) -> str:
+    """``record_key`` of a ``UsageRecord.identity``: (provider, response id), or ("span", "<trace>:<span>")."""
     first, second = identity
-    # Length-prefixed, so no choice of the two strings can make another pair's encoding.
-    return hashlib.blake2b(f"{len(first)}:{first}{second}".encode(), digest_size=16).digest()
+    if first == "span" and len(second) == 49 and second[32] == ":":
+        return second[:32] + second[33:]
+    return f"{len(first)}:{first}{second}"
+
+
+def column_keys(columns: UsageColumns) -> list[str]:
+    """``record_key`` of every row."""
+    return keys_of(columns["provider"], columns["response_id"], columns["trace_id"], columns["span_id"])
+
+
+def keys_of(
+    providers: Iterable[str], response_ids: Iterable[str | None], trace_ids: Iterable[str], span_ids: Iterable[str]
+) -> list[str]:
+    """``record_key`` of each (provider, response id, trace id, span id), in one pass."""
+    return [
+        f"{len(p)}:{p}{r}" if r else t + s for p, r, t, s in zip(providers, response_ids, trace_ids, span_ids)
+    ]
 
 
 class DuplicateInFlightFailed(RuntimeError):
@@ -37,11 +68,12 @@ class DuplicateInFlightFailed(RuntimeError):
 
 
 class Claim:
-    """The new records of one batch, and the claims of other batches it duplicated while they were in flight."""
+    """The new records of one batch (``fresh``: the records, or the row indices for ``claim_keys``), and the claims
+    of other batches it duplicated while they were in flight."""
 
     __slots__ = ("_done", "_ok", "_window", "fresh", "duplicates", "waits_on", "_identities")
 
-    def __init__(self, window: DedupeWindow, fresh: list[UsageRecord], identities: list[bytes]) -> None:
+    def __init__(self, window: DedupeWindow, fresh: list, identities: list[str]) -> None:  # type: ignore[type-arg]
         self._window = window
         self._done = threading.Event()
         self._ok = False
@@ -92,7 +124,7 @@ class DedupeWindow:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._max_size = max_size
-        self._seen: OrderedDict[bytes, Claim | None] = OrderedDict()
+        self._seen: OrderedDict[str, Claim | None] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -101,24 +133,32 @@ class DedupeWindow:
     def __contains__(self, identity: object) -> bool:
         return isinstance(identity, tuple) and identity_key(identity) in self._seen
 
-    def seed(self, identities: Iterable[tuple[str, str]]) -> None:
-        """Identities already durable (replayed from the WAL at start), so retries of them are dropped."""
+    def seed(self, identities: Iterable[str | tuple[str, str]]) -> None:
+        """Identities already durable (replayed from the WAL at start), so retries of them are dropped: ``record_key``
+        strings, or ``UsageRecord.identity`` tuples."""
         with self._lock:
             for identity in identities:
-                key = identity_key(identity)
+                key = identity if type(identity) is str else identity_key(identity)  # type: ignore[arg-type]
                 self._seen[key] = None
                 self._seen.move_to_end(key)
             self._trim()
 
     def claim(self, records: Sequence[UsageRecord]) -> Claim:
         """Splits ``records`` into new ones (claimed, pending commit) and duplicates (dropped)."""
-        fresh: list[UsageRecord] = []
-        identities: list[bytes] = []
+        keys = [record_key(r.provider, r.response_id, r.trace_id, r.span_id) for r in records]
+        claim = self.claim_keys(keys)
+        claim.fresh = [records[i] for i in claim.fresh]
+        return claim
+
+    def claim_keys(self, keys: Sequence[str]) -> Claim:
+        """Splits rows (by their ``record_key``) into new ones (claimed, pending commit) and duplicates; the claim's
+        ``fresh`` lists the new rows' indices in order."""
+        fresh: list[int] = []
+        identities: list[str] = []
         claim = Claim(self, fresh, identities)
         seen = self._seen
         with self._lock:
-            for record in records:
-                identity = identity_key(record.identity)
+            for i, identity in enumerate(keys):
                 if identity in seen:
                     owner = seen[identity]
                     seen.move_to_end(identity)
@@ -128,7 +168,7 @@ class DedupeWindow:
                             claim.waits_on.append(owner)
                     continue
                 seen[identity] = claim
-                fresh.append(record)
+                fresh.append(i)
                 identities.append(identity)
             self._trim()
         return claim
@@ -140,7 +180,7 @@ class DedupeWindow:
         claim.commit()
         return fresh
 
-    def _forget(self, identities: list[bytes], claim: Claim) -> None:
+    def _forget(self, identities: list[str], claim: Claim) -> None:
         with self._lock:
             for identity in identities:
                 if self._seen.get(identity) is claim:

@@ -8,6 +8,7 @@ span that is not about an LLM call costs a handful of set lookups.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
@@ -27,6 +28,10 @@ __all__ = [
     "NotAnInteger",
     "pick_attributes",
     "resource_service_environment",
+    "UNSET",
+    "BytesValue",
+    "InvalidValue",
+    "any_value",
     "as_fast_request",
     "as_python",
     "as_str",
@@ -46,6 +51,7 @@ DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment"  # the name before semc
 STATUS_CODE_ERROR: Final = Status.STATUS_CODE_ERROR
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_DOUBLE: Final = struct.Struct("<d")
 _RESOURCE_KEYS: Final = frozenset({SERVICE_NAME, DEPLOYMENT_ENVIRONMENT_NAME, DEPLOYMENT_ENVIRONMENT})
 
 
@@ -156,12 +162,15 @@ _FAST: list[type] = []
 
 
 def fast_request_class() -> type:
-    """ExportTraceServiceRequest whose ``Span.attributes`` is declared ``map<string, AnyValue>``.
+    """ExportTraceServiceRequest whose ``Span.attributes`` is declared ``map<string, bytes>``.
 
-    A map entry is encoded exactly like a ``KeyValue`` (key = 1, value = 2), so the same bytes parse either way; as
-    a map, the attributes are looked up by key inside upb instead of being turned into Python objects one by one
-    (DESIGN section 7: the attribute walk is the receiver's ceiling). Duplicate keys: the last one wins, as when a
-    list is turned into a dict. Built once, in a private descriptor pool."""
+    A map entry is encoded exactly like a ``KeyValue`` (key = 1, value = 2), so the same bytes parse either way. As a
+    map, attributes are looked up by key inside upb instead of being turned into Python objects one by one; as
+    ``bytes``, a value is the ``AnyValue``'s own encoding, which ``any_value`` decodes (and remembers) only for the
+    keys a reader asks for: no message object per value (DESIGN section 7: the attribute walk is the receiver's
+    ceiling). Duplicate keys: the last one wins, as when a list is turned into a dict. A value that is not a valid
+    ``AnyValue`` (or holds invalid UTF-8) fails only when it is read (``InvalidValue``). Built once, in a private
+    descriptor pool."""
     if _FAST:
         return _FAST[0]
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -184,13 +193,7 @@ def fast_request_class() -> type:
             entry = message.nested_type.add(name="AttributesEntry")
             entry.options.map_entry = True
             entry.field.add(name="key", number=1, label=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING)
-            entry.field.add(
-                name="value",
-                number=2,
-                label=1,
-                type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-                type_name=".opentelemetry.proto.common.v1.AnyValue",
-            )
+            entry.field.add(name="value", number=2, label=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_BYTES)
             for f in message.field:
                 if f.name == "attributes":
                     f.type_name = ".opentelemetry.proto.trace.v1.Span.AttributesEntry"
@@ -206,6 +209,127 @@ def as_fast_request(request: Any) -> Any:
     if isinstance(request, cls):
         return request
     return cls.FromString(request.SerializeToString())
+
+
+# -- attribute values (AnyValue encodings) -------------------------------------------------------------------------
+
+
+class _Unset:
+    """An ``AnyValue`` with nothing set: the key is present, the value says nothing."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Final = _Unset()
+
+
+class InvalidValue(ValueError):
+    """An attribute value that is not a valid ``AnyValue`` encoding, or holds invalid UTF-8."""
+
+
+_MEMO: dict[bytes, object] = {}
+_MEMO_MAX_ENTRIES: Final = 1 << 16
+_MEMO_MAX_BYTES: Final = 64  # names, flags, counts, tags: the values that repeat
+_MASK64: Final = (1 << 64) - 1
+
+
+def any_value(raw: bytes) -> object:
+    """The Python value of one ``AnyValue`` encoding: ``str``, ``int``, ``bool``, ``float``, ``BytesValue``, a
+    ``tuple`` (array), a ``dict`` (kvlist, not shared: never remembered) or ``UNSET``; never ``None`` or ``bytes``. Short encodings are remembered (a
+    bounded memo), so the names and counts that repeat across spans are decoded once. Raises ``InvalidValue``."""
+    value = _MEMO.get(raw)
+    if value is None:
+        value = _decode_any_value(raw)
+        if len(raw) <= _MEMO_MAX_BYTES and type(value) is not dict:
+            if len(_MEMO) >= _MEMO_MAX_ENTRIES:
+                _MEMO.clear()
+            _MEMO[raw] = value
+    return value
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = raw[pos]  # IndexError on a truncated varint
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise InvalidValue("malformed varint")
+
+
+def _decode_any_value(raw: bytes) -> object:
+    """The common encodings (one field covering the whole value) in Python; anything else (arrays, kvlists, several
+    fields where the last wins, unknown fields) through protobuf itself."""
+    n = len(raw)
+    if n == 0:
+        return UNSET
+    tag = raw[0]
+    try:
+        if tag == 0x0A:  # string_value
+            length, pos = _varint(raw, 1)
+            if pos + length == n:
+                try:
+                    return raw[pos:].decode()
+                except UnicodeDecodeError:
+                    raise InvalidValue("invalid UTF-8") from None
+        elif tag == 0x18:  # int_value (two's complement int64)
+            value, pos = _varint(raw, 1)
+            if pos == n:
+                value &= _MASK64
+                return value - (1 << 64) if value >= 1 << 63 else value
+        elif tag == 0x10:  # bool_value
+            value, pos = _varint(raw, 1)
+            if pos == n:
+                return value != 0
+        elif tag == 0x21 and n == 9:  # double_value
+            return _DOUBLE.unpack_from(raw, 1)[0]
+    except IndexError:
+        raise InvalidValue("malformed value") from None
+    return _decode_slow(raw)
+
+
+def _decode_slow(raw: bytes) -> object:
+    try:
+        message = AnyValue.FromString(raw)
+    except DecodeError:
+        try:
+            _lenient_any_value_class().FromString(raw)
+        except DecodeError:
+            raise InvalidValue("malformed value") from None
+        raise InvalidValue("invalid UTF-8") from None
+    if message.WhichOneof("value") is None:
+        return UNSET
+    return _python_value(message)
+
+
+class BytesValue(bytes):
+    """A ``bytes_value`` attribute, decoded: a ``bytes`` subclass, so that a plain ``bytes`` always means "an encoding
+    not decoded yet" to a reader holding either."""
+
+    __slots__ = ()
+
+
+def _python_value(value: AnyValue) -> object:
+    """``as_python`` with arrays as tuples (immutable: decoded values are shared through the memo)."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None  # inside an array or kvlist, as ``as_python`` reads it
+    if kind == "array_value":
+        return tuple(_python_value(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return {kv.key: _python_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return BytesValue(value.bytes_value)
+    return getattr(value, kind)
 
 
 class InvalidRequest(ValueError):
@@ -277,6 +401,14 @@ def _lenient_request_class() -> type:
     cls = message_factory.GetMessageClass(descriptor)
     _LENIENT.append(cls)
     return cls
+
+
+def _lenient_any_value_class() -> type:
+    from google.protobuf import message_factory
+
+    cls = _lenient_request_class()
+    pool = cls.DESCRIPTOR.file.pool
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(AnyValue.DESCRIPTOR.full_name))
 
 
 def _valid_utf8(data: bytes) -> bool:

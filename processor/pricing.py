@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import bisect
 import logging
+from decimal import ROUND_HALF_EVEN
 import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -45,7 +46,7 @@ from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices, Ti
 
 from .model_names import PROVIDER_IDS, Candidate, candidates, canonical_provider, price_context
 from .pricing_overrides import BYOK_LIST, NO_OVERRIDES, PRICING_ENV, CustomModel, Overrides, Rule, load_overrides
-from .schema import PRICED, UNPRICED, UsageRecord
+from .schema import MAX_COST_PICOS, NO_USAGE, PICO_PER_USD, PRICED, UNPRICED, UsageColumns, UsageRecord, to_picos
 
 __all__ = [
     "AUTO_UPDATE_ENV",
@@ -55,6 +56,7 @@ __all__ = [
     "PROVIDER_IDS",
     "USAGE_MISSING",
     "NameMatch",
+    "is_no_usage",
     "Pricer",
     "Quote",
     "canonical_provider",
@@ -74,8 +76,8 @@ log = logging.getLogger(__name__)
 AUTO_UPDATE_ENV: Final = "TOKENTRAIL_PRICES_AUTO_UPDATE"
 PRICE_VERSION: Final = f"genai-prices {genai_prices.__version__}"
 
-# Marks a record whose response carried no usage at all (set by normalize): it stays unpriced with NULL costs,
-# because pricing zero tokens would report a silent $0 for a call that was billed.
+# How records whose response carried no usage at all were marked before ``price_status = no_usage`` existed (in
+# ``price_version``). Such stored records are read as ``no_usage``; nothing writes the marker any more.
 USAGE_MISSING: Final = "usage-missing"
 
 # Record fields the pricer uses when the record type has them (schema.py may add them; see the module docstring).
@@ -90,6 +92,9 @@ OPTIONAL_FIELDS: Final = (
 _UTC: Final = timezone.utc
 _MIDNIGHT: Final = time(0, tzinfo=_UTC)
 _ZERO: Final = Decimal(0)
+_EPOCH_DAY: Final = date(1970, 1, 1)
+_US_PER_DAY: Final = 86_400_000_000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=_UTC)
 # The catalog price keys of the usage we record. A model priced only in other units (audio hours, characters,
 # pages) cannot be priced from a usage record: it is unpriced, not $0. A model with no price at all is free ($0).
 _RECORDED_PRICE_KEYS: Final = (
@@ -271,6 +276,9 @@ class _Entry:
     custom: CustomModel | None = None
     rule: Rule | None = None
     reason: str | None = None  # why a record is unpriced
+    # The piecewise coefficients in integer pico-dollars per token, when every one of them is a whole number of
+    # pico-dollars (the catalog's per-million prices have at most 6 decimals): costs are then integer arithmetic.
+    picos: tuple[tuple[int, ...], tuple[tuple[int, int, int, int, int, int], ...]] | None = None
 
 
 def _is_piecewise_linear(model_info: ModelInfo, provider: Provider) -> bool:
@@ -340,11 +348,29 @@ def _catalog_entry(match: NameMatch, day: date, context: Mapping[str, str] | Non
         if any(hi is not None and lo + 1 > hi for lo, hi in zip(lows, highs)):
             return _Entry(_LIBRARY, match=match, context=context)
         pieces = tuple(_probe_piece(match, day_start, context, lo) for lo in lows)
-        return _Entry(_FAST, match=match, piecewise=_Piecewise(starts, pieces), context=context)
+        return _Entry(
+            _FAST, match=match, piecewise=_Piecewise(starts, pieces), context=context, picos=_pico_pieces(starts, pieces)
+        )
     except Exception:  # a catalog entry the probes cannot price: the library decides per record
         log.debug("price of %s/%s not linear; using the library per record", match.provider.id, match.model.id,
                   exc_info=True)
         return _Entry(_LIBRARY, match=match, context=context)
+
+
+def _pico_pieces(
+    starts: tuple[int, ...], pieces: tuple[_Linear, ...]
+) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int, int, int], ...]] | None:
+    out = []
+    for piece in pieces:
+        coefficients = []
+        for value in (piece.base, piece.uncached_input, piece.cache_read, piece.cache_write, piece.cache_write_1h,
+                      piece.output):
+            scaled = value * PICO_PER_USD
+            if scaled != scaled.to_integral_value():
+                return None  # a rate below a pico-dollar per token: the Decimal path keeps it exact
+            coefficients.append(int(scaled))
+        out.append(tuple(coefficients))
+    return starts, tuple(out)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,10 +616,129 @@ class Pricer:
                 unpriced += 1
         return unpriced
 
+    def price_columns(self, columns: UsageColumns) -> int:
+        """Prices every row of ``columns`` (``market_cost`` and ``total_cost`` in pico-dollars, ``price_status``,
+        ``price_version``); returns how many stayed unpriced. The same prices as ``price`` gives each record: the
+        common case (a piecewise-linear catalog price whose rates are whole pico-dollars) is integer arithmetic on
+        coefficients resolved once per (provider, model, UTC day, service tier); everything else goes the way
+        ``price`` goes and is converted at the end."""
+        self._check_snapshot()
+        n = len(columns)
+        version = self.price_version
+        market: list[int | None] = [None] * n
+        total: list[int | None] = [None] * n
+        status = [PRICED] * n
+        versions: list[str | None] = [version] * n
+        provider, model, timestamp, tier = columns["provider"], columns["model"], columns["timestamp"], columns["service_tier"]
+        inp, cached, write, write_1h, out = (
+            columns["input_tokens"],
+            columns["cached_input_tokens"],
+            columns["cache_creation_input_tokens"],
+            columns["cache_creation_1h_input_tokens"],
+            columns["output_tokens"],
+        )
+        audio_in, audio_out, credential, given = (
+            columns["input_audio_tokens"],
+            columns["output_audio_tokens"],
+            columns["credential_type"],
+            columns["price_status"],
+        )
+        byok_list = self._byok_list
+        entries: dict[tuple[str, str, int, str | None], _Entry] = {}
+        unpriced = 0
+        bisect_left = bisect.bisect_left
+        for i in range(n):
+            if given[i] == NO_USAGE:
+                status[i], versions[i] = NO_USAGE, None
+                unpriced += 1
+                continue
+            key = (provider[i], model[i], timestamp[i] // _US_PER_DAY, tier[i])
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = self._entry(key[0], key[1], _EPOCH_DAY + timedelta(days=key[2]), _tier_key(key[3]))
+            m: int | None = None
+            picos = entry.picos
+            c_in, c_read, c_write, c_1h, c_out = inp[i], cached[i], write[i], write_1h[i], out[i]
+            if (
+                picos is not None
+                and not audio_in[i]
+                and not audio_out[i]
+                and c_read >= 0
+                and c_write >= c_1h >= 0
+                and c_read + c_write <= c_in
+                and c_out >= 0
+            ):
+                starts, pieces = picos
+                base, uncached, read, write5, write1, output = (
+                    pieces[bisect_left(starts, c_in)] if starts else pieces[0]
+                )
+                m = (
+                    base
+                    + uncached * (c_in - c_read - c_write)
+                    + read * c_read
+                    + write5 * (c_write - c_1h)
+                    + write1 * c_1h
+                    + output * c_out
+                )
+                if credential[i] == "byok":
+                    t = m if byok_list else 0
+                elif entry.rule is None:
+                    t = m
+                elif entry.rule.factor is not None:
+                    t = int((Decimal(m) * entry.rule.factor).to_integral_value(ROUND_HALF_EVEN))
+                else:
+                    counts = (c_in - c_read - c_write, c_read, c_write - c_1h, c_1h, c_out)
+                    t = to_picos(entry.rule.total(Decimal(m).scaleb(-12), counts))  # type: ignore[assignment]
+            else:
+                priced = self._price_row(entry, columns, i)
+                if priced is not None:
+                    m, t = priced
+            if m is None or not (-MAX_COST_PICOS < m < MAX_COST_PICOS) or not (-MAX_COST_PICOS < t < MAX_COST_PICOS):
+                if m is not None:
+                    log.warning("cost of a %s/%s call exceeds the cost column: unpriced", provider[i], model[i])
+                status[i] = UNPRICED
+                unpriced += 1
+                continue
+            market[i], total[i] = m, t
+        columns["market_cost"], columns["total_cost"] = market, total
+        columns["price_status"], columns["price_version"] = status, versions
+        return unpriced
+
+    def _price_row(self, entry: _Entry, columns: UsageColumns, i: int) -> tuple[int, int] | None:
+        """One row the way ``_price`` prices a record (the library, custom models, audio, sub-pico rates)."""
+        try:
+            when = _EPOCH + timedelta(microseconds=columns["timestamp"][i])
+            counts = _Counts(
+                columns["input_tokens"][i],
+                columns["cached_input_tokens"][i],
+                columns["cache_creation_input_tokens"][i],
+                columns["cache_creation_1h_input_tokens"][i],
+                columns["output_tokens"][i],
+                columns["input_audio_tokens"][i],
+                0,
+                columns["output_audio_tokens"][i],
+            )
+            market = _market(entry, counts, when)
+            if market is None:
+                return None
+            if columns["credential_type"][i] == "byok":
+                total = market[0] if self._byok_list else _ZERO
+            elif entry.rule is not None:
+                total = entry.rule.total(market[0], counts.components())
+            else:
+                total = market[0]
+            return to_picos(market[0]), to_picos(total)  # type: ignore[return-value]
+        except Exception:
+            log.exception("pricing failed for %s/%s", columns["provider"][i], columns["model"][i])
+            return None
+
     def _price(self, record: Any) -> bool:
-        if record.price_version == USAGE_MISSING:
+        if record.price_status == NO_USAGE or record.price_version == USAGE_MISSING:
+            # The response carried no usage: the call was billed, its cost is unknown. Never priced (zero tokens
+            # would be a silent $0), so no price version produced anything.
             record.market_cost = record.total_cost = None
-            record.price_status = UNPRICED
+            record.price_status = NO_USAGE
+            record.price_version = None
             return False
         try:
             cls = type(record)
@@ -641,6 +786,11 @@ class Pricer:
         record.total_cost = total
         record.price_status = PRICED
         return True
+
+
+def is_no_usage(price_status: str | None, price_version: str | None) -> bool:
+    """A stored record of a call whose response carried no usage (``no_usage``, or the older marker)."""
+    return price_status == NO_USAGE or price_version == USAGE_MISSING
 
 
 # -- opt-in catalog updates -----------------------------------------------------------------------------------------

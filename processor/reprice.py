@@ -4,7 +4,8 @@
 ``price_version`` of every stored record in the range with today's catalog and overrides (after a catalog update or
 an override change), one day at a time through ``compaction.rewrite_day``: each day is swapped in atomically, so a
 reader sees either the old or the new prices of a day, never a mix, and a crash leaves every day either old or new.
-Records whose response carried no usage keep their ``usage-missing`` marker and stay unpriced.
+Records whose response carried no usage (``price_status = no_usage``, or the older ``usage-missing`` marker in
+``price_version``) stay unpriced: ``no_usage`` with NULL costs and no price version.
 
 ``price_versions`` and ``unpriced_models`` are read-only queries (DuckDB over the day partitions).
 """
@@ -23,7 +24,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from .pricing import OPTIONAL_FIELDS, USAGE_MISSING, Pricer
-from .schema import COST_TYPE, PRICED, to_cost
+from .schema import COST_TYPE, NO_USAGE, PRICED, to_cost
 
 __all__ = ["RepriceDay", "price_versions", "reprice", "reprice_table", "unpriced_models"]
 
@@ -39,6 +40,7 @@ _READ: Final = (
     "output_tokens",
     "cached_input_tokens",
     "cache_creation_input_tokens",
+    "price_status",
     "price_version",
     *OPTIONAL_FIELDS,
 )
@@ -46,9 +48,9 @@ _DEFAULTS: Final = {"service_tier": None}  # other optional fields are counts: 0
 
 
 class _Row:
-    """One stored record as the pricer reads and writes it (the pricer sets the last four attributes)."""
+    """One stored record as the pricer reads and writes it (the pricer sets the costs, status and version)."""
 
-    __slots__ = (*_READ, "market_cost", "total_cost", "price_status")
+    __slots__ = (*_READ, "market_cost", "total_cost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,6 @@ def reprice_table(table: pa.Table, pricer: Pricer) -> tuple[pa.Table, dict[str, 
         for name in _READ:
             setattr(row, name, columns[name][i])
         row.market_cost = row.total_cost = None
-        row.price_status = None
         rows.append(row)
     pricer.price_all(rows)  # type: ignore[arg-type]
     market = [to_cost(r.market_cost) for r in rows]
@@ -214,7 +215,8 @@ _SOURCE: Final = "read_parquet($files, union_by_name = true)"
 
 def price_versions(data_dir: str | os.PathLike[str], start: date, end: date) -> list[dict[str, Any]]:
     """Which price versions produced the costs of a period: one row per ``price_version`` (NULL for records never
-    priced, ``usage-missing`` for calls without usage) with its request count, costs and first and last UTC day,
+    priced, among them calls whose response carried no usage; ``usage-missing`` for such calls stored before
+    ``price_status = no_usage``) with its request count, costs and first and last UTC day,
     most requests first."""
     sql = (
         "SELECT price_version, COUNT(*) AS requests, "
@@ -241,12 +243,12 @@ def unpriced_models(
         "CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, "
         "CAST(SUM(cached_input_tokens) AS BIGINT) AS cached_input_tokens, "
         "CAST(SUM(cache_creation_input_tokens) AS BIGINT) AS cache_creation_input_tokens, "
-        "COUNT(*) FILTER (WHERE price_version = $missing) AS without_usage, "
+        "COUNT(*) FILTER (WHERE price_status = $no_usage OR price_version = $missing) AS without_usage, "
         "MIN(timestamp) AS first_seen, MAX(timestamp) AS last_seen "
         f"FROM {_SOURCE} WHERE price_status <> $priced OR total_cost IS NULL "
         "GROUP BY provider, model ORDER BY requests DESC, provider, model"
     )
-    rows = _query(data_dir, start, end, sql, {"priced": PRICED, "missing": USAGE_MISSING})
+    rows = _query(data_dir, start, end, sql, {"priced": PRICED, "no_usage": NO_USAGE, "missing": USAGE_MISSING})
     if rows:
         pricer = pricer or Pricer()
     for row in rows:

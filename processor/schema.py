@@ -7,10 +7,12 @@ Every other module (normalize, price, storage, report) reads field names and typ
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Final, Literal
+from operator import attrgetter
+from typing import Any, Final, Literal
 
 import pyarrow as pa
 
@@ -20,10 +22,13 @@ COST_PRECISION: Final = 18
 COST_SCALE: Final = 12
 COST_TYPE: Final = pa.decimal128(COST_PRECISION, COST_SCALE)
 COST_QUANTUM: Final = Decimal(1).scaleb(-COST_SCALE)
+PICO_PER_USD: Final = 10**COST_SCALE  # a cost in integer pico-dollars is the column's unscaled value
+MAX_COST_PICOS: Final = 10**COST_PRECISION  # exclusive: the column holds at most 18 digits
 
-PriceStatus = Literal["priced", "unpriced"]
+PriceStatus = Literal["priced", "unpriced", "no_usage"]
 PRICED: Final = "priced"
-UNPRICED: Final = "unpriced"
+UNPRICED: Final = "unpriced"  # no known price (unknown model, inconsistent counts): cost NULL, never $0
+NO_USAGE: Final = "no_usage"  # the response carried no usage at all: the call was billed, its cost is unknown
 
 Status = Literal["ok", "error", "incomplete"]
 CURRENCY: Final = "USD"
@@ -58,8 +63,16 @@ class UsageRecord:
     cached_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
     reasoning_tokens: int = 0
+    # Parts of the counts above (never added to them): the cache writes kept for 1 hour (priced at the 1-hour rate
+    # where the catalog has one), and the audio tokens of input and output (priced at audio rates).
+    cache_creation_1h_input_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    service_tier: str | None = None  # as the response stated it, lower-cased ("flex", "priority", "batch", ...)
     total_cost: Decimal | None = None
     market_cost: Decimal | None = None
+    # What the provider or gateway said the call cost, stored for comparison only: never used as a price.
+    reported_cost: Decimal | None = None
     currency: str = CURRENCY
     price_status: str = UNPRICED
     price_version: str | None = None
@@ -103,8 +116,13 @@ ARROW_SCHEMA: Final = pa.schema(
         pa.field("cached_input_tokens", pa.int64(), nullable=False),
         pa.field("cache_creation_input_tokens", pa.int64(), nullable=False),
         pa.field("reasoning_tokens", pa.int64(), nullable=False),
+        pa.field("cache_creation_1h_input_tokens", pa.int64(), nullable=False),
+        pa.field("input_audio_tokens", pa.int64(), nullable=False),
+        pa.field("output_audio_tokens", pa.int64(), nullable=False),
+        pa.field("service_tier", pa.string()),
         pa.field("total_cost", COST_TYPE),
         pa.field("market_cost", COST_TYPE),
+        pa.field("reported_cost", COST_TYPE),
         pa.field("currency", pa.string(), nullable=False),
         pa.field("price_status", pa.string(), nullable=False),
         pa.field("price_version", pa.string()),
@@ -125,6 +143,52 @@ TOKEN_FIELDS: Final = (
     "cache_creation_input_tokens",
     "reasoning_tokens",
 )
+COST_FIELDS: Final = ("total_cost", "market_cost", "reported_cost")
+
+# Columns added after the first release, and what a file written before them means. Readers of older files use these
+# (DuckDB: ``union_by_name = true`` reads a missing column as NULL; ``conform`` fills these values).
+ADDED_COLUMNS: Final[dict[str, object]] = {
+    "cache_creation_1h_input_tokens": 0,
+    "input_audio_tokens": 0,
+    "output_audio_tokens": 0,
+    "service_tier": None,
+    "reported_cost": None,
+}
+
+
+class SchemaMismatch(ValueError):
+    """A table that cannot be read as usage records (a required column is missing, null or of another type)."""
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """``table`` in ``ARROW_SCHEMA``: columns in order and type, extra columns dropped, a column added after the file
+    was written filled with its ``ADDED_COLUMNS`` value, a nullable column it lacks filled with nulls. Raises
+    ``SchemaMismatch`` for a table that is not usage records."""
+    if table.schema.equals(ARROW_SCHEMA, check_metadata=False):
+        return table
+    columns = []
+    names = set(table.column_names)
+    for schema_field in ARROW_SCHEMA:
+        name = schema_field.name
+        if name in names:
+            column = table[name]
+            if column.type != schema_field.type:
+                try:
+                    column = column.cast(schema_field.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise SchemaMismatch(f"column {name!r} cannot be {schema_field.type}: {exc}") from exc
+            if not schema_field.nullable and column.null_count:
+                if name not in ADDED_COLUMNS:
+                    raise SchemaMismatch(f"column {name!r} must not contain nulls")
+                column = column.fill_null(pa.scalar(ADDED_COLUMNS[name], schema_field.type))
+        elif name in ADDED_COLUMNS:
+            column = pa.array([ADDED_COLUMNS[name]] * table.num_rows, schema_field.type)
+        elif schema_field.nullable:
+            column = pa.nulls(table.num_rows, schema_field.type)
+        else:
+            raise SchemaMismatch(f"required column {name!r} is missing")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA)
 
 
 def to_cost(value: Decimal | None) -> Decimal | None:
@@ -140,8 +204,8 @@ def records_to_table(records: list[UsageRecord]) -> pa.Table:
     for record in records:
         for name in FIELD_NAMES:
             columns[name].append(getattr(record, name))
-    columns["total_cost"] = [to_cost(v) for v in columns["total_cost"]]  # type: ignore[arg-type]
-    columns["market_cost"] = [to_cost(v) for v in columns["market_cost"]]  # type: ignore[arg-type]
+    for name in COST_FIELDS:
+        columns[name] = [to_cost(v) for v in columns[name]]  # type: ignore[arg-type]
     return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
 
 
@@ -151,3 +215,121 @@ def table_to_records(table: pa.Table) -> list[UsageRecord]:
     for row in table.select(list(FIELD_NAMES)).to_pylist():
         out.append(UsageRecord(**row))
     return out
+
+
+# -- the receiver's working form: one sequence per column --------------------------------------------------------
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_INT_COST: Final = pa.decimal128(19, 0)  # int64 -> decimal needs 19 digits; the values then fit COST_TYPE's 18
+
+
+def to_picos(value: Decimal | None) -> int | None:
+    """A cost as integer pico-dollars (rounded like ``to_cost``), the unscaled value of the cost column."""
+    if value is None:
+        return None
+    return int(value.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN).scaleb(COST_SCALE))
+
+
+def from_picos(value: int | None) -> Decimal | None:
+    return None if value is None else Decimal(value).scaleb(-COST_SCALE)
+
+
+def micros_to_datetime(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def datetime_to_micros(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+class UsageColumns:
+    """Usage records as one sequence per field (``FIELD_NAMES`` order): what the receiver works on, so no object is
+    built per record. Two columns differ from ``UsageRecord``: ``timestamp`` holds integer microseconds since the
+    epoch (UTC), and the costs (``COST_FIELDS``) integer pico-dollars or None, the unscaled values of their decimal
+    columns, so Arrow builds both from integers (DESIGN section 7: a decimal column from int64 costs 6 ms per million
+    rows, from ``Decimal`` objects 200 ms)."""
+
+    __slots__ = ("data", "length")
+
+    def __init__(self, data: dict[str, Sequence[Any]], length: int) -> None:
+        self.data = data
+        self.length = length
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[Any, ...]]) -> UsageColumns:
+        """From row tuples in ``FIELD_NAMES`` order (timestamps and costs as above)."""
+        if not rows:
+            return cls({name: () for name in FIELD_NAMES}, 0)
+        return cls(dict(zip(FIELD_NAMES, zip(*rows))), len(rows))
+
+    @classmethod
+    def from_records(cls, records: Sequence[UsageRecord]) -> UsageColumns:
+        data: dict[str, Sequence[Any]] = {name: list(map(attrgetter(name), records)) for name in FIELD_NAMES}
+        data["timestamp"] = [datetime_to_micros(t) for t in data["timestamp"]]
+        for name in COST_FIELDS:
+            data[name] = [to_picos(v) for v in data[name]]
+        return cls(data, len(records))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, name: str) -> Sequence[Any]:
+        return self.data[name]
+
+    def __setitem__(self, name: str, values: Sequence[Any]) -> None:
+        self.data[name] = values
+
+    def take(self, indices: Sequence[int]) -> UsageColumns:
+        """The rows at ``indices``, in that order."""
+        return UsageColumns({name: [column[i] for i in indices] for name, column in self.data.items()}, len(indices))
+
+    def to_table(self) -> pa.Table:
+        arrays = []
+        n = self.length
+        for schema_field in ARROW_SCHEMA:
+            name, kind = schema_field.name, schema_field.type
+            values = self.data[name]
+            if name in COST_FIELDS:
+                array = pa.array(values, pa.int64())
+                if array.null_count < len(array) and len(array):
+                    _check_cost_range(array, name)
+                array = array.cast(_INT_COST).view(kind)
+            elif n > 1 and name in _CONSTANT_PRONE and values.count(values[0]) == n:
+                # One value for the whole batch (same objects mostly: the count is a pointer comparison each).
+                array = pa.nulls(n, kind) if values[0] is None else pa.repeat(pa.scalar(values[0], kind), n)
+            else:
+                array = pa.array(values, kind)  # timestamps: ints are microseconds
+            arrays.append(array)
+        return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+    def to_records(self) -> list[UsageRecord]:
+        data = dict(self.data)
+        data["timestamp"] = [micros_to_datetime(t) for t in data["timestamp"]]
+        for name in COST_FIELDS:
+            data[name] = [from_picos(v) for v in data[name]]
+        data["tags"] = [list(t) for t in data["tags"]]
+        return [UsageRecord(**dict(zip(FIELD_NAMES, row))) for row in zip(*(data[name] for name in FIELD_NAMES))]
+
+
+# Columns that are often one value for a whole request (a service's calls to one model): built from one value.
+_CONSTANT_PRONE: Final = frozenset(
+    {
+        "service", "environment", "source", "api", "operation", "provider", "model", "request_model",
+        "credential_type", "cache_creation_1h_input_tokens", "input_audio_tokens", "output_audio_tokens",
+        "service_tier", "currency", "price_status", "price_version", "status", "error_type",
+    }
+)
+
+
+def _check_cost_range(array: pa.Array, name: str) -> None:
+    import pyarrow.compute as pc
+
+    low, high = pc.min_max(array).values()
+    if low.as_py() <= -MAX_COST_PICOS or high.as_py() >= MAX_COST_PICOS:
+        raise ValueError(f"{name} outside the cost column's range (18 digits)")
+
+
+def iter_column_rows(columns: UsageColumns, names: Iterable[str]) -> Iterable[tuple[Any, ...]]:
+    return zip(*(columns[name] for name in names))

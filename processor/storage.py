@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .schema import ARROW_SCHEMA, PARTITION_COLUMN, UsageRecord, records_to_table
+from .schema import ARROW_SCHEMA, PARTITION_COLUMN, UsageRecord, conform, records_to_table
 from .wal import WriteAheadLog, fsync_dir, parse_segment_name, read_segment, validate_receiver_id
 
 __all__ = [
@@ -124,13 +125,20 @@ def write_partitions(
     table = data if isinstance(data, pa.Table) else records_to_table(list(data))
     if table.num_rows == 0:
         return []
-    table = table.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+    table = conform(table)  # a WAL segment written before a column was added gets its default
     dataset = Path(dataset_dir)
-    days = pc.strftime(table["timestamp"], format="%Y-%m-%d")  # the column is UTC: this is the UTC day
+    # The UTC day of each row as a day number (integer division of the microseconds: no formatting per row).
+    micros = table["timestamp"].cast(pa.int64())
+    # Integer division truncates toward zero: shift days before 1970 down one so it floors.
+    day_numbers = pc.divide(pc.if_else(pc.less(micros, 0), pc.subtract(micros, _MICROS_PER_DAY - 1), micros), _MICROS_PER_DAY)
+    unique_days = sorted(pc.unique(day_numbers).to_pylist())
     name = part_name(receiver_id, seq)
     written: list[Path] = []
-    for day in sorted(pc.unique(days).to_pylist()):
-        part = table.filter(pc.equal(days, day)).sort_by("timestamp")
+    for number in unique_days:
+        part = table if len(unique_days) == 1 else table.filter(pc.equal(day_numbers, number))
+        if not _sorted(part["timestamp"]):
+            part = part.sort_by("timestamp")
+        day = (_EPOCH_DAY + timedelta(days=number)).isoformat()
         directory = dataset / day_dir_name(day)
         path = directory / name
         with day_lock(dataset, day):  # never while compaction or re-pricing rewrites this day
@@ -144,6 +152,18 @@ def write_partitions(
     return written
 
 
+_MICROS_PER_DAY: Final = 86_400_000_000
+_EPOCH_DAY: Final = date(1970, 1, 1)
+
+
+def _sorted(column: pa.ChunkedArray) -> bool:
+    """Whether timestamps are already in order (rows of one request and requests in arrival order usually are)."""
+    values = column.combine_chunks().cast(pa.int64()) if column.num_chunks != 1 else column.chunk(0).cast(pa.int64())
+    if len(values) < 2:
+        return True
+    return bool(pc.all(pc.greater_equal(values.slice(1), values.slice(0, len(values) - 1))).as_py())
+
+
 @dataclass(slots=True)
 class FlushResult:
     """What one flush did: rows and files written, segments turned into Parquet and deleted."""
@@ -151,7 +171,7 @@ class FlushResult:
     rows: int = 0
     files: list[Path] = field(default_factory=list)
     segments: int = 0
-    identities: list[tuple[str, str]] = field(default_factory=list)  # only when asked for (recovery)
+    identities: list[str] = field(default_factory=list)  # dedupe keys, only when asked for (recovery)
 
 
 def flush_segment(
@@ -183,15 +203,11 @@ def flush_segment(
     return result
 
 
-def _identities(table: pa.Table) -> list[tuple[str, str]]:
-    """``UsageRecord.identity`` for every row, without building records."""
-    providers = table["provider"].to_pylist()
-    responses = table["response_id"].to_pylist()
-    traces = table["trace_id"].to_pylist()
-    spans = table["span_id"].to_pylist()
-    return [
-        (p, r) if r else ("span", f"{t}:{s}") for p, r, t, s in zip(providers, responses, traces, spans)
-    ]
+def _identities(table: pa.Table) -> list[str]:
+    """``dedupe.record_key`` of every row, without building records."""
+    from .dedupe import keys_of
+
+    return keys_of(*(table[name].to_pylist() for name in ("provider", "response_id", "trace_id", "span_id")))
 
 
 def flush_wal(wal: WriteAheadLog, dataset_dir: Path | str) -> FlushResult:

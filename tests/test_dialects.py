@@ -196,3 +196,10 @@ def test_the_same_call_seen_by_two_instrumentations_has_one_identity(produced: d
         for record in p.records:
             if record.response_id:
                 assert record.identity == (record.provider, record.response_id), name
+
+
+def test_every_producers_spans_normalize_exactly_as_the_reference_normalizer(produced: dict[str, Produced]) -> None:
+    from test_normalize_equivalence import assert_same
+
+    for p in produced.values():
+        assert_same(p.request)

@@ -10,8 +10,13 @@ def test_the_overhead_benchmark_runs_and_reports_its_ratios() -> None:
     result = instrumentation_overhead.run(n=40, repeat=1, chunks=20, loopback_calls=3)
     assert set(result) == {
         "bare_span_us",
+        "bare_span_in_call_us",
+        "attributed_span_in_call_us",
         "added_per_call_us",
         "added_per_call_vs_bare_span",
+        "added_per_call_vs_attributed_span",
+        "added_per_call_vs_bare_span_hot_loop",
+        "beyond_attributed_span_us",
         "added_per_sse_chunk_us",
         "uninstrumented_call_us",
         "loopback_call_instrumented_vs_not",

@@ -11,8 +11,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from tokentrail.processor.dedupe import DedupeWindow
 from tokentrail.processor.normalize import normalize_request
-from tokentrail.processor.pricing import USAGE_MISSING
-from tokentrail.processor.schema import UNPRICED
+from tokentrail.processor.schema import NO_USAGE
 
 
 def one(attrs: dict, **span_kwargs: object):
@@ -168,8 +167,8 @@ def test_missing_usage_keeps_the_record_with_zero_tokens_and_no_price() -> None:
     )
     record = one(attrs)
     assert (record.input_tokens, record.output_tokens) == (0, 0)
-    assert record.price_status == UNPRICED
-    assert record.price_version == USAGE_MISSING
+    assert record.price_status == NO_USAGE
+    assert record.price_version is None  # nothing priced it
     assert record.total_cost is None and record.market_cost is None
 
 

@@ -22,7 +22,7 @@ from tokentrail.processor.pricing import (
 )
 from tokentrail.processor.pricing_overrides import NO_OVERRIDES
 from tokentrail.processor.model_names import GATEWAYS
-from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord
+from tokentrail.processor.schema import NO_USAGE, PRICED, UNPRICED, UsageRecord
 
 T = datetime(2025, 10, 1, 12, 30, tzinfo=timezone.utc)
 
@@ -162,9 +162,12 @@ def test_byok_with_unknown_model_is_unpriced_not_zero(pricer: Pricer) -> None:
 
 
 def test_record_without_usage_stays_unpriced(pricer: Pricer) -> None:
-    r = record(input_tokens=0, output_tokens=0, cached_input_tokens=0, price_version=USAGE_MISSING)
+    r = record(input_tokens=0, output_tokens=0, cached_input_tokens=0, price_status=NO_USAGE)
     assert not pricer.price(r)
-    assert (r.price_status, r.total_cost, r.market_cost) == (UNPRICED, None, None)
+    assert (r.price_status, r.total_cost, r.market_cost, r.price_version) == (NO_USAGE, None, None, None)
+    legacy = record(input_tokens=0, output_tokens=0, cached_input_tokens=0, price_version=USAGE_MISSING)
+    assert not pricer.price(legacy)  # stored before no_usage existed
+    assert (legacy.price_status, legacy.total_cost, legacy.price_version) == (NO_USAGE, None, None)
 
 
 def test_more_cached_than_input_tokens_is_unpriced_not_guessed(pricer: Pricer) -> None:

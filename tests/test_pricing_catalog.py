@@ -237,3 +237,81 @@ def test_reasoning_tokens_are_inside_output_and_never_priced_twice(pricer: Price
     without = rich(output_tokens=1000)
     assert pricer.price(with_reasoning) and pricer.price(without)
     assert with_reasoning.market_cost == without.market_cost
+
+
+# -- the receiver's batch path ---------------------------------------------------------------------------------------
+
+BATCH_OVERRIDES = """
+[byok]
+total_cost = "list"
+[[rule]]
+provider = "anthropic"
+model = "claude-haiku-4-5"
+input_mtok = 0.9
+output_mtok = 4.5
+cache_write_1h_mtok = 1.8
+[[rule]]
+provider = "openai"
+discount_percent = 12.5
+[[rule]]
+provider = "google"
+discount_percent = 33.3333333
+[[model]]
+provider = "acme"
+model = "acme-llm-*"
+input_mtok = 1.25
+output_mtok = 3.123457
+"""
+
+
+def _batch(rng: random.Random) -> list[UsageRecord]:
+    """Records over every catalog model, with tiers, 1-hour writes, audio, BYOK, unknown models, no usage and counts
+    the library refuses, in one batch as the receiver prices them."""
+    records: list[UsageRecord] = []
+    models = ALL_MODELS + [("acme", type("M", (), {"id": "acme-llm-9"})()), ("openai", type("M", (), {"id": "no-such-model"})())]
+    for i, (provider, model) in enumerate(models):
+        tiers = _tiers(model) if hasattr(model, "prices") else [None]
+        for k in range(3):
+            when = datetime.combine(BASE_DAY + timedelta(days=rng.randrange(-400, 400)), datetime.min.time(), timezone.utc)
+            usage = _usage(rng, one_hour=bool(k % 2))
+            if k == 2 and i % 5 == 0:
+                usage.update(input_audio_tokens=rng.randint(0, usage["input_tokens"]), output_audio_tokens=rng.randint(0, 50))
+            if i % 17 == 0 and k == 1:
+                usage["cached_input_tokens"] = usage["input_tokens"] + 1  # inconsistent: unpriced, never guessed
+            records.append(
+                UsageRecord(
+                    timestamp=when + timedelta(seconds=rng.randrange(86_400)),
+                    trace_id=f"{len(records):032x}",
+                    span_id=f"{len(records):016x}",
+                    provider=provider,
+                    model=model.id,  # type: ignore[attr-defined]
+                    credential_type=rng.choice(["system", "system", "byok"]),
+                    service_tier=rng.choice(tiers),
+                    price_status="no_usage" if rng.random() < 0.02 else UNPRICED,
+                    **usage,
+                )
+            )
+    return records
+
+
+@pytest.mark.parametrize("overrides", ["none", "overrides"])
+def test_pricing_a_batch_of_columns_gives_every_record_the_price_pricing_it_alone_gives(overrides: str) -> None:
+    from tokentrail.processor.pricing_overrides import parse_overrides
+    from tokentrail.processor.schema import UsageColumns, from_picos
+
+    chosen = NO_OVERRIDES if overrides == "none" else parse_overrides(BATCH_OVERRIDES)
+    records = _batch(random.Random(7))
+    columns = UsageColumns.from_records(records)
+    unpriced = Pricer(overrides=chosen).price_columns(columns)
+    alone = Pricer(overrides=chosen)
+    assert unpriced == sum(1 for r in records if not alone.price(r))
+    mismatches = []
+    for i, r in enumerate(records):
+        got = (from_picos(columns["market_cost"][i]), from_picos(columns["total_cost"][i]), columns["price_status"][i],
+               columns["price_version"][i])
+        want = (r.market_cost, r.total_cost, r.price_status, r.price_version)
+        want = (*(None if v is None else v.quantize(Decimal("1E-12")) for v in want[:2]), *want[2:])  # the stored form
+        if got != want:
+            mismatches.append(f"{r.provider}/{r.model} {r}: {got} != {want}")
+    assert not mismatches, f"{len(mismatches)} mismatches, e.g.:\n" + "\n".join(mismatches[:5])
+    assert {"priced", "unpriced", "no_usage"} <= set(columns["price_status"])

@@ -10,3 +10,4 @@ def test_the_end_to_end_benchmark_runs_both_configurations() -> None:
     assert result["spans"] == 3_000
     for key in ("protobuf_parse_spans_per_s", "one_process_spans_per_s", "two_processes_spans_per_s"):
         assert result[key] > 0
+    assert result["one_process_rows"] == result["two_processes_rows"] == 3_000  # every span stored: none deduplicated

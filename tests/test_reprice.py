@@ -18,7 +18,7 @@ from tokentrail.processor.pricing import PRICE_VERSION, USAGE_MISSING, Pricer
 from tokentrail.processor.pricing_overrides import NO_OVERRIDES, parse_overrides
 from tokentrail.processor.report import ReportQuery, run_report
 from tokentrail.processor.reprice import price_versions, reprice, reprice_table, unpriced_models
-from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord, table_to_records, to_cost
+from tokentrail.processor.schema import NO_USAGE, PRICED, UNPRICED, UsageRecord, table_to_records, to_cost
 from tokentrail.processor.storage import write_partitions
 
 DAY1, DAY2, DAY3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
@@ -54,7 +54,7 @@ def data(tmp_path: Path) -> Path:
             rec(day, 10, credential_type="byok"),
             rec(day, 11, model="acme-llm-9", market_cost=None, total_cost=None, price_status=UNPRICED),
             rec(day, 12, input_tokens=0, output_tokens=0, cached_input_tokens=0, market_cost=None, total_cost=None,
-                price_status=UNPRICED, price_version=USAGE_MISSING),
+                price_status=NO_USAGE, price_version=None),
             rec(day, 13, provider="anthropic", model="claude-haiku-4-5"),
         ]
         write_partitions(records, usage, "r1", n + 1)
@@ -96,7 +96,18 @@ def test_calls_without_usage_keep_their_marker_and_stay_unpriced(data: Path) -> 
     reprice(data, DAY1, DAY1, pricer=Pricer(overrides=NO_OVERRIDES))
     missing = [r for r in stored(data, DAY1) if r.input_tokens == 0]
     assert len(missing) == 1
-    assert (missing[0].price_version, missing[0].price_status, missing[0].total_cost) == (USAGE_MISSING, UNPRICED, None)
+    assert (missing[0].price_version, missing[0].price_status, missing[0].total_cost) == (None, NO_USAGE, None)
+
+
+def test_records_stored_with_the_older_usage_missing_marker_become_no_usage(tmp_path: Path) -> None:
+    legacy = rec(DAY1, 1, input_tokens=0, output_tokens=0, cached_input_tokens=0, market_cost=None, total_cost=None,
+                 price_status=UNPRICED, price_version=USAGE_MISSING)
+    write_partitions([legacy, rec(DAY1, 2)], tmp_path / "usage", "r1", 1)
+    assert unpriced_models(tmp_path, DAY1, DAY1, pricer=Pricer(overrides=NO_OVERRIDES))[0]["without_usage"] == 1
+    (result,) = reprice(tmp_path, DAY1, DAY1, pricer=Pricer(overrides=NO_OVERRIDES))
+    assert result.unpriced_before == result.unpriced_after == 1
+    (missing,) = [r for r in stored(tmp_path, DAY1) if r.input_tokens == 0]
+    assert (missing.price_status, missing.price_version, missing.market_cost, missing.total_cost) == (NO_USAGE, None, None, None)
 
 
 def test_days_outside_the_range_are_untouched(data: Path) -> None:
@@ -180,7 +191,7 @@ def test_reprice_table_leaves_other_columns_alone() -> None:
 def test_price_versions_say_which_prices_produced_a_period(data: Path) -> None:
     assert [(v["price_version"], v["requests"]) for v in price_versions(data, DAY1, DAY3)] == [
         (OLD, 24),
-        (USAGE_MISSING, 3),
+        (None, 3),  # calls without usage: never priced
     ]
     pricer = Pricer(overrides=NO_OVERRIDES)
     reprice(data, DAY2, DAY2, pricer=pricer)
