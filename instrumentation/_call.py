@@ -20,8 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from . import _foreign, _inject, _privacy, _processor, _streams, semconv
-from ._context import EMPTY, baggage_of, current_attribution, span_of, with_span
-from ._credentials import classify_fingerprint
+from ._context import EMPTY, call_context, with_span
 from ._decoding import decoding
 from ._endpoints import Endpoint
 from ._parsers import body_parser
@@ -35,8 +34,6 @@ log = logging.getLogger(__name__)
 _INJECTABLE_APIS = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS})
 # Guards the one-time end of every call (held for a flag test-and-set: one lock for all calls costs nothing).
 _END_LOCK = threading.Lock()
-
-
 
 
 def begin(request: Any, settings: Settings) -> Call | None:
@@ -70,17 +67,14 @@ def begin(request: Any, settings: Settings) -> Call | None:
         _inject_include_usage(request, body)
 
     ctx = context.get_current()
-    entries = baggage_of(ctx)
     # Precedence: the application's explicit attribute() > the request's reporting headers > the request body.
-    attribution = current_attribution(ctx, entries)
+    attribution, entries, current = call_context(ctx)
     if sent is not NO_HEADERS and (sent.user is not None or sent.tags is not None):
         attribution = attribution.with_fallback(sent.user, sent.tags)
     if facts.user is not None or facts.tags is not None:
         attribution = attribution.with_fallback(facts.user, facts.tags)
-    credential_type, credential_id = classify_fingerprint(
-        settings.fingerprints.of_headers(sent.authorization, sent.x_api_key, sent.api_key),
-        settings.system_fingerprints,
-        attribution.credential,
+    credential_type, credential_id = settings.fingerprints.classify(
+        sent.authorization, sent.x_api_key, sent.api_key, attribution.credential
     )
     names = settings.credential_names
     credential_name = names.get(credential_id) if names and credential_id else None
@@ -92,7 +86,6 @@ def begin(request: Any, settings: Settings) -> Call | None:
         # way round): the attribution processor belongs on it too. A dictionary lookup once it is there.
         _processor.install(trace.get_tracer_provider())
 
-    current = span_of(ctx)
     foreign = _foreign.call_span_for(current)
     if foreign is not None:
         attributes = attribution_attributes(attribution, credential_type, credential_id, credential_name)
@@ -114,7 +107,7 @@ def begin(request: Any, settings: Settings) -> Call | None:
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
     span = settings.tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, attributes=attributes)
     if _foreign.open_calls:
-        _mark_twin(current.get_span_context(), None, endpoint.provider, model or None)
+        _mark_twin(current.get_span_context(), None, endpoint.provider, model)
     # The attributes double as the metrics' request attributes (they hold every one of METRIC_ATTRIBUTES).
     return Call(span, endpoint, own=True, requested=attributes, settings=settings, ctx=ctx, baggage=entries)
 
@@ -220,7 +213,26 @@ class Call:
             if self._claim_end() and self.own:
                 span.end()
             return response
-        content_type, content_encoding = _body_headers(response.headers)
+        # content-type and content-encoding as headers.get gives them, in one pass over httpx's and httpx2's
+        # (raw name, lower-case name, value) triples rather than a scan per name.
+        headers = response.headers
+        content_type = content_encoding = None
+        try:
+            for _, name, value in headers._list:
+                if name == b"content-type":
+                    if content_type is not None:
+                        raise ValueError("repeated")  # get() joins repeated values: let it
+                    content_type = value
+                elif name == b"content-encoding":
+                    if content_encoding is not None:
+                        raise ValueError("repeated")
+                    content_encoding = value
+            encoding = headers.encoding
+            content_type = "" if content_type is None else content_type.decode(encoding)
+            if content_encoding is not None:
+                content_encoding = content_encoding.decode(encoding)
+        except (AttributeError, TypeError, ValueError):
+            content_type, content_encoding = headers.get("content-type", ""), headers.get("content-encoding")
         media_type = content_type.partition(";")[0].strip().lower()
         streamed = self._streamed = media_type == "text/event-stream"
         if not streamed and not media_type.endswith("json"):
@@ -320,26 +332,3 @@ class Call:
             )
         except Exception:
             log.debug("TokenTrail could not record its metrics", exc_info=True)
-
-
-def _body_headers(headers: Any) -> tuple[str, str | None]:
-    """A response's ``content-type`` (``""`` if none) and ``content-encoding``, as ``headers.get`` gives them, found
-    in one pass over ``httpx``'s and ``httpx2``'s (raw name, lower-case name, value) triples, not a scan per name."""
-    try:
-        content_type = content_encoding = None
-        for _, name, value in headers._list:
-            if name == b"content-type":
-                if content_type is not None:
-                    raise ValueError("repeated")  # get() joins repeated values: let it
-                content_type = value
-            elif name == b"content-encoding":
-                if content_encoding is not None:
-                    raise ValueError("repeated")
-                content_encoding = value
-        encoding = headers.encoding
-        return (
-            "" if content_type is None else content_type.decode(encoding),
-            None if content_encoding is None else content_encoding.decode(encoding),
-        )
-    except (AttributeError, TypeError, ValueError):
-        return headers.get("content-type", ""), headers.get("content-encoding")

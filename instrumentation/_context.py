@@ -57,20 +57,23 @@ _SPAN_KEY: Final = _key_set_by(lambda ctx: trace.set_span_in_context(trace.INVAL
 _NO_BAGGAGE: Final[Mapping[str, object]] = MappingProxyType({})
 
 
-def baggage_of(ctx: Context) -> Mapping[str, object]:
-    """``baggage.get_all(ctx)``, read-only."""
-    if _BAGGAGE_KEY is None:
-        return baggage.get_all(ctx)
-    entries = ctx.get(_BAGGAGE_KEY)
-    return entries if isinstance(entries, dict) else _NO_BAGGAGE
-
-
-def span_of(ctx: Context) -> trace.Span:
-    """``trace.get_current_span(ctx)``."""
-    if _SPAN_KEY is None:
-        return trace.get_current_span(ctx)
-    span = ctx.get(_SPAN_KEY)
-    return span if span is not None and isinstance(span, trace.Span) else trace.INVALID_SPAN
+def call_context(ctx: Context) -> tuple[Attribution, Mapping[str, object], trace.Span]:
+    """What ``ctx`` says about an LLM call about to be made: the attribution in effect (``current_attribution``),
+    its baggage entries (``baggage.get_all``, read-only) and its current span (``trace.get_current_span``)."""
+    if _BAGGAGE_KEY is None or _SPAN_KEY is None:
+        entries: Mapping[str, object] = baggage.get_all(ctx)
+        span = trace.get_current_span(ctx)
+    else:
+        entries = ctx.get(_BAGGAGE_KEY)  # type: ignore[assignment]
+        if not isinstance(entries, dict):
+            entries = _NO_BAGGAGE
+        span = ctx.get(_SPAN_KEY)  # type: ignore[assignment]
+        if span is None or not isinstance(span, trace.Span):
+            span = trace.INVALID_SPAN
+    attribution = ctx.get(_CONTEXT_KEY)
+    if not isinstance(attribution, Attribution):
+        attribution = current_attribution(ctx, entries) if entries else EMPTY
+    return attribution, entries, span
 
 
 def with_span(ctx: Context, span: trace.Span) -> Context:

@@ -3,6 +3,10 @@
 The key itself never leaves this module. Reports split spend by key through ``tokentrail.credential.id``, an
 HMAC-SHA256 of the key under a secret salt: stable enough to group by, useless for recovering or confirming a
 key without the salt. System keys are remembered only as fingerprints, so the set of them is safe to keep.
+
+So that a call does not pay for an HMAC, ``Fingerprinter`` remembers the fingerprint of each credential header
+value it has seen. Those values hold keys: they stay in the process's memory, as the SDK clients' own copies do,
+and are never logged, exported or shown by a ``repr``.
 """
 
 from __future__ import annotations
@@ -128,14 +132,10 @@ def classify(
 
     Without a key there is nothing to fingerprint, but an explicit type is still worth reporting.
     """
-    return classify_fingerprint(None if key is None else fingerprint(key, salt), system_fingerprints, explicit)
-
-
-def classify_fingerprint(
-    key_id: str | None, system_fingerprints: frozenset[str], explicit: str | None
-) -> tuple[str | None, str | None]:
-    """``classify`` for a key already fingerprinted (``key_id``, None without a key)."""
-    if key_id is None or explicit is not None:
+    if key is None:
+        return explicit, None
+    key_id = fingerprint(key, salt)
+    if explicit is not None:
         return explicit, key_id
     return ("system" if key_id in system_fingerprints else "byok"), key_id
 
@@ -158,10 +158,11 @@ class Fingerprinter:
     never logged nor exported, and a new salt (``instrument()`` again) starts a new one.
     """
 
-    __slots__ = ("_salt", "_known")
+    __slots__ = ("_salt", "_system", "_known")
 
-    def __init__(self, salt: bytes) -> None:
+    def __init__(self, salt: bytes, system_fingerprints: frozenset[str] = frozenset()) -> None:
         self._salt = salt
+        self._system = system_fingerprints
         self._known: dict[tuple[bytes | None, bytes | None, bytes | None], str | None] = {}
 
     def __repr__(self) -> str:
@@ -178,3 +179,13 @@ class Fingerprinter:
                 self._known.clear()
             self._known[headers] = key_id
         return key_id  # type: ignore[return-value]
+
+    def classify(
+        self, authorization: bytes | None, x_api_key: bytes | None, api_key: bytes | None, explicit: str | None
+    ) -> tuple[str | None, str | None]:
+        """``classify`` of the key in these raw headers, against the system fingerprints given at creation."""
+        # classify's rules, repeated here rather than called: this runs on every call.
+        key_id = self.of_headers(authorization, x_api_key, api_key)
+        if key_id is None or explicit is not None:
+            return explicit, key_id
+        return ("system" if key_id in self._system else "byok"), key_id

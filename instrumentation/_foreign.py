@@ -127,6 +127,8 @@ def call_span_for(current: Span) -> Span | None:
     The current span itself, or, when the current span is an HTTP client span of another instrumentation, its
     parent call span.
     """
+    if not current.is_recording():
+        return None  # no span, or a non-recording one: neither is a call span nor has one as a parent
     if is_call_span(current):
         return current
     if current.is_recording() and getattr(current, "kind", None) == SpanKind.CLIENT:

@@ -68,7 +68,10 @@ class Metrics:
         error_type: str | None,
     ) -> None:
         """One finished call. ``request`` holds (at least) the ``METRIC_ATTRIBUTES`` of its span."""
-        attributes: dict[str, AttributeValue] = {name: request[name] for name in METRIC_ATTRIBUTES if name in request}
+        attributes: dict[str, AttributeValue] = {}
+        for name in METRIC_ATTRIBUTES:  # a loop, not a comprehension: one function call less on every call
+            if name in request:
+                attributes[name] = request[name]
         if response_model is not None:
             attributes[semconv.GEN_AI_RESPONSE_MODEL] = response_model
         if error_type is not None:

@@ -55,6 +55,8 @@ class AttributionSpanProcessor(SpanProcessor):
             log.debug("TokenTrail could not stamp attribution on a span", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if not _foreign.open_calls:
+            return  # nothing to forget (the usual case, for every span the application ends)
         try:
             _foreign.ended(span)
         except Exception:

@@ -50,6 +50,8 @@ class RequestFacts(NamedTuple):
 
 
 UNKNOWN: Final = RequestFacts()
+# Builds a named tuple from a tuple of all its fields, without a call of its (Python) __new__.
+_new: Final = tuple.__new__
 
 
 def read_request(api: str, body: bytes | None) -> RequestFacts:
@@ -57,44 +59,46 @@ def read_request(api: str, body: bytes | None) -> RequestFacts:
     if not body:
         return UNKNOWN
     try:
-        if len(body) <= FULL_PARSE_LIMIT:
-            data = loads(body)
-            return _from_json(api, data) if isinstance(data, dict) else UNKNOWN
-        return _from_scan(api, body)
+        if len(body) > FULL_PARSE_LIMIT:
+            return _from_scan(api, body)
+        data = loads(body)
+        if not isinstance(data, dict):
+            return UNKNOWN
+        # The fields of a decoded body (inline: this runs on every call).
+        get = data.get
+        model = get("model")
+        user: object = None
+        tags: object = None
+        include_usage = False
+        if api == semconv.API_ANTHROPIC_MESSAGES:
+            metadata = get("metadata")
+            if isinstance(metadata, dict):
+                user = metadata.get("user_id")
+        else:
+            if api in _STREAM_OPTIONS_APIS:
+                options = get("stream_options")
+                include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            user = get("user") or get("safety_identifier")
+        # Vercel AI Gateway's reporting fields, which some clients send to every provider.
+        provider_options = get("providerOptions")
+        if provider_options is not None:
+            gateway = _dig(provider_options, "gateway")
+            if isinstance(gateway, dict):
+                user = user or gateway.get("user")
+                tags = gateway.get("tags")
+        return _new(
+            RequestFacts,
+            (
+                model if isinstance(model, str) else None,
+                get("stream") is True,
+                include_usage,
+                user if isinstance(user, str) else None,
+                tags,
+                True,
+            ),
+        )
     except Exception:
         return UNKNOWN
-
-
-def _from_json(api: str, data: dict[str, Any]) -> RequestFacts:
-    get = data.get
-    model = get("model")
-    user: object = None
-    tags: object = None
-    include_usage = False
-    if api == semconv.API_ANTHROPIC_MESSAGES:
-        metadata = get("metadata")
-        if isinstance(metadata, dict):
-            user = metadata.get("user_id")
-    else:
-        if api in _STREAM_OPTIONS_APIS:
-            options = get("stream_options")
-            include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        user = get("user") or get("safety_identifier")
-    # Vercel AI Gateway's reporting fields, which some clients send to every provider.
-    provider_options = get("providerOptions")
-    if provider_options is not None:
-        gateway = _dig(provider_options, "gateway")
-        if isinstance(gateway, dict):
-            user = user or gateway.get("user")
-            tags = gateway.get("tags")
-    return RequestFacts(
-        model if isinstance(model, str) else None,
-        get("stream") is True,
-        include_usage,
-        user if isinstance(user, str) else None,
-        tags,
-        True,
-    )
 
 
 def _from_scan(api: str, body: bytes) -> RequestFacts:
@@ -158,7 +162,7 @@ def read_headers(headers: Any) -> HeaderFacts:
         if b"authorization" in found:
             authorization = found.pop(b"authorization")
     if not found:
-        return NO_HEADERS if authorization is None else HeaderFacts(authorization)
+        return NO_HEADERS if authorization is None else _new(HeaderFacts, (authorization, None, None, None, None, False))
     get = found.get
     user = get(b"ai-reporting-user")
     raw_tags = get(b"ai-reporting-tags")

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
-
 from opentelemetry.util.types import AttributeValue
 
 from . import _credentials, _endpoints, semconv
@@ -44,7 +43,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoints", _endpoints.EndpointCache(self.base_urls, endpoint_attributes))
-        object.__setattr__(self, "fingerprints", _credentials.Fingerprinter(self.salt))
+        object.__setattr__(self, "fingerprints", _credentials.Fingerprinter(self.salt, self.system_fingerprints))
 
 
 _settings: Settings | None = None

@@ -12,7 +12,8 @@ records duplicate another request's claim still in flight waits for that claim's
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import deque
+from itertools import repeat
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -29,7 +30,7 @@ __all__ = [
     "record_key",
 ]
 
-DEFAULT_WINDOW: Final = 1_000_000  # ~200 MB; retries arrive within minutes, so this spans hours of busy traffic
+DEFAULT_WINDOW: Final = 1_000_000  # ~175 MB (see README); retries arrive within minutes: hours of busy traffic
 
 
 def record_key(provider: str, response_id: str | None, trace_id: str, span_id: str) -> str:
@@ -118,13 +119,21 @@ class Claim:
 
 
 class DedupeWindow:
-    """LRU of identities -> the claim that stored them (or None once seeded from disk). Thread-safe."""
+    """The last ``max_size`` identities stored -> the claim that stored them (None once seeded from disk), oldest
+    forgotten first. Thread-safe.
+
+    A dict and, beside it, the order identities arrived in (two deques: the identity and the claim that added it, so
+    a stale position, left by an identity forgotten and added again, never evicts the newer entry). Retries arrive
+    within minutes, so forgetting by age of arrival covers what refreshing on every hit would, in C loops for the
+    common batch of all-new rows."""
 
     def __init__(self, max_size: int = DEFAULT_WINDOW) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._max_size = max_size
-        self._seen: OrderedDict[str, Claim | None] = OrderedDict()
+        self._seen: dict[str, Claim | None] = {}
+        self._order: deque[str] = deque()
+        self._owners: deque[Claim | None] = deque()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -136,11 +145,11 @@ class DedupeWindow:
     def seed(self, identities: Iterable[str | tuple[str, str]]) -> None:
         """Identities already durable (replayed from the WAL at start), so retries of them are dropped: ``record_key``
         strings, or ``UsageRecord.identity`` tuples."""
+        keys = [i if type(i) is str else identity_key(i) for i in identities]  # type: ignore[arg-type]
         with self._lock:
-            for identity in identities:
-                key = identity if type(identity) is str else identity_key(identity)  # type: ignore[arg-type]
-                self._seen[key] = None
-                self._seen.move_to_end(key)
+            self._seen.update(zip(keys, repeat(None)))
+            self._order.extend(keys)
+            self._owners.extend(repeat(None, len(keys)))
             self._trim()
 
     def claim(self, records: Sequence[UsageRecord]) -> Claim:
@@ -158,18 +167,25 @@ class DedupeWindow:
         claim = Claim(self, fresh, identities)
         seen = self._seen
         with self._lock:
-            for i, identity in enumerate(keys):
-                if identity in seen:
-                    owner = seen[identity]
-                    seen.move_to_end(identity)
-                    claim.duplicates += 1
-                    if owner is not None and owner is not claim and not owner.done:
-                        if owner not in claim.waits_on:
-                            claim.waits_on.append(owner)
-                    continue
-                seen[identity] = claim
-                fresh.append(i)
-                identities.append(identity)
+            if len(set(keys)) == len(keys) and seen.keys().isdisjoint(keys):
+                # The common case, in C loops: every row is new, and no row repeats another of the batch.
+                seen.update(zip(keys, repeat(claim)))
+                fresh.extend(range(len(keys)))
+                identities.extend(keys)
+            else:
+                for i, identity in enumerate(keys):
+                    if identity in seen:
+                        owner = seen[identity]
+                        claim.duplicates += 1
+                        if owner is not None and owner is not claim and not owner.done:
+                            if owner not in claim.waits_on:
+                                claim.waits_on.append(owner)
+                        continue
+                    seen[identity] = claim
+                    fresh.append(i)
+                    identities.append(identity)
+            self._order.extend(identities)
+            self._owners.extend(repeat(claim, len(identities)))
             self._trim()
         return claim
 
@@ -187,6 +203,9 @@ class DedupeWindow:
                     del self._seen[identity]
 
     def _trim(self) -> None:
-        seen = self._seen
-        while len(seen) > self._max_size:
-            seen.popitem(last=False)
+        seen, order, owners, limit = self._seen, self._order, self._owners, self._max_size
+        # Positions of forgotten identities make the order longer than the window: it is kept within twice.
+        while len(seen) > limit or len(order) > 2 * limit:
+            identity, owner = order.popleft(), owners.popleft()
+            if identity in seen and seen[identity] is owner:
+                del seen[identity]

@@ -766,7 +766,9 @@ def _metadata_items(span: Span, dialect: Dialect, found: Found) -> Iterable[tupl
             yield from obj.items()
 
 
-def _attribution(span: Span, dialect: Dialect, plan: _Plan, found: Found, notes: _Notes) -> tuple[str | None, list[str]]:
+def _attribution(
+    span: Span, dialect: Dialect, plan: _Plan, found: Found, notes: _Notes
+) -> tuple[str | None, list[str]]:
     user = _str(found[plan.user]) if plan.user is not None else None
     tags: list[str] = []
     for key in plan.tags:
@@ -817,6 +819,13 @@ def _limit_tags(tags: list[str], notes: _Notes) -> list[str]:
 
 
 # -- plans: which key supplies each fact, per set of known keys ------------------------------------------------
+
+# What the general path learnt about values, so the fast path can take them as they are. Filled value by value as the
+# general path meets them (bounded: values come from spans), never emptied (the generated functions hold them).
+_CLEAN_NAMES: dict[str, None] = {}  # model names already clean: 1-MAX_NAME_CHARS characters, nothing to strip
+_CREDENTIAL_TYPES: dict[object, str] = {}  # credential type attribute -> the record's credential type
+_TAG_LISTS: dict[object, tuple[str, ...]] = {}  # a tags value -> its tags, when limiting them said nothing
+
 
 
 def _present(keys: tuple[str, ...], present: frozenset[str]) -> tuple[str, ...]:
@@ -1113,7 +1122,10 @@ def _compile_fast(plan: _Plan) -> tuple[Callable[..., tuple[Any, ...]] | None, s
     ``_SKIP``, and raises ``_Fallback`` whenever a value needs anything done to it (cleaning, capping, a warning,
     a rejection): the general path (``_row``) then decides everything again, so this path only ever takes spans
     whose record is obvious. Plans whose dialect needs hooks, attribution by prefix or JSON, or counts beyond the
-    main ones get no fast path. Returns (function, its source) or (None, None)."""
+    main ones get no fast path. Returns (function, its source) or (None, None).
+
+    The source holds nothing from a span: keys become positions in ``values``, and names and limits come from the
+    namespace below. ``tests/test_normalize_equivalence.py`` holds the two paths to the same records."""
     d = plan.dialect
     if (
         d is None
@@ -1134,14 +1146,21 @@ def _compile_fast(plan: _Plan) -> tuple[Callable[..., tuple[Any, ...]] | None, s
     add = lines.append
     loaded: dict[str, str] = {}
 
-    def v(key: str) -> str:
+    def v(key: str, text: bool = False) -> str:
         """A local holding the key's decoded value (``values`` holds the memo's value, or the raw encoding when
-        the memo does not know it: ``bytes``, which no decoded value is)."""
+        the memo does not know it: ``bytes``, which no decoded value is). ``text``: a value that is usually unique
+        (an id), decoded here when it is one plain string field, and never remembered."""
         name = loaded.get(key)
         if name is None:
             name = loaded[key] = f"v{index[key]}"
             add(f"    {name} = values[{index[key]}]")
-            add(f"    if type({name}) is bytes: {name} = any_value({name})")
+            if text:
+                add(
+                    f"    if type({name}) is bytes: {name} = ({name}[2:].decode() if {name}[0] == 10 and {name}[1] < 128"
+                    f" and {name}[1] + 2 == len({name}) else any_value({name}))"
+                )
+            else:
+                add(f"    if type({name}) is bytes: {name} = any_value({name})")
         return name
 
     def first(keys: tuple[str, ...]) -> str | None:
@@ -1171,7 +1190,7 @@ def _compile_fast(plan: _Plan) -> tuple[Callable[..., tuple[Any, ...]] | None, s
     add("    trace_id = span.trace_id")
     add("    span_id = span.span_id")
     add("    start = span.start_time_unix_nano")
-    add("    if (len(trace_id) != 16 or len(span_id) != 8 or not any(trace_id) or not any(span_id)")
+    add("    if (len(trace_id) != 16 or len(span_id) != 8 or trace_id == _NO_TRACE_ID or span_id == _NO_SPAN_ID")
     add("            or start < MIN_START_NANOS or start > now + MAX_FUTURE_NANOS): raise _Fallback")
     counts = {}
     for name, keys, limit in (
@@ -1199,7 +1218,8 @@ def _compile_fast(plan: _Plan) -> tuple[Callable[..., tuple[Any, ...]] | None, s
     missing = f"_bool({v(sc.TOKENTRAIL_USAGE_MISSING)})" if plan.usage_missing else "False"
     add(f"    usage_missing = {missing}" if counted else f"    usage_missing = not is_error or {missing}")
     if plan.incomplete:
-        add(f"    status = 'error' if is_error else ('incomplete' if _bool({v(sc.TOKENTRAIL_STREAM_INCOMPLETE)}) else 'ok')")
+        incomplete = v(sc.TOKENTRAIL_STREAM_INCOMPLETE)
+        add(f"    status = 'error' if is_error else ('incomplete' if _bool({incomplete}) else 'ok')")
     else:
         add("    status = 'error' if is_error else 'ok'")
     if plan.credential_type:
@@ -1234,7 +1254,7 @@ def _compile_fast(plan: _Plan) -> tuple[Callable[..., tuple[Any, ...]] | None, s
         if key is None:
             add(f"    {name} = None")
             continue
-        add(f"    {name} = {v(key)}")
+        add(f"    {name} = {v(key, text=True)}")
         add(f"    if type({name}) is not str or len({name}) > MAX_NAME_CHARS: raise _Fallback")
         add(f"    {name} = {name} or None")
     if operation_key is not None and not (plan.aggregate and operation_key == sc.GEN_AI_OPERATION_NAME):
@@ -1270,6 +1290,8 @@ def _compile_fast(plan: _Plan) -> tuple[Callable[..., tuple[Any, ...]] | None, s
         "_Fallback": _Fallback,
         "_SKIP": _SKIP,
         "any_value": any_value,
+        "_NO_TRACE_ID": bytes(16),
+        "_NO_SPAN_ID": bytes(8),
         "_bool": _bool,
         "_CLEAN_NAMES": _CLEAN_NAMES,
         "_CREDENTIAL_TYPES": _CREDENTIAL_TYPES,
@@ -1292,10 +1314,6 @@ def _compile_fast(plan: _Plan) -> tuple[Callable[..., tuple[Any, ...]] | None, s
     }
     exec(compile(source, f"<normalize fast path: {d.source}>", "exec"), namespace)  # noqa: S102
     return namespace["fast"], source
-
-
-# Model names the general path found already clean (a string of 1-MAX_NAME_CHARS characters, nothing to strip).
-_CLEAN_NAMES: dict[str, None] = {}
 
 
 # The order ``_row`` builds its tuple in.
@@ -1377,9 +1395,6 @@ def _usage(
     return inclusive_input, output_tokens, cache_read, cache_write, reasoning, write_1h, audio_in, audio_out, counted
 
 
-_CREDENTIAL_TYPES: dict[object, str] = {}
-
-
 def _credential_type(value: object) -> str:
     cached = _CREDENTIAL_TYPES.get(value) if type(value) is str else None
     if cached is None:
@@ -1399,9 +1414,6 @@ def _user(value: object, notes: _Notes) -> str | None:
             notes.messages.append(f"user id truncated from {len(user)} to {MAX_USER_CHARS} characters")
             user = user[:MAX_USER_CHARS]
     return user
-
-
-_TAG_LISTS: dict[object, tuple[str, ...]] = {}  # a tags value -> its tags, when limiting them said nothing
 
 
 def _tags(found: Found, keys: tuple[str, ...], notes: _Notes) -> list[str]:
@@ -1503,11 +1515,16 @@ def normalize_request(request: ExportTraceServiceRequest) -> NormalizeResult:
     memo_get = _VALUES.get
     now = time.time_ns()
     embedding_parents: dict[bytes, int] | None = None  # v7 Vercel embeddings: an outer span over inner ones
+    shape: _Shape | None = None
     for spans, service, environment in _resources(as_fast_request(request)):
         result.received += len(spans)
         for span in spans:
             attributes = span.attributes  # a upb map of key -> AnyValue encoding: lookups by key stay in C
-            shape, raws = _shape_of(attributes)
+            # Spans of one request mostly share one shape: try the last one before looking it up.
+            if shape is not None and len(attributes) == shape.size and all(map(attributes.__contains__, shape.keys)):
+                raws = shape.getter(attributes)
+            else:
+                shape, raws = _shape_of(attributes)
             plan = shape.plan
             row: tuple[Any, ...] | None = None
             if span.name == ANTHROPIC_MESSAGES_CREATE:
@@ -1591,7 +1608,9 @@ def _general(
     return row
 
 
-def _drop_bad_values(result: NormalizeResult, attributes: Any, present: frozenset[str]) -> tuple[frozenset[str], dict[str, Any]]:
+def _drop_bad_values(
+    result: NormalizeResult, attributes: Any, present: frozenset[str]
+) -> tuple[frozenset[str], dict[str, Any]]:
     """A span with known attributes whose values cannot be decoded: they are removed (as if never sent), with a
     warning each, and the span is read without them."""
     found: dict[str, Any] = {}

@@ -240,9 +240,10 @@ _MASK64: Final = (1 << 64) - 1
 
 
 def any_value(raw: bytes) -> object:
-    """The Python value of one ``AnyValue`` encoding: ``str``, ``int``, ``bool``, ``float``, ``BytesValue``, a
-    ``tuple`` (array), a ``dict`` (kvlist, not shared: never remembered) or ``UNSET``; never ``None`` or ``bytes``. Short encodings are remembered (a
-    bounded memo), so the names and counts that repeat across spans are decoded once. Raises ``InvalidValue``."""
+    """The Python value of one ``AnyValue`` encoding: ``str``, ``int``, ``bool``, ``float``, ``BytesValue``, a ``tuple``
+    (array), a ``dict`` (kvlist, not shared: never remembered) or ``UNSET``; never ``None`` or ``bytes``. Short
+    encodings are remembered (a bounded memo), so the names and counts that repeat across spans are decoded once. Raises
+    ``InvalidValue``."""
     value = _MEMO.get(raw)
     if value is None:
         value = _decode_any_value(raw)

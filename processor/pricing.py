@@ -1,14 +1,16 @@
 """What a usage record costs, from the ``genai-prices`` catalog and the organisation's overrides.
 
-Speed. ``genai_prices.calc_price`` runs at ~6k calls/s, slower than the receiver ingests. A flat price is linear in
-the token counts we record, and a tiered price is linear within each tier (the library picks one tier for all tokens
-from the inclusive input count). So a price is resolved once per (provider, model, UTC day, service tier): the
-library itself prices a few probe usages per tier (through the very ``ModelInfo.calc_price`` that ``calc_price``
-ends in, price context included), and the per-record cost is plain ``Decimal`` arithmetic on those coefficients.
-The result is exact (no rounding at 28 digits for counts below 1e9), and ``tests/test_pricing_catalog.py`` proves
-equality with ``calc_price`` for every model in the catalog. What is not piecewise linear (time-of-day prices, a
-billed minimum) and records with audio tokens (whose valid combinations depend on which units a model prices) go
-to the library for every record.
+Speed. ``genai_prices.calc_price`` runs at ~6k calls/s, slower than the receiver ingests. A flat price is linear in the
+token counts we record, and a tiered price is linear within each tier (the library picks one tier for all tokens from
+the inclusive input count). So a price is resolved once per (provider, model, UTC day, service tier): the library itself
+prices a few probe usages per tier (through the very ``ModelInfo.calc_price`` that ``calc_price`` ends in, price context
+included), and the per-record cost is plain arithmetic on those coefficients: integers in pico-dollars when every
+coefficient is a whole number of them (the catalog's per-million prices have at most 6 decimals, so nearly always:
+``price_columns``, the receiver's batch path), ``Decimal`` otherwise (``price``). The result is exact (no rounding at 28
+digits for counts below 1e9), and ``tests/test_pricing_catalog.py`` proves equality with ``calc_price`` for every model
+in the catalog, and of the batch path with ``price`` record by record. What is not piecewise linear (time-of-day prices,
+a billed minimum) and records with audio tokens (whose valid combinations depend on which units a model prices) go to
+the library for every record.
 
 Names. A provider or model name the catalog does not know as it arrived is mapped by ``model_names`` (data in
 ``model_names.toml``) and the overrides file's aliases; the match is cached per (provider, model).
@@ -16,13 +18,14 @@ Names. A provider or model name the catalog does not know as it arrived is mappe
 Two costs. ``market_cost`` is the list price (the catalog's, or a custom model's from the overrides file when the
 catalog lacks the model); ``total_cost`` is what the organisation pays: the first matching override rule for system
 credentials, the BYOK policy (0 by default) for keys customers brought. Nothing priceable is ever a silent $0: a
-record the catalog cannot price keeps NULL costs and ``price_status = unpriced``.
+record the catalog cannot price keeps NULL costs and ``price_status = unpriced``; a call whose response carried
+no usage is ``no_usage``, also with NULL costs, and no price version (nothing priced it).
 
-Semantics. Input tokens are inclusive (cache reads and writes are part of them), output includes reasoning. Optional
-record fields, read when the record type has them: ``service_tier`` (batch / flex / priority -> the catalog's
-``price_context``), ``cache_creation_1h_input_tokens`` (the part of the cache writes kept for 1 hour, priced at the
-catalog's 1-hour rate where it has one), ``input_audio_tokens``, ``cached_audio_input_tokens`` and
-``output_audio_tokens`` (parts of input, cache reads and output).
+Semantics. Input tokens are inclusive (cache reads and writes are part of them), output includes reasoning. Record
+fields the schema has and ``price`` reads when the record type has them (a reprice row may lack older ones):
+``service_tier`` (batch / flex / priority -> the catalog's ``price_context``), ``cache_creation_1h_input_tokens`` (the
+part of the cache writes kept for 1 hour, priced at the catalog's 1-hour rate where it has one), ``input_audio_tokens``,
+``cached_audio_input_tokens`` and ``output_audio_tokens`` (parts of input, cache reads and output).
 """
 
 from __future__ import annotations

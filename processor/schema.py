@@ -7,7 +7,7 @@ Every other module (normalize, price, storage, report) reads field names and typ
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -329,7 +329,3 @@ def _check_cost_range(array: pa.Array, name: str) -> None:
     low, high = pc.min_max(array).values()
     if low.as_py() <= -MAX_COST_PICOS or high.as_py() >= MAX_COST_PICOS:
         raise ValueError(f"{name} outside the cost column's range (18 digits)")
-
-
-def iter_column_rows(columns: UsageColumns, names: Iterable[str]) -> Iterable[tuple[Any, ...]]:
-    return zip(*(columns[name] for name in names))

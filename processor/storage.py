@@ -130,7 +130,8 @@ def write_partitions(
     # The UTC day of each row as a day number (integer division of the microseconds: no formatting per row).
     micros = table["timestamp"].cast(pa.int64())
     # Integer division truncates toward zero: shift days before 1970 down one so it floors.
-    day_numbers = pc.divide(pc.if_else(pc.less(micros, 0), pc.subtract(micros, _MICROS_PER_DAY - 1), micros), _MICROS_PER_DAY)
+    floored = pc.if_else(pc.less(micros, 0), pc.subtract(micros, _MICROS_PER_DAY - 1), micros)
+    day_numbers = pc.divide(floored, _MICROS_PER_DAY)
     unique_days = sorted(pc.unique(day_numbers).to_pylist())
     name = part_name(receiver_id, seq)
     written: list[Path] = []

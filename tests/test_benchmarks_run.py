@@ -21,3 +21,12 @@ def test_the_receiver_benchmark_normalizes_every_span_it_builds() -> None:
     result = normalize_request(ExportTraceServiceRequest.FromString(payload))
     assert len(result.records) == 200 and result.rejected == 0
     assert receiver_normalize.run(n_spans=400, batch=200, repeat=1)["ratio_vs_protobuf_parse"] > 0
+
+
+def test_the_receiver_stage_benchmark_measures_every_stage() -> None:
+    from benchmarks import receiver_stages
+
+    result = receiver_stages.run(requests=3, batch=200)
+    for name in receiver_stages.STAGES:
+        assert result[f"{name}_us_min"] >= 0
+    assert result["flush_to_parquet_us"] > 0 and result["ingest_us_min"] > 0

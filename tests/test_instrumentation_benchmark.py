@@ -18,6 +18,7 @@ def test_the_overhead_benchmark_runs_and_reports_its_ratios() -> None:
         "added_per_call_vs_bare_span_hot_loop",
         "beyond_attributed_span_us",
         "added_per_sse_chunk_us",
+        "sdk_metrics_per_call_us",
         "uninstrumented_call_us",
         "loopback_call_instrumented_vs_not",
     }

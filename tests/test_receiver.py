@@ -277,3 +277,20 @@ def test_listeners_see_each_durable_batch_and_their_failures_never_fail_the_expo
         assert outcome.accepted == 1
         receiver.export(request)  # the same span again: a duplicate reaches no listener
     assert seen == ["gpt-4o-mini"]
+
+
+def test_a_running_receiver_raises_the_gc_threshold_and_the_last_one_to_stop_restores_it(tmp_path: Path) -> None:
+    import gc
+
+    from tokentrail.processor.receiver import GC_THRESHOLD
+
+    before = gc.get_threshold()
+    first = Receiver(tmp_path / "a", grpc_port=0, receiver_id="gc-1", flush_interval=3600).start()
+    second = Receiver(tmp_path / "b", grpc_port=0, receiver_id="gc-2", flush_interval=3600).start()
+    try:
+        assert gc.get_threshold()[0] == max(GC_THRESHOLD, before[0])
+        first.stop()
+        assert gc.get_threshold()[0] == max(GC_THRESHOLD, before[0])  # the other one still runs
+    finally:
+        second.stop()
+    assert gc.get_threshold() == before
