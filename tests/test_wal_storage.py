@@ -283,3 +283,28 @@ def test_the_fast_column_builder_makes_exactly_the_schemas_table() -> None:
 
     records = [rec(1), rec(2, total_cost=None, market_cost=None, tags=[]), rec(3, response_id="r3", user_id="u")]
     assert records_table(records).equals(records_to_table(records))
+
+
+def test_tags_are_dictionary_encoded_in_parquet(tmp_path: Path) -> None:
+    """Tag filters and tag grouping read the tags column on every report: it must be dictionary-encoded."""
+    import pyarrow.parquet as pq
+    from datetime import datetime, timezone
+
+    from tokentrail.processor.schema import UsageRecord
+    from tokentrail.processor.storage import write_partitions
+
+    records = [
+        UsageRecord(
+            timestamp=datetime(2026, 11, 29, tzinfo=timezone.utc),
+            trace_id=f"{i:032x}",
+            span_id=f"{i:016x}",
+            provider="openai",
+            model="gpt-4o-mini",
+            tags=["plan:pro", f"feature:f{i % 3}"],
+        )
+        for i in range(50)
+    ]
+    (path,) = write_partitions(records, tmp_path / "usage", "r1", 1)
+    column = pq.ParquetFile(path).metadata.row_group(0).column
+    names = {column(i).path_in_schema: column(i) for i in range(pq.ParquetFile(path).metadata.num_columns)}
+    assert "RLE_DICTIONARY" in str(names["tags.list.element"].encodings)
