@@ -176,7 +176,8 @@ class Call:
         ctx, entries = self._ctx, self._baggage
         self._ctx = self._baggage = None
         without_ours = None
-        if ctx is None or entries:  # known to carry no baggage at all (the usual case): nothing of ours to remove
+        if ctx is None or entries:
+            # Baggage unknown, or some: remove ours. (None at all, the usual case, leaves nothing to remove.)
             without_ours = _privacy.context_without_ours(ctx, entries)
         if self.own:
             if without_ours is None and ctx is not None:
