@@ -41,6 +41,7 @@ def _alive(pid: object) -> bool:
 
 def collect_status(data_dir: Path) -> dict[str, Any]:
     from .metrics import read_status_files
+    from .storage import list_day
     from .wal import list_segments
 
     now = time.time()
@@ -67,10 +68,7 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
             if not entry.startswith("date="):
                 continue
             directory = usage / entry
-            try:
-                names = [n for n in os.listdir(directory) if n.endswith(".parquet") and not n.startswith((".", "_"))]
-            except OSError:
-                continue
+            names = list_day(directory)
             size = 0
             for name in names:
                 try:

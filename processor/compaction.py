@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .schema import ARROW_SCHEMA, PARTITION_COLUMN, SchemaMismatch, conform
-from .storage import ABSORBED_FILE, _write_file, day_dir_name, day_lock, read_absorbed
+from .storage import ABSORBED_FILE, _write_file, day_dir_name, day_lock, list_day, read_absorbed
 from .wal import fsync_dir, segment_name
 
 __all__ = [
@@ -107,11 +107,7 @@ def _day_text(day: date) -> str:
 
 
 def _parquet_names(directory: Path) -> list[str]:
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    return sorted(n for n in names if n.endswith(".parquet") and not n.startswith((".", "_")))
+    return list_day(directory)
 
 
 def _conform(table: pa.Table, what: str) -> pa.Table:

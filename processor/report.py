@@ -39,6 +39,7 @@ import duckdb
 
 from .formatting import decimal_text, report_json
 from .schema import COST_QUANTUM, PARTITION_COLUMN, PRICED, TOKEN_FIELDS
+from .storage import list_day
 
 __all__ = [
     "COST_METRICS",
@@ -410,8 +411,7 @@ def _date_param(params: Params, name: str) -> date:
 def dataset_files(data_dir: str | os.PathLike[str], start_date: date, end_date: date) -> list[str]:
     """Parquet files of the days in range, found by directory name: pruning before DuckDB opens anything.
 
-    Only finished files count: writers publish ``*.parquet`` by atomic rename from ``*.parquet.tmp``. Names
-    starting with ``.`` or ``_`` are hidden by the usual Parquet-tool convention.
+    Each day is one consistent listing (``storage.list_day``), never part of a version a rewrite is deleting.
     """
     root = Path(data_dir) / USAGE_DIR
     try:
@@ -429,15 +429,7 @@ def dataset_files(data_dir: str | os.PathLike[str], start_date: date, end_date: 
             continue
         if not start_date <= day <= end_date:
             continue
-        try:
-            names = os.listdir(entry.path)
-        except FileNotFoundError:  # a compactor removed the day between the two listings
-            continue
-        files.extend(
-            os.path.join(entry.path, name)
-            for name in names
-            if name.endswith(".parquet") and not name.startswith((".", "_"))
-        )
+        files.extend(os.path.join(entry.path, name) for name in list_day(entry.path))
     files.sort()
     return files
 

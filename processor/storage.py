@@ -36,6 +36,7 @@ __all__ = [
     "part_name",
     "day_dir_name",
     "day_lock",
+    "list_day",
     "read_absorbed",
     "write_partitions",
 ]
@@ -69,6 +70,33 @@ def part_name(receiver_id: str, seq: int) -> str:
 
 def day_dir_name(day: str) -> str:
     return f"{PARTITION_COLUMN}={day}"
+
+
+def _link_target(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:  # a plain directory (not yet rewritten) or nothing at all
+        return None
+
+
+def list_day(day_dir: str | os.PathLike[str]) -> list[str]:
+    """Names of the finished Parquet files of one day directory, sorted, as one consistent listing.
+
+    Why not a bare ``listdir``: a rewrite swaps the day to a new version and then deletes the old one file by file,
+    so a listing that started on the old version could see some of its files, or none. The swap is the only thing
+    that changes where ``date=X`` points, and versions are deleted only after the link has left them for good, so
+    a listing taken while the link target stayed the same (read before and after) is a whole version. Only finished
+    files count (writers publish by atomic rename from ``*.parquet.tmp``); names starting with ``.`` or ``_`` are
+    hidden by the usual Parquet-tool convention. A missing directory lists as empty."""
+    path = os.fspath(day_dir)
+    while True:
+        before = _link_target(path)
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return []
+        if _link_target(path) == before:
+            return sorted(n for n in names if n.endswith(".parquet") and not n.startswith((".", "_")))
 
 
 @contextmanager

@@ -242,6 +242,41 @@ def test_readers_never_see_a_half_rewritten_day(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("legacy", [True, False], ids=["plain-directory", "versioned"])
+def test_a_listing_that_opened_the_old_version_before_its_deletion_is_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool
+) -> None:
+    """The race CI once caught (a report with no rows): a reader opens the day directory, a whole rewrite runs (swap,
+    then delete the old version), and only then does the reader read the entries, from a directory now deleted.
+    Reproduced exactly: the directory is opened before the rewrite and read by its descriptor after it."""
+    from tokentrail.processor import storage
+
+    usage = tmp_path / "usage"
+    write_files(usage, [[rec(i * 10 + j) for j in range(10)] for i in range(4)])
+    if not legacy:
+        rewrite_day(usage, DAY, set_model("m-0"))
+    day_dir = usage / f"date={DAY.isoformat()}"
+    real_listdir = os.listdir
+    raced = []
+
+    def listdir_racing_a_rewrite(path: str) -> list[str]:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if not raced:
+                raced.append(path)
+                rewrite_day(usage, DAY, set_model("m-1"))
+            return real_listdir(fd)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(storage.os, "listdir", listdir_racing_a_rewrite)
+    names = storage.list_day(day_dir)
+    monkeypatch.undo()
+    assert raced
+    assert len(names) == 1 and names[0].startswith("rewrite-"), names
+    assert [(r["model"], r["request_count"]) for r in day_report(tmp_path)] == [("m-1", 40)]
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["plain-directory", "versioned"])
 def test_at_every_step_of_a_rewrite_a_reader_lists_exactly_one_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool
 ) -> None:
