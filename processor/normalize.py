@@ -46,6 +46,7 @@ from operator import itemgetter
 from typing import Any, Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tokentrail.instrumentation import semconv as sc
@@ -90,8 +91,19 @@ __all__ = [
     "Finish",
     "NormalizeResult",
     "SpanRejected",
+    "normalize_bytes",
     "normalize_request",
 ]
+
+try:
+    from ._otlpscan import ScanFallback
+    from ._otlpscan import scan as _scan
+except ImportError:  # installed without a C compiler: the protobuf path reads everything, only slower
+    _scan = None
+
+    class ScanFallback(Exception):  # type: ignore[no-redef]
+        pass
+
 
 log = logging.getLogger(__name__)
 
@@ -751,11 +763,11 @@ def _metadata_items(span: Span, dialect: Dialect, found: Found) -> Iterable[tupl
     if dialect.metadata_prefixes:
         prefixes = dialect.metadata_prefixes
         attributes = span.attributes  # every attribute, not only the known keys in ``found``
-        for key in list(attributes):
+        for key in sorted(attributes):  # key order: a upb map iterates in hash order, the scanner in wire order
             for prefix in prefixes:
                 if key.startswith(prefix):
                     try:
-                        value = any_value(attributes[key])
+                        value = _decoded(attributes[key])
                     except InvalidValue as exc:
                         raise _BadAttribute(key, str(exc)) from None
                     yield key[len(prefix) :], _python(value)
@@ -1452,15 +1464,32 @@ def _iso(nanos: int) -> str:
 # -- a request ---------------------------------------------------------------------------------------------------
 
 
+def _decoded(value: object) -> object:
+    """An attribute value as a Python value. A span's attributes hold encodings (``bytes``: the upb path always,
+    the scanner for uncommon encodings) or values the scanner decoded; ``bytes`` is never a decoded value."""
+    return any_value(value) if type(value) is bytes else value  # type: ignore[arg-type]
+
+
 def _resources(request: Any) -> Iterable[tuple[Any, str | None, str | None]]:
     for resource_spans in request.resource_spans:
-        service, environment = resource_service_environment(resource_spans.resource)
-        if service is not None and len(service) > MAX_NAME_CHARS:
-            service = service[:MAX_NAME_CHARS]
-        if environment is not None and len(environment) > MAX_NAME_CHARS:
-            environment = environment[:MAX_NAME_CHARS]
+        service, environment = _service_environment(resource_spans.resource)
         for scope_spans in resource_spans.scope_spans:
             yield scope_spans.spans, service, environment
+
+
+def _scanned_resources(scanned: list[tuple[bytes | None, list[Any]]]) -> Iterable[tuple[Any, str | None, str | None]]:
+    for resource, spans in scanned:
+        service, environment = _service_environment(Resource.FromString(resource)) if resource else (None, None)
+        yield spans, service, environment
+
+
+def _service_environment(resource: Any) -> tuple[str | None, str | None]:
+    service, environment = resource_service_environment(resource)
+    if service is not None and len(service) > MAX_NAME_CHARS:
+        service = service[:MAX_NAME_CHARS]
+    if environment is not None and len(environment) > MAX_NAME_CHARS:
+        environment = environment[:MAX_NAME_CHARS]
+    return service, environment
 
 
 class _Shape:
@@ -1510,16 +1539,35 @@ def _shape_of(attributes: Any) -> tuple[_Shape, tuple[bytes, ...]]:
 def normalize_request(request: ExportTraceServiceRequest) -> NormalizeResult:
     """All usage records in one OTLP export (the standard message, or the faster ``otlp.fast_request_class()`` one
     the receiver parses into). Never raises for a bad span: it is rejected, counted and explained."""
+    return _normalize(_resources(as_fast_request(request)))
+
+
+def normalize_bytes(data: bytes) -> NormalizeResult | None:
+    """All usage records in one serialized ExportTraceServiceRequest, read by the C scanner (``_otlpscan.c``): the
+    same result as ``normalize_request(parse_export_request(data)[0])``, several times faster. None when the scanner
+    is not built or leaves the request to protobuf (malformed, invalid UTF-8, unusual encodings): the caller then
+    takes the protobuf path, which decides and explains."""
+    if _scan is None:
+        return None
+    try:
+        scanned = _scan(data)
+    except ScanFallback:
+        return None
+    return _normalize(_scanned_resources(scanned))
+
+
+def _normalize(resources: Iterable[tuple[Any, str | None, str | None]]) -> NormalizeResult:
     result = NormalizeResult()
     append = result.rows.append
     memo_get = _VALUES.get
     now = time.time_ns()
     embedding_parents: dict[bytes, int] | None = None  # v7 Vercel embeddings: an outer span over inner ones
     shape: _Shape | None = None
-    for spans, service, environment in _resources(as_fast_request(request)):
+    for spans, service, environment in resources:
         result.received += len(spans)
         for span in spans:
-            attributes = span.attributes  # a upb map of key -> AnyValue encoding: lookups by key stay in C
+            # key -> AnyValue encoding: a upb map (lookups by key stay in C) or, from the scanner, a dict
+            attributes = span.attributes
             # Spans of one request mostly share one shape: try the last one before looking it up.
             if shape is not None and len(attributes) == shape.size and all(map(attributes.__contains__, shape.keys)):
                 raws = shape.getter(attributes)
@@ -1573,8 +1621,11 @@ def _general(
     try:
         for key in present:
             raw = attributes[key]
-            value = memo.get(raw)
-            found[key] = value if value is not None else any_value(raw)
+            if type(raw) is bytes:
+                value = memo.get(raw)
+                found[key] = value if value is not None else any_value(raw)
+            else:
+                found[key] = raw  # decoded by the scanner
     except InvalidValue:
         present, found = _drop_bad_values(result, attributes, present)
     plan = _PLANS.get(present) or _plan(present)
@@ -1616,7 +1667,7 @@ def _drop_bad_values(
     found: dict[str, Any] = {}
     for key in sorted(present):
         try:
-            found[key] = any_value(attributes[key])
+            found[key] = _decoded(attributes[key])
         except InvalidValue as exc:
             _bad_attribute_warning(result, key, str(exc))
             del attributes[key]
@@ -1639,7 +1690,7 @@ def _again_without(
         _bad_attribute_warning(result, bad.key, bad.reason)
         del attributes[bad.key]
         present = _KEYS.intersection(attributes)
-        found = {key: any_value(attributes[key]) for key in present}  # the known keys decoded fine before
+        found = {key: _decoded(attributes[key]) for key in present}  # the known keys decoded fine before
         plan = _plan(present)
         if span.name == ANTHROPIC_MESSAGES_CREATE:
             plan = plan.for_anthropic_span()

@@ -689,10 +689,10 @@ def _metadata_items(span: Span, dialect: Dialect, found: Found) -> Iterable[tupl
         prefixes = dialect.metadata_prefixes
         attributes = span.attributes  # every attribute, not only the known keys in ``found``
         if isinstance(attributes, Mapping) or hasattr(attributes, "get") and not hasattr(attributes, "add"):
-            items: Iterable[tuple[str, AnyValue]] = ((k, attributes.get(k)) for k in list(attributes))
+            by_key: dict[str, AnyValue] = {k: attributes.get(k) for k in list(attributes)}
         else:
-            items = ((kv.key, kv.value) for kv in attributes)
-        for key, value in items:
+            by_key = {kv.key: kv.value for kv in attributes}  # the last of a repeated key wins
+        for key, value in sorted(by_key.items(), key=lambda item: item[0]):  # in key order, whatever the transport
             for prefix in prefixes:
                 if key.startswith(prefix):
                     if value is not None:

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tokentrail.processor.normalize import DIALECTS, MAX_TOKENS, normalize_request
+from tokentrail.processor.normalize import DIALECTS, MAX_TOKENS, normalize_bytes, normalize_request
 from tokentrail.processor.otlp import as_fast_request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,6 +39,18 @@ def assert_same(request: ExportTraceServiceRequest) -> None:
     assert len(new_records) == len(old_records)
     for n, o in zip(new_records, old_records):
         assert n == o, {f: (getattr(n, f), getattr(o, f)) for f in n.__slots__ if getattr(n, f) != getattr(o, f)}  # type: ignore[attr-defined]
+    assert_scanned_same(request.SerializeToString(), new)
+
+
+def assert_scanned_same(data: bytes, expected: Any) -> None:
+    """The receiver's C scanner (``normalize_bytes``) gives what the protobuf path gives, to the last field."""
+    scanned = normalize_bytes(data)
+    assert scanned is not None, "a request protobuf reads without complaint must not need the fallback"
+    assert (scanned.received, scanned.skipped, scanned.rejected) == (expected.received, expected.skipped, expected.rejected)
+    assert scanned.errors == expected.errors
+    assert scanned.warnings == expected.warnings
+    assert scanned.dropped_fields == expected.dropped_fields
+    assert scanned.rows == expected.rows
 
 
 def any_value(value: object) -> AnyValue:
