@@ -203,25 +203,39 @@ static int validate(const uint8_t *s, Py_ssize_t n, const Message *m, int depth)
 /* ---------------------------------------------------------------------------------------------------------------- */
 /* Strings that repeat (attribute keys, span names): decoded once, interned, kept in a small direct-mapped cache. */
 
-#define CACHE_SLOTS 4096
+#define CACHE_SLOTS 2048 /* per table; a slot is 24 bytes, so a table stays in the L2 cache */
 #define CACHE_MAX_LEN 96
 
 typedef struct {
     uint64_t hash;
     Py_ssize_t len;
-    PyObject *str;
-    char bytes[CACHE_MAX_LEN];
+    PyObject *str; /* an exact str whose UTF-8 form is the key's bytes */
 } CacheSlot;
 
 static CacheSlot *cache;
 
-static uint64_t fnv1a(const uint8_t *s, Py_ssize_t n) {
-    uint64_t h = 1469598103934665603ULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 1099511628211ULL;
+static uint64_t hash_bytes(const uint8_t *s, Py_ssize_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
     }
-    return h;
+    uint64_t tail = 0;
+    for (Py_ssize_t j = n - 1; j >= i; j--) tail = (tail << 8) | s[j];
+    h = (h ^ tail) * 0xC4CEB9FE1A85EC53ULL;
+    return h ^ (h >> 29);
+}
+
+/* The UTF-8 bytes of a cached str, for the comparison (ASCII strs hold them inline; others cache them). */
+static const char *utf8_of(PyObject *str, Py_ssize_t *len) {
+    if (PyUnicode_IS_COMPACT_ASCII(str)) {
+        *len = PyUnicode_GET_LENGTH(str);
+        return (const char *)PyUnicode_DATA(str);
+    }
+    return PyUnicode_AsUTF8AndSize(str, len);
 }
 
 /* A str for UTF-8 bytes ``s`` (NULL, no exception set, when they are not valid UTF-8), from ``table`` when short;
@@ -229,11 +243,16 @@ static uint64_t fnv1a(const uint8_t *s, Py_ssize_t n) {
 static PyObject *cached_str(CacheSlot *table, const uint8_t *s, Py_ssize_t n, int intern) {
     if (!valid_utf8(s, n)) return NULL;
     if (n > CACHE_MAX_LEN || table == NULL) return PyUnicode_DecodeUTF8((const char *)s, n, NULL);
-    uint64_t h = fnv1a(s, n);
+    uint64_t h = hash_bytes(s, n);
     CacheSlot *slot = &table[h & (CACHE_SLOTS - 1)];
-    if (slot->str != NULL && slot->hash == h && slot->len == n && memcmp(slot->bytes, s, (size_t)n) == 0) {
-        Py_INCREF(slot->str);
-        return slot->str;
+    if (slot->str != NULL && slot->hash == h && slot->len == n) {
+        Py_ssize_t len;
+        const char *utf8 = utf8_of(slot->str, &len);
+        if (utf8 != NULL && len == n && memcmp(utf8, s, (size_t)n) == 0) {
+            Py_INCREF(slot->str);
+            return slot->str;
+        }
+        PyErr_Clear();
     }
     PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
     if (u == NULL) return NULL;
@@ -242,7 +261,6 @@ static PyObject *cached_str(CacheSlot *table, const uint8_t *s, Py_ssize_t n, in
     Py_INCREF(u);
     slot->hash = h;
     slot->len = n;
-    memcpy(slot->bytes, s, (size_t)n);
     return u;
 }
 
@@ -314,7 +332,9 @@ typedef struct {
     PyObject *trace_id;
     PyObject *span_id;
     PyObject *parent_span_id;
-    PyObject *attributes;
+    PyObject *keys;       /* attribute keys in wire order (a repeated key appears each time) */
+    PyObject *values;     /* their values, same order */
+    PyObject *attributes; /* key -> value, the last of a repeated key winning: built on first use */
     unsigned long long start_time_unix_nano;
     unsigned long long end_time_unix_nano;
     int kind;
@@ -326,6 +346,8 @@ static void span_dealloc(ScannedSpan *self) {
     Py_XDECREF(self->trace_id);
     Py_XDECREF(self->span_id);
     Py_XDECREF(self->parent_span_id);
+    Py_XDECREF(self->keys);
+    Py_XDECREF(self->values);
     Py_XDECREF(self->attributes);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -335,7 +357,8 @@ static PyMemberDef span_members[] = {
     {"trace_id", T_OBJECT_EX, offsetof(ScannedSpan, trace_id), READONLY, NULL},
     {"span_id", T_OBJECT_EX, offsetof(ScannedSpan, span_id), READONLY, NULL},
     {"parent_span_id", T_OBJECT_EX, offsetof(ScannedSpan, parent_span_id), READONLY, NULL},
-    {"attributes", T_OBJECT_EX, offsetof(ScannedSpan, attributes), READONLY, NULL},
+    {"keys", T_OBJECT_EX, offsetof(ScannedSpan, keys), READONLY, NULL},
+    {"values", T_OBJECT_EX, offsetof(ScannedSpan, values), READONLY, NULL},
     {"start_time_unix_nano", T_ULONGLONG, offsetof(ScannedSpan, start_time_unix_nano), READONLY, NULL},
     {"end_time_unix_nano", T_ULONGLONG, offsetof(ScannedSpan, end_time_unix_nano), READONLY, NULL},
     {"kind", T_INT, offsetof(ScannedSpan, kind), READONLY, NULL},
@@ -349,13 +372,35 @@ static PyObject *span_status(PyObject *self, void *closure) {
     return self;
 }
 
+/* The dict the general path reads (and may delete from: a value that does not decode is dropped): built once, on
+ * first use; the fast path reads ``keys`` and ``values`` and never builds it. */
+static PyObject *span_attributes(PyObject *op, void *closure) {
+    (void)closure;
+    ScannedSpan *self = (ScannedSpan *)op;
+    if (self->attributes == NULL) {
+        PyObject *d = PyDict_New();
+        if (d == NULL) return NULL;
+        Py_ssize_t n = PyTuple_GET_SIZE(self->keys);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (PyDict_SetItem(d, PyTuple_GET_ITEM(self->keys, i), PyTuple_GET_ITEM(self->values, i)) < 0) {
+                Py_DECREF(d);
+                return NULL;
+            }
+        }
+        self->attributes = d;
+    }
+    Py_INCREF(self->attributes);
+    return self->attributes;
+}
+
 static PyGetSetDef span_getset[] = {
     {"status", span_status, NULL, NULL, NULL},
+    {"attributes", span_attributes, NULL, NULL, NULL},
     {NULL},
 };
 
 static PyObject *span_repr(ScannedSpan *self) {
-    return PyUnicode_FromFormat("ScannedSpan(name=%R, attributes=%zd)", self->name, PyDict_GET_SIZE(self->attributes));
+    return PyUnicode_FromFormat("ScannedSpan(name=%R, attributes=%zd)", self->name, PyTuple_GET_SIZE(self->keys));
 }
 
 static PyTypeObject ScannedSpanType = {
@@ -382,8 +427,68 @@ static int set_bytes(PyObject **slot, const uint8_t *s, Py_ssize_t n) {
     return 0;
 }
 
-/* One attribute (a KeyValue read as a map entry: key = 1, value = 2, the value kept as its encoding). */
-static int read_attribute(const uint8_t *s, Py_ssize_t n, PyObject *attributes) {
+/* A span's attributes as they are read: keys and values, alternating (new references), then two tuples. */
+typedef struct {
+    PyObject **items;
+    Py_ssize_t len, cap;
+    PyObject *inline_items[64];
+} Pairs;
+
+static void pairs_init(Pairs *p) {
+    p->items = p->inline_items;
+    p->len = 0;
+    p->cap = 64;
+}
+
+static void pairs_clear(Pairs *p) {
+    for (Py_ssize_t i = 0; i < p->len; i++) Py_DECREF(p->items[i]);
+    if (p->items != p->inline_items) PyMem_Free(p->items);
+    pairs_init(p);
+}
+
+static int pairs_add(Pairs *p, PyObject *key, PyObject *value) { /* steals both */
+    if (p->len + 2 > p->cap) {
+        Py_ssize_t cap = p->cap * 2;
+        PyObject **items = PyMem_Malloc((size_t)cap * sizeof(PyObject *));
+        if (items == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(items, p->items, (size_t)p->len * sizeof(PyObject *));
+        if (p->items != p->inline_items) PyMem_Free(p->items);
+        p->items = items;
+        p->cap = cap;
+    }
+    p->items[p->len++] = key;
+    p->items[p->len++] = value;
+    return 0;
+}
+
+/* Moves the pairs into ``keys`` and ``values`` tuples; ``p`` is empty afterwards. */
+static int pairs_finish(Pairs *p, PyObject **keys, PyObject **values) {
+    Py_ssize_t n = p->len / 2;
+    PyObject *k = PyTuple_New(n), *v = PyTuple_New(n);
+    if (k == NULL || v == NULL) {
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        pairs_clear(p);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(k, i, p->items[2 * i]);
+        PyTuple_SET_ITEM(v, i, p->items[2 * i + 1]);
+    }
+    p->len = 0;
+    pairs_clear(p);
+    Py_XSETREF(*keys, k);
+    Py_XSETREF(*values, v);
+    return 0;
+}
+
+/* One attribute (a KeyValue read as a map entry: key = 1, value = 2). */
+static int read_attribute(const uint8_t *s, Py_ssize_t n, Pairs *attributes) {
     Cursor c = {s, s + n};
     const uint8_t *key = NULL, *value = NULL;
     Py_ssize_t key_len = 0, value_len = 0;
@@ -409,10 +514,7 @@ static int read_attribute(const uint8_t *s, Py_ssize_t n, PyObject *attributes) 
         Py_DECREF(k);
         return -1;
     }
-    int rc = PyDict_SetItem(attributes, k, v);
-    Py_DECREF(k);
-    Py_DECREF(v);
-    return rc;
+    return pairs_add(attributes, k, v);
 }
 
 static int read_status(const uint8_t *s, Py_ssize_t n, int *code) {
@@ -449,10 +551,11 @@ static PyObject *read_span(const uint8_t *s, Py_ssize_t n) {
     span->span_id = EMPTY_BYTES;
     Py_INCREF(EMPTY_BYTES);
     span->parent_span_id = EMPTY_BYTES;
-    span->attributes = PyDict_New();
+    span->keys = span->values = span->attributes = NULL;
     span->start_time_unix_nano = span->end_time_unix_nano = 0;
     span->kind = span->code = 0;
-    if (span->attributes == NULL) goto error;
+    Pairs attributes;
+    pairs_init(&attributes);
 
     Cursor c = {s, s + n};
     while (c.p < c.end) {
@@ -474,7 +577,7 @@ static PyObject *read_span(const uint8_t *s, Py_ssize_t n) {
                 if (name == NULL) goto error;
                 Py_SETREF(span->name, name);
             }
-            else if (number == 9) { if (read_attribute(f, len, span->attributes) < 0) goto error; }
+            else if (number == 9) { if (read_attribute(f, len, &attributes) < 0) goto error; }
             else if (number == 11) { if (validate(f, len, &EVENT, 1) < 0) goto error; }
             else if (number == 13) { if (validate(f, len, &LINK, 1) < 0) goto error; }
             else { if (read_status(f, len, &span->code) < 0) goto error; }
@@ -501,8 +604,10 @@ static PyObject *read_span(const uint8_t *s, Py_ssize_t n) {
             if (skip_field(&c, wire) < 0) goto error;
         }
     }
+    if (pairs_finish(&attributes, &span->keys, &span->values) < 0) goto error;
     return (PyObject *)span;
 error:
+    pairs_clear(&attributes);
     Py_DECREF(span);
     return NULL;
 }

@@ -1518,6 +1518,34 @@ _SHAPES: dict[int, list[_Shape]] = {}  # by number of attributes
 _MAX_SHAPES: Final = 1024
 
 
+class _KeyShape:
+    """A scanned span's attribute keys in wire order (repeats included), its plan, and how to pick the plan's values
+    from the span's values tuple: by position, the last of a repeated key winning (as in a dict of the attributes)."""
+
+    __slots__ = ("plan", "getter")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.plan = plan = _plan(frozenset(_KEYS.intersection(keys)))
+        position = {key: i for i, key in enumerate(keys)}  # the last index of a repeated key
+        order = tuple(position[key] for key in plan.order)
+        if not order:
+            self.getter: Callable[[tuple[Any, ...]], tuple[Any, ...]] = lambda values: ()
+        elif len(order) == 1:
+            self.getter = lambda values, i=order[0]: (values[i],)
+        else:
+            self.getter = itemgetter(*order)
+
+
+_KEY_SHAPES: dict[tuple[str, ...], _KeyShape] = {}
+
+
+def _key_shape(keys: tuple[str, ...]) -> _KeyShape:
+    if len(_KEY_SHAPES) >= _MAX_SHAPES:
+        _KEY_SHAPES.clear()  # key sets come from spans: bound what a stream of odd spans can take
+    shape = _KEY_SHAPES[keys] = _KeyShape(keys)
+    return shape
+
+
 def _shape_of(attributes: Any) -> tuple[_Shape, tuple[bytes, ...]]:
     """The span's shape and the encodings of its known keys' values."""
     size = len(attributes)
@@ -1553,27 +1581,42 @@ def normalize_bytes(data: bytes) -> NormalizeResult | None:
         scanned = _scan(data)
     except ScanFallback:
         return None
-    return _normalize(_scanned_resources(scanned))
+    return _normalize(_scanned_resources(scanned), decoded=True)
 
 
-def _normalize(resources: Iterable[tuple[Any, str | None, str | None]]) -> NormalizeResult:
+def _normalize(resources: Iterable[tuple[Any, str | None, str | None]], *, decoded: bool = False) -> NormalizeResult:
+    """``decoded``: the spans come from the scanner, which decoded the common values already; the memo is then
+    not worth a lookup per value before the fast function (it still decodes any ``bytes`` left, memo first)."""
     result = NormalizeResult()
     append = result.rows.append
     memo_get = _VALUES.get
     now = time.time_ns()
     embedding_parents: dict[bytes, int] | None = None  # v7 Vercel embeddings: an outer span over inner ones
     shape: _Shape | None = None
+    key_shapes_get = _KEY_SHAPES.get
     for spans, service, environment in resources:
         result.received += len(spans)
         for span in spans:
-            # key -> AnyValue encoding: a upb map (lookups by key stay in C) or, from the scanner, a dict
-            attributes = span.attributes
-            # Spans of one request mostly share one shape: try the last one before looking it up.
-            if shape is not None and len(attributes) == shape.size and all(map(attributes.__contains__, shape.keys)):
-                raws = shape.getter(attributes)
+            if decoded:
+                # The scanner's span: its keys (a tuple of the same interned strs span after span) find the shape
+                # in one dict lookup, and the values are picked by position; no dict per span.
+                keys = span.keys
+                key_shape = key_shapes_get(keys) or _key_shape(keys)
+                plan = key_shape.plan
+                raws = key_shape.getter(span.values)
             else:
-                shape, raws = _shape_of(attributes)
-            plan = shape.plan
+                # key -> AnyValue encoding, a upb map: lookups by key stay in C. Spans of one request mostly share
+                # one shape: try the last one before looking it up.
+                attributes = span.attributes
+                if (
+                    shape is not None
+                    and len(attributes) == shape.size
+                    and all(map(attributes.__contains__, shape.keys))
+                ):
+                    raws = shape.getter(attributes)
+                else:
+                    shape, raws = _shape_of(attributes)
+                plan = shape.plan
             row: tuple[Any, ...] | None = None
             if span.name == ANTHROPIC_MESSAGES_CREATE:
                 pass  # always the Anthropic SDK's: the general path
@@ -1581,7 +1624,8 @@ def _normalize(resources: Iterable[tuple[Any, str | None, str | None]]) -> Norma
                 try:
                     # A value the memo does not know stays its raw encoding: the fast function decodes the ones
                     # it reads (``bytes`` is never a decoded value: see ``otlp.any_value``).
-                    row = plan.fast(span, tuple(map(memo_get, raws, raws)), service, environment, now)
+                    values = raws if decoded else tuple(map(memo_get, raws, raws))
+                    row = plan.fast(span, values, service, environment, now)
                 except Exception:  # _Fallback, a value that does not decode, anything: the general path decides
                     row = None
                 else:
@@ -1592,7 +1636,7 @@ def _normalize(resources: Iterable[tuple[Any, str | None, str | None]]) -> Norma
                 result.skipped += 1  # not an LLM call: the common, cheap case
                 continue
             if row is None:
-                row = _general(result, span, attributes, plan.present, service, environment, now)
+                row = _general(result, span, span.attributes, plan.present, service, environment, now)
                 if row is None:
                     continue
             append(row)
