@@ -482,6 +482,10 @@ static int pairs_finish(Pairs *p, PyObject **keys, PyObject **values) {
     }
     p->len = 0;
     pairs_clear(p);
+    /* Strs, ints, floats and bytes cannot form a cycle: the collector need not track these (it would find out
+     * itself, one collection later, after walking them). */
+    PyObject_GC_UnTrack(k);
+    PyObject_GC_UnTrack(v);
     Py_XSETREF(*keys, k);
     Py_XSETREF(*values, v);
     return 0;
