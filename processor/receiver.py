@@ -558,6 +558,7 @@ class Receiver:
         with self._work:
             result = normalize_bytes(data)  # the C scanner; None leaves the request to protobuf
             if result is None:
+                self.metrics.add(requests_protobuf_path=1)
                 try:
                     request, warnings = parse_export_request(data)
                 except InvalidRequest:
