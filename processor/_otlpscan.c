@@ -507,8 +507,10 @@ static int read_attribute(const uint8_t *s, Py_ssize_t n, Pairs *attributes) {
             } else if (read_len(&c, &value, &value_len) < 0) {
                 return -1;
             }
-        } else if (skip_field(&c, wire) < 0) {
-            return -1;
+        } else {
+            /* protobuf keeps a map entry with an unknown field (e.g. KeyValue.key_strindex) out of the map, as an
+             * unknown field of the span: too rare to mirror, so protobuf decides. */
+            return fallback("unknown field in an attribute");
         }
     }
     PyObject *k = key_len ? decode_str(key, key_len) : (Py_INCREF(EMPTY_STR), EMPTY_STR);

@@ -158,6 +158,17 @@ def test_unknown_fields_repeated_keys_and_repeated_resources_read_as_protobuf_re
     assert scanned is not None and scanned.rows[0][FIELD("service")] == "a" and scanned.rows[0][FIELD("environment")] == "b"
 
 
+def test_an_attribute_with_an_unknown_field_is_left_to_protobuf() -> None:
+    """protobuf keeps a map entry that carries an unknown field out of the map (found by fuzzing: the attribute was
+    in the scanner's span and not in protobuf's); such requests go the protobuf way."""
+    span = make_span(genai_attributes()).SerializeToString()
+    entry = _field(1, 2, b"tokentrail.api") + _field(6, 2, b"\x0a\x04chat")  # the value under field 6, unknown
+    data = _wrap_span(span + _field(9, 2, entry))
+    assert normalize_bytes(data) is None
+    result, warnings = protobuf_path(data)
+    assert result is not None and not warnings
+
+
 def FIELD(name: str) -> int:  # noqa: N802 - reads as a constant lookup
     from tokentrail.processor.schema import FIELD_NAMES
 
