@@ -1,9 +1,10 @@
 """One LLM call seen at the transport: decide what to do with it, and own its span until the body is done.
 
 ``begin`` runs before the request is sent. It returns ``None`` when the request is not an LLM call, or a ``Call``
-that follows the response body to its end. The ``Call`` holds either our own span, or (when another
-instrumentation already traces the call, see ``_foreign``) that instrumentation's span, which we enrich and
-never end. Nothing here may raise into the host call: the transport wrapper guards every entry.
+that follows the response body to its end, having made current the context the request is sent in (the ``Call``'s
+``token``, which the transport hook detaches once the request is sent). The ``Call`` holds either our own span, or
+(when another instrumentation already traces the call, see ``_foreign``) that instrumentation's span, which we
+enrich and never end. Nothing here may raise into the host call: the transport wrapper guards every entry.
 """
 
 from __future__ import annotations
@@ -14,24 +15,41 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from . import _foreign, _inject, _privacy, _processor, _streams, semconv
-from ._context import EMPTY, call_context, with_span
+from ._context import (
+    _BAGGAGE_KEY,
+    _CONTEXT_KEY,
+    _NO_BAGGAGE,
+    _SPAN_KEY,
+    EMPTY,
+    Attribution,
+    attach,
+    call_context,
+    current_attribution,
+    get_current,
+    with_span,
+)
 from ._decoding import decoding
 from ._endpoints import Endpoint
-from ._parsers import body_parser
-from ._request import NO_HEADERS, read_headers, read_request
+from ._parsers import JsonBodyParser, body_parser
+from ._request import WANTED_HEADERS, read_headers, read_request
 from ._spans import attribution_attributes, request_attributes, response_attributes
+from ._metrics import MetricAttributes, Metrics
 from ._state import Settings
 from ._usage import BodyParser, ResponseFacts
 
 log = logging.getLogger(__name__)
 
 _INJECTABLE_APIS = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS})
+# The request headers we read besides Authorization: rare, so meeting one sends the request the full way.
+_OTHER_HEADERS = WANTED_HEADERS - {b"authorization"}
+# Whether the context's baggage and current span can be read under their keys (see _context.call_context).
+_FAST_CONTEXT = _BAGGAGE_KEY is not None and _SPAN_KEY is not None
+_CLIENT = SpanKind.CLIENT
 # Guards the one-time end of every call (held for a flag test-and-set: one lock for all calls costs nothing).
 _END_LOCK = threading.Lock()
 
@@ -39,13 +57,28 @@ _END_LOCK = threading.Lock()
 def begin(request: Any, settings: Settings) -> Call | None:
     """Start following ``request`` if it is an LLM call: with our own span, or with the span already tracing it.
 
-    This runs before every LLM request, so the common case is kept short: the endpoint and its attributes come
-    from a per-URL memory, the key's fingerprint from a per-key one, and the current context is read once.
+    This runs before every request, so the common case is kept short, and its usual steps are written out rather than
+    called (inside a real request each function call costs about twice what it does in a tight loop): the endpoint,
+    its attributes and its metric attribute sets come from a per-URL memory, the key's fingerprint, type and name
+    from a per-key one, and the current context is read once.
     """
-    target = settings.endpoints.lookup(request.method, request.url)
+    if request.method != "POST":
+        return None  # not an LLM call, at the cost of one comparison
+    # settings.endpoints.lookup(), its remembered answers read here.
+    endpoints = settings.endpoints
+    url = request.url
+    try:
+        reference = url._uri_reference
+        key = (reference.scheme, reference.host, reference.port, reference.path, reference.query)
+    except AttributeError:
+        target = endpoints.lookup("POST", url)
+    else:
+        target = endpoints.known.get(key)
+        if target is None:
+            target = endpoints.learn(key, url)
     if target is None:
         return None
-    endpoint, endpoint_attributes = target
+    endpoint, (endpoint_attributes, metric_attributes) = target
     # The request body if the client already holds it in memory (the SDKs always do); never reads a stream.
     try:
         body = request.content
@@ -59,25 +92,54 @@ def begin(request: Any, settings: Settings) -> Call | None:
         # A server we only know by path must at least send what an LLM request sends.
         return None
 
+    # read_headers(), for the usual request: no header of ours but (perhaps) Authorization. Any other goes the full way.
     headers = request.headers
-    sent = read_headers(headers)
-    if sent.baggage:
-        _privacy.strip_header(headers)
+    authorization = None
+    sent = None
+    try:
+        for _, name, value in headers._list:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name in _OTHER_HEADERS:
+                sent = read_headers(headers)
+                break
+    except (AttributeError, TypeError, ValueError):
+        sent = read_headers(headers)  # another kind of headers
+    if sent is not None:
+        authorization = sent.authorization
+        if sent.baggage:
+            _privacy.strip_header(headers)
     if settings.inject_stream_usage and facts.stream and not facts.include_usage and endpoint.api in _INJECTABLE_APIS:
         _inject_include_usage(request, body)
 
-    ctx = context.get_current()
+    ctx = get_current()
+    # call_context(ctx), written out when the context keys are known.
+    if _FAST_CONTEXT:
+        entries = ctx.get(_BAGGAGE_KEY)
+        if not isinstance(entries, dict):
+            entries = _NO_BAGGAGE
+        current = ctx.get(_SPAN_KEY)
+        if current is None or not isinstance(current, Span):
+            current = INVALID_SPAN
+        attribution = ctx.get(_CONTEXT_KEY)
+        if not isinstance(attribution, Attribution):
+            attribution = current_attribution(ctx, entries) if entries else EMPTY
+    else:
+        attribution, entries, current = call_context(ctx)
     # Precedence: the application's explicit attribute() > the request's reporting headers > the request body.
-    attribution, entries, current = call_context(ctx)
-    if sent is not NO_HEADERS and (sent.user is not None or sent.tags is not None):
+    if sent is not None and (sent.user is not None or sent.tags is not None):
         attribution = attribution.with_fallback(sent.user, sent.tags)
     if facts.user is not None or facts.tags is not None:
         attribution = attribution.with_fallback(facts.user, facts.tags)
-    credential_type, credential_id = settings.fingerprints.classify(
-        sent.authorization, sent.x_api_key, sent.api_key, attribution.credential
-    )
-    names = settings.credential_names
-    credential_name = names.get(credential_id) if names and credential_id else None
+    # settings.fingerprints.classify(), its remembered answers read here.
+    fingerprints = settings.fingerprints
+    credential_headers = (authorization, None, None) if sent is None else (authorization, sent.x_api_key, sent.api_key)
+    known = fingerprints.known.get(credential_headers)
+    if known is None:
+        known = fingerprints.learn(credential_headers)
+    credential_id, credential_name = known[0], known[2]
+    credential_type = known[1] if attribution.credential is None else attribution.credential
     # The deployment of an Azure URL stands in for a model the body does not name; the response's model is preferred.
     model = model or endpoint.deployment
 
@@ -86,7 +148,7 @@ def begin(request: Any, settings: Settings) -> Call | None:
         # way round): the attribution processor belongs on it too. A dictionary lookup once it is there.
         _processor.install(trace.get_tracer_provider())
 
-    foreign = _foreign.call_span_for(current)
+    foreign = _foreign.call_span_for(current) if current is not INVALID_SPAN else None
     if foreign is not None:
         attributes = attribution_attributes(attribution, credential_type, credential_id, credential_name)
         attributes[semconv.TOKENTRAIL_API] = endpoint.api
@@ -95,21 +157,57 @@ def begin(request: Any, settings: Settings) -> Call | None:
         for outer in _foreign.enclosing_calls(foreign):
             outer.set_attribute(semconv.TOKENTRAIL_DUPLICATE, True)
         _mark_twin(getattr(foreign, "parent", None), foreign, endpoint.provider, model)
-        return Call(foreign, endpoint, own=False, ctx=ctx, baggage=entries)
+        call = Call(foreign, endpoint, False)
+        if entries:
+            call.token = _activate(ctx, entries, None)
+        return call
 
     # Everything our span knows at its start, given at its start: one validation pass in the SDK, not one per call.
     attributes = endpoint_attributes.copy()
     attributes[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
     if model:
         attributes[semconv.GEN_AI_REQUEST_MODEL] = model
-    if attribution is not EMPTY or credential_type is not None:
-        attributes.update(attribution_attributes(attribution, credential_type, credential_id, credential_name))
-    name = f"{endpoint.operation} {model}" if model else endpoint.operation
-    span = settings.tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, attributes=attributes)
+    attribution_attributes(attribution, credential_type, credential_id, credential_name, into=attributes)
+    span = settings.tracer.start_span(
+        f"{endpoint.operation} {model}" if model else endpoint.operation,
+        context=ctx,
+        kind=_CLIENT,
+        attributes=attributes,
+    )
+    call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
     if _foreign.open_calls:
         _mark_twin(current.get_span_context(), None, endpoint.provider, model)
-    # The attributes double as the metrics' request attributes (they hold every one of METRIC_ATTRIBUTES).
-    return Call(span, endpoint, own=True, requested=attributes, settings=settings, ctx=ctx, baggage=entries)
+    # _activate(ctx, entries, span), written out.
+    try:
+        if entries:
+            without_ours = _privacy.context_without_ours(ctx, entries)
+            if without_ours is not None:
+                ctx = without_ours
+        if _SPAN_KEY is None:
+            call.token = attach(with_span(ctx, span))
+        else:  # with_span(ctx, span), written out
+            values = dict(ctx)
+            values[_SPAN_KEY] = span
+            call.token = attach(Context(values))
+    except Exception:
+        log.debug("TokenTrail could not activate its span", exc_info=True)
+    return call
+
+
+def _activate(ctx: Context, entries: Mapping[str, object], span: Span | None) -> object | None:
+    """Make current the context the request is sent in: ``span`` (ours) current, so HTTP-level spans and trace
+    headers nest under the call, and our baggage removed, so no propagator writes it into a request to the provider.
+    Returns the token to detach it with, or None when nothing needed to change (another instrumentation's span and
+    no baggage of ours). Never raises: the span has started, and its call must go on."""
+    try:
+        # Some baggage: remove ours. (None at all, the usual case, leaves nothing to remove.)
+        without_ours = _privacy.context_without_ours(ctx, entries) if entries else None
+        if span is not None:
+            return attach(with_span(ctx if without_ours is None else without_ours, span))
+        return None if without_ours is None else attach(without_ours)
+    except Exception:
+        log.debug("TokenTrail could not activate its span", exc_info=True)
+        return None
 
 
 def _mark_twin(parent: Any, exclude: Any, provider: str, model: object) -> None:
@@ -128,6 +226,32 @@ def _inject_include_usage(request: Any, body: bytes | None) -> None:
         log.debug("TokenTrail could not add stream_options.include_usage", exc_info=True)
 
 
+# How a response's media type is read, by its raw (ASCII) content-type value: True for an event stream, False for
+# JSON, None for a body we read no usage from. A service meets a handful of values; the memory is bounded anyway.
+_MEDIA_KINDS: dict[bytes, bool | None] = {}
+_MAX_MEDIA_KINDS = 64
+_UNSEEN: Any = object()
+
+
+def _media_kind(content_type: str) -> bool | None:
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "text/event-stream":
+        return True
+    return False if media_type.endswith("json") else None
+
+
+def _media_kind_of(content_type: bytes, headers: Any) -> bool | None:
+    """``_media_kind`` of a raw content-type value, remembered when it is ASCII (which decodes alike in every encoding
+    ``headers.encoding`` may choose; that encoding costs a pass over every header the first time it is asked for)."""
+    if not content_type.isascii():
+        return _media_kind(content_type.decode(headers.encoding))
+    kind = _media_kind(content_type.decode("ascii"))
+    if len(_MEDIA_KINDS) >= _MAX_MEDIA_KINDS:
+        _MEDIA_KINDS.clear()
+    _MEDIA_KINDS[content_type] = kind
+    return kind
+
+
 def error_type(error: BaseException) -> str:
     """A low-cardinality ``error.type``: the exception's class name."""
     return type(error).__qualname__
@@ -142,48 +266,33 @@ class Call:
     """
 
     __slots__ = (
-        "span", "endpoint", "own", "_requested", "_metrics", "_started", "_parser", "_streamed", "_ended", "_ctx",
-        "_baggage",
+        "span", "endpoint", "own", "ended", "token", "_metrics", "_metric_attributes", "_model", "_started", "_parser",
+        "_streamed",
     )  # fmt: skip
 
     def __init__(
         self,
         span: Span,
         endpoint: Endpoint,
-        *,
         own: bool,
-        requested: dict[str, AttributeValue] | None = None,
-        settings: Settings | None = None,
-        ctx: Context | None = None,
-        baggage: Mapping[str, object] | None = None,
+        metrics: Metrics | None = None,
+        metric_attributes: MetricAttributes | None = None,
+        model: str | None = None,
     ) -> None:
         self.span = span
         self.endpoint = endpoint
         self.own = own
-        self._requested = requested
-        self._metrics = settings.metrics if settings is not None else None
+        self.ended = False  # see BodyObserver
+        # The token of the context the request is sent in (see _activate), for the transport hook to detach.
+        self.token: object | None = None
+        # Where our span's metrics go (None for another instrumentation's span): the endpoint's attribute sets and
+        # the request's model complete them.
+        self._metrics = metrics if metric_attributes is not None else None
+        self._metric_attributes = metric_attributes
+        self._model = model
         self._started = time.monotonic()
         self._parser: BodyParser | None = None
         self._streamed = False
-        self._ended = False
-        # The context the request was begun in and its baggage, when known: read once, in begin().
-        self._ctx = ctx
-        self._baggage = baggage
-
-    def activate(self) -> object | None:
-        """The context the request is sent in: our span current (so HTTP-level spans and trace headers nest under
-        the call), and our baggage removed (so no propagator writes it into a request to the provider)."""
-        ctx, entries = self._ctx, self._baggage
-        self._ctx = self._baggage = None
-        without_ours = None
-        if ctx is None or entries:
-            # Baggage unknown, or some: remove ours. (None at all, the usual case, leaves nothing to remove.)
-            without_ours = _privacy.context_without_ours(ctx, entries)
-        if self.own:
-            if without_ours is None and ctx is not None:
-                return context.attach(with_span(ctx, self.span))
-            return context.attach(trace.set_span_in_context(self.span, without_ours))
-        return None if without_ours is None else context.attach(without_ours)
 
     def failed(self, error: BaseException) -> None:
         """The request raised before a response arrived."""
@@ -199,8 +308,9 @@ class Call:
         span.end()
         self._record_metrics(None, kind)
 
-    def responded(self, response: Any, sync_base: type, async_base: type) -> Any:
-        """Wrap ``response``'s body so the call ends with the usage; error responses end it now."""
+    def responded(self, response: Any, wrappers: _streams.Wrappers) -> Any:
+        """Wrap ``response``'s body (with the HTTP library's ``wrappers``) so the call ends with the usage; error
+        responses end it now."""
         span = self.span
         status = response.status_code
         if status >= 400:
@@ -228,42 +338,53 @@ class Call:
                     if content_encoding is not None:
                         raise ValueError("repeated")
                     content_encoding = value
-            encoding = headers.encoding
-            content_type = "" if content_type is None else content_type.decode(encoding)
+            if content_type is None:
+                content_type = b""
+            streamed = _MEDIA_KINDS.get(content_type, _UNSEEN)
+            if streamed is _UNSEEN:
+                streamed = _media_kind_of(content_type, headers)
             if content_encoding is not None:
-                content_encoding = content_encoding.decode(encoding)
+                # ASCII (all of them, in practice) decodes alike in any encoding headers.encoding may choose, and
+                # that encoding costs a pass over every header the first time it is asked for.
+                content_encoding = content_encoding.decode(
+                    "ascii" if content_encoding.isascii() else headers.encoding
+                )
         except (AttributeError, TypeError, ValueError):
-            content_type, content_encoding = headers.get("content-type", ""), headers.get("content-encoding")
-        media_type = content_type.partition(";")[0].strip().lower()
-        streamed = self._streamed = media_type == "text/event-stream"
-        if not streamed and not media_type.endswith("json"):
+            streamed = _media_kind(headers.get("content-type", ""))
+            content_encoding = headers.get("content-encoding")
+        if streamed is None:
             self.end("read")  # not a body we can read usage from: the call is recorded without it
             return response
-        parser = body_parser(self.endpoint.api, streamed)
-        self._parser = parser if content_encoding is None else decoding(parser, content_encoding)
-        response.stream = _streams.observe(response.stream, self, sync_base, async_base)
+        self._streamed = streamed
+        parser = body_parser(self.endpoint.api, True) if streamed else JsonBodyParser(self.endpoint.api)
+        if content_encoding is not None:
+            parser = decoding(parser, content_encoding)
+        self._parser = parser
+        # The body wrapped in the library's class of the same kind(s) as the body, so the client's type checks still
+        # pass, feeding each chunk to the parser.
+        body = response.stream
+        if isinstance(body, wrappers.async_base):
+            wrapper = wrappers.both_cls if isinstance(body, wrappers.sync_base) else wrappers.async_cls
+        else:
+            wrapper = wrappers.sync_cls
+        response.stream = wrapper(body, self, parser.feed)
         return response
 
     # BodyObserver ---------------------------------------------------------------------------------------------
 
-    def chunk(self, data: bytes) -> None:
-        parser = self._parser
-        if parser is not None:
-            try:
-                parser.feed(data)
-            except Exception:
-                log.debug("TokenTrail could not parse a response chunk", exc_info=True)
-                self._parser = None
+    def unfed(self) -> None:
+        log.debug("TokenTrail could not parse a response chunk", exc_info=True)
+        self._parser = None
 
     def end(self, how: _streams.StreamEnd, error: BaseException | None = None) -> None:
         # True exactly once: a body ends many ways (read, closed, failed, collected), the call only once. (This is
-        # _claim_end, written out: this method runs three times for every call, and ends it once.)
-        if self._ended:
-            return  # the usual answer after the first: a body read to its end is then closed, then freed
+        # _claim_end, written out: this method runs for every call, and ends it once.)
+        if self.ended:
+            return  # the usual answer after the first (the body wrapper checks too, before calling)
         with _END_LOCK:
-            if self._ended:
+            if self.ended:
                 return
-            self._ended = True
+            self.ended = True
         span = self.span
         try:
             parser = self._parser
@@ -284,7 +405,12 @@ class Call:
                 return
             kind: str | None = None
             try:
-                attributes = response_attributes(facts)
+                # Built by the parser along the way (a whole Chat Completions body), else from the facts.
+                attributes = facts.attributes
+                if attributes is None:
+                    attributes = response_attributes(facts)
+                else:
+                    facts.attributes = None
                 if incomplete:
                     attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
                 if error is not None:
@@ -297,7 +423,9 @@ class Call:
                 span.set_attributes(attributes)
             finally:
                 span.end()
-            self._record_metrics(facts, kind)
+            metrics = self._metrics
+            if metrics is not None and metrics.live:
+                self._record_metrics(facts, kind)
         except Exception:
             # This runs inside the application's read of the body: it must not raise, and our span must end.
             log.debug("TokenTrail could not finish a call", exc_info=True)
@@ -311,21 +439,22 @@ class Call:
 
     def _claim_end(self) -> bool:
         """True exactly once: a body ends many ways (read, closed, failed, collected), the call only once."""
-        if self._ended:
+        if self.ended:
             return False
         with _END_LOCK:
-            if self._ended:
+            if self.ended:
                 return False
-            self._ended = True
+            self.ended = True
             return True
 
     def _record_metrics(self, facts: ResponseFacts | None, kind: str | None) -> None:
         metrics = self._metrics
-        if metrics is None or self._requested is None:
+        if metrics is None:
             return
         try:
             metrics.record(
-                self._requested,
+                self._metric_attributes,  # type: ignore[arg-type]
+                self._model,
                 facts.response_model if facts is not None else None,
                 time.monotonic() - self._started,
                 facts.usage if facts is not None else None,

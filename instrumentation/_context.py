@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar, cast
@@ -23,6 +24,7 @@ from urllib.parse import unquote
 
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from . import semconv
 
@@ -55,6 +57,27 @@ def _key_set_by(setter: Callable[[Context], Context]) -> str | None:
 _BAGGAGE_KEY: Final = _key_set_by(lambda ctx: baggage.set_baggage("tokentrail.probe", "1", ctx))
 _SPAN_KEY: Final = _key_set_by(lambda ctx: trace.set_span_in_context(trace.INVALID_SPAN, ctx))
 _NO_BAGGAGE: Final[Mapping[str, object]] = MappingProxyType({})
+
+
+def _runtime_variable() -> Any:
+    """The ``ContextVar`` behind the API's runtime context when it is the standard one, whose ``get_current``,
+    ``attach`` and ``detach`` are exactly that variable's ``get``, ``set`` and ``reset``; None for any other."""
+    runtime = getattr(context, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is not ContextVarsRuntimeContext:
+        return None
+    variable = getattr(runtime, "_current_context", None)
+    return variable if isinstance(variable, ContextVar) else None
+
+
+_RUNTIME_VARIABLE: Final = _runtime_variable()
+# context.get_current(), context.attach(ctx) and the raising core of context.detach(token) (the caller handles its
+# errors): the runtime context's own ContextVar methods when it is the standard one, one C call each instead of two
+# Python frames around it.
+get_current: Final[Callable[[], Context]] = (
+    context.get_current if _RUNTIME_VARIABLE is None else _RUNTIME_VARIABLE.get
+)
+attach: Final[Callable[[Context], object]] = context.attach if _RUNTIME_VARIABLE is None else _RUNTIME_VARIABLE.set
+detach: Final[Callable[[Any], None]] = context.detach if _RUNTIME_VARIABLE is None else _RUNTIME_VARIABLE.reset
 
 
 def call_context(ctx: Context) -> tuple[Attribution, Mapping[str, object], trace.Span]:

@@ -237,32 +237,35 @@ class EndpointCache(Generic[T]):
     to ``recognise``. Lookups from several threads are safe: the worst race computes an entry twice.
     """
 
-    __slots__ = ("_base_urls", "_derive", "_known")
+    __slots__ = ("_base_urls", "_derive", "known")
 
     def __init__(self, base_urls: tuple[tuple[str, str], ...], derive: Callable[[Endpoint], T]) -> None:
         self._base_urls = base_urls
         self._derive = derive
-        self._known: dict[tuple[object, ...], tuple[Endpoint, T]] = {}
+        # The answers by key (see above): read directly by the transport hook's fast path, filled by ``learn``.
+        self.known: dict[tuple[object, ...], tuple[Endpoint, T]] = {}
 
     def lookup(self, method: str, url: URLLike) -> tuple[Endpoint, T] | None:
         if method != "POST":
             return None
         try:
             reference = url._uri_reference  # type: ignore[attr-defined]
-            path = reference.path
-            key = (reference.scheme, reference.host, reference.port, path, reference.query)
+            key = (reference.scheme, reference.host, reference.port, reference.path, reference.query)
         except AttributeError:
             return self._recognise(method, url)
-        found = self._known.get(key)
-        if found is not None:
-            return found
-        if "%" not in path and api_of(method, path or "/") is None:
+        found = self.known.get(key)
+        return found if found is not None else self.learn(key, url)
+
+    def learn(self, key: tuple[object, ...], url: URLLike) -> tuple[Endpoint, T] | None:
+        """The answer for a POST to ``url`` (whose ``key`` is not remembered yet), remembered if it is an LLM call."""
+        path = key[3]
+        if isinstance(path, str) and "%" not in path and api_of("POST", path or "/") is None:
             return None  # url.path is this very path, unquoted: not an LLM call, and not worth remembering
-        found = self._recognise(method, url)
+        found = self._recognise("POST", url)
         if found is not None:
-            if len(self._known) >= MAX_REMEMBERED:
-                self._known.clear()
-            self._known[key] = found
+            if len(self.known) >= MAX_REMEMBERED:
+                self.known.clear()
+            self.known[key] = found
         return found
 
     def _recognise(self, method: str, url: URLLike) -> tuple[Endpoint, T] | None:

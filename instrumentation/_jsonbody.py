@@ -13,8 +13,8 @@ import json
 from typing import Any, Final
 
 # The scanner json.loads uses (the C one), from a decoder configured as json.loads's default one.
-_scan_once: Final = json.JSONDecoder().scan_once
-_WHITESPACE: Final = " \t\n\r"  # JSON's whitespace, as json.decoder.WHITESPACE
+scan_once: Final = json.JSONDecoder().scan_once
+WHITESPACE: Final = " \t\n\r"  # JSON's whitespace, as json.decoder.WHITESPACE
 
 
 def loads(data: bytes) -> Any:
@@ -24,9 +24,9 @@ def loads(data: bytes) -> Any:
         return json.loads(data)
     text = data.decode("utf-8", "surrogatepass")
     try:
-        value, end = _scan_once(text, 0)
+        value, end = scan_once(text, 0)
     except StopIteration as error:
         raise json.JSONDecodeError("Expecting value", text, error.value) from None
-    if end != len(text) and text[end:].strip(_WHITESPACE):
+    if end != len(text) and text[end:].strip(WHITESPACE):
         raise json.JSONDecodeError("Extra data", text, end)
     return value

@@ -17,7 +17,8 @@ import re
 from typing import Any, Final
 
 from . import semconv
-from ._jsonbody import loads
+from ._jsonbody import WHITESPACE, loads, scan_once
+from ._spans import chat_response_facts
 from ._usage import (
     AnthropicUsage,
     BodyParser,
@@ -30,6 +31,8 @@ from ._usage import (
 
 log = logging.getLogger(__name__)
 
+# The APIs whose whole JSON bodies chat_response_facts reads (their facts_from_json is one and the same).
+_CHAT_APIS: Final = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS, semconv.API_EMBEDDINGS})
 # A JSON body up to this size is decoded whole; beyond it only its head and tail are kept and scanned.
 FULL_JSON_BODY: Final = 1 << 20
 SCAN_HEAD: Final = 8 << 10
@@ -102,24 +105,25 @@ class JsonBodyParser:
         self._api = api
         self._chunks: list[bytes] = []
         self._size = 0
-        self._head = b""
-        self._tail = b""
+        # _head and _tail are set when the body turns out too large to decode (see feed).
 
     def feed(self, chunk: bytes) -> None:
-        if self._size <= FULL_JSON_BODY:
+        size = self._size
+        if size <= FULL_JSON_BODY:
             self._chunks.append(chunk)
-            self._size += len(chunk)
-            if self._size > FULL_JSON_BODY:
+            self._size = size = size + len(chunk)
+            if size > FULL_JSON_BODY:
                 # Too large to decode: from now on keep only its ends.
                 whole = b"".join(self._chunks)
                 self._chunks = []
                 self._head = whole[:SCAN_HEAD]
                 self._tail = whole[-SCAN_TAIL:]
             return
-        self._size += len(chunk)
+        self._size = size + len(chunk)
         self._tail = chunk[-SCAN_TAIL:] if len(chunk) >= SCAN_TAIL else (self._tail + chunk)[-SCAN_TAIL:]
 
     def result(self) -> ResponseFacts:
+        """The facts of the body, once, at its end."""
         try:
             if self._size > FULL_JSON_BODY:
                 return scan_large_json(self._api, self._head, self._tail)
@@ -128,10 +132,22 @@ class JsonBodyParser:
                 return ResponseFacts()
             # Most bodies arrive in one chunk: parsed as it is, not copied by a join.
             body = chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
-            return facts_from_json(self._api, loads(body))
-        except ValueError:
+            if body[:1] == b"{" and body[1:2] != b"\x00":
+                # loads(body), written out for the usual body (a UTF-8 object): the same value, or no facts where it
+                # raises (StopIteration is its "Expecting value").
+                text = body.decode("utf-8", "surrogatepass")
+                data, end = scan_once(text, 0)
+                if end != len(text) and text[end:].strip(WHITESPACE):
+                    return ResponseFacts()  # extra data after the object
+                if self._api in _CHAT_APIS:
+                    return chat_response_facts(data)
+            else:
+                data = loads(body)
+            return facts_from_json(self._api, data)
+        except (ValueError, StopIteration):
             return ResponseFacts()
         finally:
+            # The body wrapper keeps this parser (its feed) as long as the response lives: let go of the body now.
             self._chunks = []
             self._head = self._tail = b""
 

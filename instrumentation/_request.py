@@ -18,7 +18,7 @@ import re
 from typing import Any, Final, NamedTuple
 
 from . import semconv
-from ._jsonbody import loads
+from ._jsonbody import WHITESPACE, loads, scan_once
 
 FULL_PARSE_LIMIT: Final = 1 << 20
 
@@ -61,7 +61,14 @@ def read_request(api: str, body: bytes | None) -> RequestFacts:
     try:
         if len(body) > FULL_PARSE_LIMIT:
             return _from_scan(api, body)
-        data = loads(body)
+        if body[:1] == b"{" and body[1:2] != b"\x00":
+            # loads(body), written out for the usual body (a UTF-8 object): the same value, or UNKNOWN where it raises.
+            text = body.decode("utf-8", "surrogatepass")
+            data, end = scan_once(text, 0)
+            if end != len(text) and text[end:].strip(WHITESPACE):
+                return UNKNOWN  # extra data after the object
+        else:
+            data = loads(body)
         if not isinstance(data, dict):
             return UNKNOWN
         # The fields of a decoded body (inline: this runs on every call).
@@ -141,6 +148,7 @@ class HeaderFacts(NamedTuple):
 
 NO_HEADERS: Final = HeaderFacts()
 _WANTED: Final = frozenset({b"authorization", b"x-api-key", b"api-key", b"ai-reporting-user", b"ai-reporting-tags", b"baggage"})
+WANTED_HEADERS: Final = _WANTED  # the lower-case names read_headers reads
 
 
 def read_headers(headers: Any) -> HeaderFacts:

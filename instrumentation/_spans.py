@@ -6,13 +6,15 @@ place that needs to change when the conventions move.
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from . import semconv
 from ._context import Attribution
 from ._endpoints import Endpoint
-from ._usage import ResponseFacts
+from ._usage import ResponseFacts, Usage, _finish_reasons, _str, chat_usage, facts_from_json
 
 
 def attribution_attributes(
@@ -20,9 +22,11 @@ def attribution_attributes(
     credential_type: str | None,
     credential_id: str | None,
     credential_name: str | None = None,
+    into: dict[str, AttributeValue] | None = None,
 ) -> dict[str, AttributeValue]:
-    """The ``user.id`` / ``tokentrail.*`` attribution attributes. Absent values set nothing."""
-    attributes: dict[str, AttributeValue] = {}
+    """The ``user.id`` / ``tokentrail.*`` attribution attributes, added to ``into`` when given (a call's start
+    attributes: one dict, no merge). Absent values set nothing."""
+    attributes: dict[str, AttributeValue] = {} if into is None else into
     if attribution.user is not None:
         attributes[semconv.USER_ID] = attribution.user
     if attribution.tags:
@@ -68,8 +72,15 @@ def request_attributes(
 
 
 def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
-    """Response id, model, finish reasons, service tier and usage. A count the response did not carry sets nothing."""
-    attributes: dict[str, AttributeValue] = {}
+    """Response id, model, finish reasons, service tier and usage. A count the response did not carry sets nothing.
+
+    The caller owns the dictionary returned (attributes the parser built along the way are handed over, once).
+    """
+    attributes = facts.attributes
+    if attributes is not None:
+        facts.attributes = None
+        return attributes
+    attributes = {}
     if facts.response_id is not None:
         attributes[semconv.GEN_AI_RESPONSE_ID] = facts.response_id
     if facts.response_model is not None:
@@ -101,6 +112,72 @@ def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
             if name is not None:
                 attributes[name] = value
     return attributes
+
+
+def chat_response_facts(body: dict[str, Any]) -> ResponseFacts:
+    """``facts_from_json`` of a whole Chat Completions (or legacy Completions, Embeddings) response body, with its
+    ``response_attributes`` built in the same pass and kept in ``facts.attributes``.
+
+    This runs at the end of most calls, so it reads the body once and builds no attribute twice; an error body goes
+    the general way. Tests hold it equal to ``facts_from_json`` followed by ``response_attributes``.
+    """
+    get = body.get
+    if get("error"):
+        return facts_from_json(semconv.API_CHAT_COMPLETIONS, body)
+    attributes: dict[str, AttributeValue] = {}
+    response_id = get("id")
+    if type(response_id) is not str or not response_id:
+        response_id = _str(response_id)
+    if response_id is not None:
+        attributes[semconv.GEN_AI_RESPONSE_ID] = response_id
+    response_model = get("model")
+    if type(response_model) is not str or not response_model:
+        response_model = _str(response_model)
+    if response_model is not None:
+        attributes[semconv.GEN_AI_RESPONSE_MODEL] = response_model
+    reasons: dict[int, str] = {}
+    choices = get("choices")
+    if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict and type(
+        reason := choices[0].get("finish_reason")
+    ) is str:
+        # One choice with its finish reason, the usual case: _finish_reasons written out.
+        index = choices[0].get("index")
+        reasons[index if isinstance(index, int) else 0] = reason
+        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [reason]
+    elif choices is not None:
+        _finish_reasons(reasons, choices)
+        if reasons:
+            attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = (
+                list(reasons.values()) if len(reasons) == 1 else [reasons[index] for index in sorted(reasons)]
+            )
+    tier = get("service_tier")
+    if type(tier) is not str or not tier:
+        tier = _str(tier)
+    if tier is not None:
+        attributes[semconv.TOKENTRAIL_SERVICE_TIER] = tier.lower()
+    usage_object = get("usage")
+    if isinstance(usage_object, dict):
+        usage: Usage | None = chat_usage(usage_object)
+        input_tokens, output_tokens, cache_read, cache_creation, reasoning, by_ttl = usage  # type: ignore[misc]
+        if input_tokens is not None:
+            attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+        if output_tokens is not None:
+            attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+        if cache_read is not None:
+            attributes[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
+        if cache_creation is not None:
+            attributes[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_creation
+        if reasoning is not None:
+            attributes[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+        if by_ttl:
+            for ttl, value in by_ttl.items():
+                name = semconv.CACHE_CREATION_BY_TTL.get(ttl)
+                if name is not None:
+                    attributes[name] = value
+    else:
+        usage = None
+        attributes[semconv.TOKENTRAIL_USAGE_MISSING] = True
+    return ResponseFacts(response_id, response_model, reasons, usage, True, None, tier, attributes)
 
 
 def has_genai_attributes(span: Span) -> bool:

@@ -17,13 +17,21 @@ from opentelemetry.trace import Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from . import _credentials, _endpoints, semconv
-from ._metrics import Metrics
+from ._metrics import MetricAttributes, Metrics
 from ._spans import endpoint_attributes
 from .version import __version__
 
 log = logging.getLogger(__name__)
 
 INSTRUMENTATION_SCOPE = "tokentrail.instrumentation"
+
+
+# What is derived once per endpoint: its spans' starting attributes and its metric attribute sets.
+EndpointFacts = tuple[dict[str, AttributeValue], MetricAttributes]
+
+
+def endpoint_facts(endpoint: _endpoints.Endpoint) -> EndpointFacts:
+    return endpoint_attributes(endpoint), MetricAttributes(endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +45,20 @@ class Settings:
     metrics: Metrics | None = None
     credential_names: Mapping[str, str] | None = None
     inject_stream_usage: bool = False
-    # Derived, and remembered for as long as these settings are in force.
-    endpoints: _endpoints.EndpointCache[dict[str, AttributeValue]] = field(init=False, repr=False, compare=False)
+    # The SDK's instrumentation scope object of ``tracer``, which every span it starts keeps (None if not an SDK
+    # tracer): the attribution processor recognises our own spans by it at a glance.
+    scope: object | None = field(init=False, repr=False, compare=False)
+    # Derived, and remembered for as long as these settings are in force: per endpoint, the attributes every span of
+    # ours to it starts with and its metric attribute sets; per credential header, the key's fingerprint.
+    endpoints: _endpoints.EndpointCache[EndpointFacts] = field(init=False, repr=False, compare=False)
     fingerprints: _credentials.Fingerprinter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "endpoints", _endpoints.EndpointCache(self.base_urls, endpoint_attributes))
-        object.__setattr__(self, "fingerprints", _credentials.Fingerprinter(self.salt, self.system_fingerprints))
+        object.__setattr__(self, "scope", getattr(self.tracer, "_instrumentation_scope", None))
+        object.__setattr__(self, "endpoints", _endpoints.EndpointCache(self.base_urls, endpoint_facts))
+        object.__setattr__(
+            self, "fingerprints", _credentials.Fingerprinter(self.salt, self.system_fingerprints, self.credential_names)
+        )
 
 
 _settings: Settings | None = None

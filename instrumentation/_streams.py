@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import Any, Literal, NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,16 @@ StreamEnd = Literal["read", "closed", "failed", "abandoned"]
 
 
 class BodyObserver(Protocol):
-    """Learns about a body as it is read. Neither method may raise: they run inside the application's read."""
+    """Learns about a body as it is read. No method may raise: they run inside the application's read.
 
-    def chunk(self, data: bytes) -> None: ...
+    Each chunk goes to the ``feed`` given with the observer when the body is wrapped (none: the chunks go nowhere).
+    That call may raise: ``unfed`` is then told, and the chunks stop going to it. ``ended`` turns True once ``end``
+    has done its work; later calls would do nothing, so the wrappers skip them.
+    """
+
+    ended: bool
+
+    def unfed(self) -> None: ...
 
     def end(self, how: StreamEnd, error: BaseException | None = None) -> None: ...
 
@@ -34,12 +41,19 @@ class _SyncMixin:
 
     _body: Any
     _observer: BodyObserver
+    _feed: Callable[[bytes], object] | None
 
     def __iter__(self) -> Iterator[bytes]:
         observer = self._observer
+        feed = self._feed
         try:
             for chunk in self._body:
-                observer.chunk(chunk)
+                if feed is not None:
+                    try:
+                        feed(chunk)
+                    except Exception:
+                        feed = None
+                        observer.unfed()
                 yield chunk
         except Exception as error:
             observer.end("failed", error)
@@ -47,7 +61,9 @@ class _SyncMixin:
         observer.end("read")
 
     def close(self) -> None:
-        self._observer.end("closed")
+        observer = self._observer
+        if not observer.ended:
+            observer.end("closed")
         self._body.close()
 
 
@@ -56,13 +72,20 @@ class _AsyncMixin:
 
     _body: Any
     _observer: BodyObserver
+    _feed: Callable[[bytes], object] | None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         observer = self._observer
+        feed = self._feed
         chunks = self._body.__aiter__()
         try:
             async for chunk in chunks:
-                observer.chunk(chunk)
+                if feed is not None:
+                    try:
+                        feed(chunk)
+                    except Exception:
+                        feed = None
+                        observer.unfed()
                 yield chunk
         except Exception as error:
             observer.end("failed", error)
@@ -74,17 +97,21 @@ class _AsyncMixin:
         observer.end("read")
 
     async def aclose(self) -> None:
-        self._observer.end("closed")
+        observer = self._observer
+        if not observer.ended:
+            observer.end("closed")
         await self._body.aclose()
 
 
 class _Common:
     _body: Any
     _observer: BodyObserver
+    _feed: Callable[[bytes], object] | None
 
-    def __init__(self, body: Any, observer: BodyObserver) -> None:
+    def __init__(self, body: Any, observer: BodyObserver, feed: Callable[[bytes], object] | None = None) -> None:
         self._body = body
         self._observer = observer
+        self._feed = feed
 
     @property
     def elapsed(self) -> Any:
@@ -95,29 +122,33 @@ class _Common:
         # The application dropped the response without reading or closing it. The observer ignores this if the
         # body already ended, so a body that ended normally is not marked incomplete here.
         try:
-            self._observer.end("abandoned")
+            observer = self._observer
+            if not observer.ended:
+                observer.end("abandoned")
         except Exception:
             pass
 
 
+class Wrappers(NamedTuple):
+    """One HTTP library's byte-stream base classes and the wrapper classes built on them (see ``wrappers``).
+
+    A body is wrapped in the class of the same kind(s) as the body (``both_cls`` for a body that is sync and async),
+    so the client's type checks still pass.
+    """
+
+    sync_base: type
+    async_base: type
+    sync_cls: type
+    async_cls: type
+    both_cls: type
+
+
 @functools.cache
-def _classes(sync_base: type, async_base: type) -> tuple[type, type, type]:
-    """Wrapper classes deriving from one library's ``SyncByteStream`` and ``AsyncByteStream``."""
+def wrappers(sync_base: type, async_base: type) -> Wrappers:
+    """Wrapper classes deriving from one library's ``SyncByteStream`` and ``AsyncByteStream``, built once."""
     sync_cls = type("ObservedSyncByteStream", (_Common, _SyncMixin, sync_base), {})
     async_cls = type("ObservedAsyncByteStream", (_Common, _AsyncMixin, async_base), {})
     both_cls = type(
         "ObservedByteStream", (_Common, _SyncMixin, _AsyncMixin, sync_base, async_base), {}
     )
-    return sync_cls, async_cls, both_cls
-
-
-def observe(body: Any, observer: BodyObserver, sync_base: type, async_base: type) -> Any:
-    """``body`` wrapped for ``observer``, of the same kind(s) as ``body`` so the client's type checks still pass."""
-    sync_cls, async_cls, both_cls = _classes(sync_base, async_base)
-    is_sync = isinstance(body, sync_base)
-    is_async = isinstance(body, async_base)
-    if is_sync and is_async:
-        return both_cls(body, observer)
-    if is_async:
-        return async_cls(body, observer)
-    return sync_cls(body, observer)
+    return Wrappers(sync_base, async_base, sync_cls, async_cls, both_cls)

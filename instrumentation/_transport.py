@@ -16,10 +16,9 @@ from types import ModuleType
 from typing import Any, Final
 
 import wrapt
-from opentelemetry import context
 from opentelemetry.instrumentation.utils import unwrap
 
-from . import _call, _state
+from . import _call, _context, _state, _streams
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +27,10 @@ HTTP_MODULES: Final = ("httpx2", "httpx")
 
 @dataclass(frozen=True, slots=True)
 class _Library:
-    """One HTTP library's transport classes and byte-stream base classes."""
+    """One HTTP library's module and the wrappers of its byte streams."""
 
     module: ModuleType
-    sync_base: type
-    async_base: type
+    wrappers: _streams.Wrappers
 
 
 def _failed(call: _call.Call, error: BaseException) -> None:
@@ -58,7 +56,7 @@ def _unobserved(call: _call.Call, response: Any) -> Any:
 
 
 def _sync_hook(library: _Library) -> Callable[..., Any]:
-    sync_base, async_base = library.sync_base, library.async_base
+    wrappers = library.wrappers
 
     def handle_request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         settings = _state._settings  # what _state.current() returns
@@ -71,11 +69,7 @@ def _sync_hook(library: _Library) -> Callable[..., Any]:
                 log.debug("TokenTrail could not start tracing a request", exc_info=True)
         if call is None:
             return wrapped(*args, **kwargs)
-        try:
-            token = call.activate()
-        except Exception:
-            log.debug("TokenTrail could not activate its span", exc_info=True)
-            token = None
+        token = call.token  # begin() made the call's context current
         try:
             response = wrapped(*args, **kwargs)
         except BaseException as error:
@@ -84,11 +78,11 @@ def _sync_hook(library: _Library) -> Callable[..., Any]:
         finally:
             if token is not None:
                 try:
-                    context.detach(token)  # type: ignore[arg-type]
+                    _context.detach(token)
                 except Exception:
                     log.debug("TokenTrail could not restore the context", exc_info=True)
         try:
-            return call.responded(response, sync_base, async_base)
+            return call.responded(response, wrappers)
         except Exception:
             return _unobserved(call, response)
 
@@ -96,7 +90,7 @@ def _sync_hook(library: _Library) -> Callable[..., Any]:
 
 
 def _async_hook(library: _Library) -> Callable[..., Any]:
-    sync_base, async_base = library.sync_base, library.async_base
+    wrappers = library.wrappers
 
     async def handle_async_request(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -111,11 +105,7 @@ def _async_hook(library: _Library) -> Callable[..., Any]:
                 log.debug("TokenTrail could not start tracing a request", exc_info=True)
         if call is None:
             return await wrapped(*args, **kwargs)
-        try:
-            token = call.activate()
-        except Exception:
-            log.debug("TokenTrail could not activate its span", exc_info=True)
-            token = None
+        token = call.token  # begin() made the call's context current
         try:
             response = await wrapped(*args, **kwargs)
         except BaseException as error:
@@ -124,11 +114,11 @@ def _async_hook(library: _Library) -> Callable[..., Any]:
         finally:
             if token is not None:
                 try:
-                    context.detach(token)  # type: ignore[arg-type]
+                    _context.detach(token)
                 except Exception:
                     log.debug("TokenTrail could not restore the context", exc_info=True)
         try:
-            return call.responded(response, sync_base, async_base)
+            return call.responded(response, wrappers)
         except Exception:
             return _unobserved(call, response)
 
@@ -141,7 +131,7 @@ _patched: list[_Library] = []
 def _load(name: str) -> _Library | None:
     try:
         module = importlib.import_module(name)
-        return _Library(module, module.SyncByteStream, module.AsyncByteStream)
+        return _Library(module, _streams.wrappers(module.SyncByteStream, module.AsyncByteStream))
     except Exception:
         return None
 

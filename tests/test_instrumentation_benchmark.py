@@ -19,6 +19,9 @@ def test_the_overhead_benchmark_runs_and_reports_its_ratios() -> None:
         "beyond_attributed_span_us",
         "added_per_sse_chunk_us",
         "sdk_metrics_per_call_us",
+        "bare_span_in_call_cpu_us",
+        "added_per_call_cpu_us",
+        "added_per_call_vs_bare_span_cpu",
         "uninstrumented_call_us",
         "loopback_call_instrumented_vs_not",
     }
