@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
@@ -23,6 +23,9 @@ _ids = itertools.count(1)
 
 
 def any_value(value: Any) -> AnyValue:
+    """A Python value as an OTLP ``AnyValue``: None is a value with nothing set, a dict a kvlist."""
+    if value is None:
+        return AnyValue()
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
@@ -35,6 +38,8 @@ def any_value(value: Any) -> AnyValue:
         return AnyValue(bytes_value=value)
     if isinstance(value, (list, tuple)):
         return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
+    if isinstance(value, dict):
+        return AnyValue(kvlist_value=KeyValueList(values=key_values(value)))
     raise TypeError(f"unsupported attribute value {value!r}")
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers_otlp import T0_NS, export, export_raw, genai_attributes, make_request, make_span, random_span
+from helpers_otlp import T0_NS, any_value, export, export_raw, genai_attributes, make_request, make_span, random_span
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from test_receiver import read_usage
 
@@ -163,22 +163,6 @@ scalars = st.one_of(
     st.just('{"anthropic": {"usage": {"input_tokens": 5, "cache_read_input_tokens": 3}}}'),
     st.just('{"user_id": "u", "tags": ["a", "b"], "team": 3}'),
 )
-
-
-def any_value(value: object) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()]))
-    return AnyValue(string_value=str(value))
 
 
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=12) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=20)

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import reference_normalize
-from helpers_otlp import T0_NS, genai_attributes, make_request
+from helpers_otlp import T0_NS, any_value, genai_attributes, make_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tokentrail.processor.normalize import DIALECTS, MAX_TOKENS, normalize_bytes, normalize_request
@@ -51,24 +51,6 @@ def assert_scanned_same(data: bytes, expected: Any) -> None:
     assert scanned.warnings == expected.warnings
     assert scanned.dropped_fields == expected.dropped_fields
     assert scanned.rows == expected.rows
-
-
-def any_value(value: object) -> AnyValue:
-    if value is None:
-        return AnyValue()
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=any_value(v)) for k, v in value.items()]))
-    return AnyValue(string_value=str(value))
 
 
 def span(attrs: dict[str, Any], name: str = "chat gpt-4o", *, start: int = T0_NS, duration: int = 1_500_000_000,
