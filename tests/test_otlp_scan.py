@@ -112,18 +112,18 @@ def test_an_empty_request_and_empty_parts() -> None:
 # -- the encodings protobuf accepts but a naive reader might not ---------------------------------------------------
 
 
-def _field(number: int, wire: int, payload: bytes) -> bytes:
-    def varint(v: int) -> bytes:
-        out = bytearray()
-        while True:
-            b = v & 0x7F
-            v >>= 7
-            out.append(b | (0x80 if v else 0))
-            if not v:
-                return bytes(out)
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((v & 0x7F) | (0x80 if v >> 7 else 0))
+        v >>= 7
+        if not v:
+            return bytes(out)
 
-    tag = varint(number << 3 | wire)
-    return tag + (varint(len(payload)) + payload if wire == 2 else payload)
+
+def _field(number: int, wire: int, payload: bytes) -> bytes:
+    tag = _varint(number << 3 | wire)
+    return tag + (_varint(len(payload)) + payload if wire == 2 else payload)
 
 
 def _wrap_span(span_bytes: bytes, resource: bytes = b"") -> bytes:
@@ -283,15 +283,6 @@ def _python_decoded(raw: bytes) -> tuple[str, object]:
     except InvalidValue as exc:
         return "invalid", str(exc)
     return type(value).__name__, value
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((v & 0x7F) | (0x80 if v >> 7 else 0))
-        v >>= 7
-        if not v:
-            return bytes(out)
 
 
 _VALUE_ENCODINGS = st.one_of(
