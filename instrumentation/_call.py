@@ -37,6 +37,7 @@ from ._decoding import decoding
 from ._endpoints import Endpoint
 from ._parsers import JsonBodyParser, body_parser
 from ._request import WANTED_HEADERS, read_headers, read_request
+from ._sdkspan import set_clean
 from ._spans import attribution_attributes, request_attributes, response_attributes
 from ._metrics import MetricAttributes, Metrics
 from ._state import Settings
@@ -78,7 +79,7 @@ def begin(request: Any, settings: Settings) -> Call | None:
             target = endpoints.learn(key, url)
     if target is None:
         return None
-    endpoint, (endpoint_attributes, metric_attributes) = target
+    endpoint, (start_attributes, endpoint_attributes, metric_attributes) = target
     # The request body if the client already holds it in memory (the SDKs always do); never reads a stream.
     try:
         body = request.content
@@ -162,18 +163,26 @@ def begin(request: Any, settings: Settings) -> Call | None:
             call.token = _activate(ctx, entries, None)
         return call
 
-    # Everything our span knows at its start, given at its start: one validation pass in the SDK, not one per call.
-    attributes = endpoint_attributes.copy()
-    attributes[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
+    # What the conventions ask to be known at the start (operation, provider, server, model) is given to start_span,
+    # where samplers see it; the rest of what the request says is set right after, the cheap way (see _sdkspan).
     if model:
+        attributes = start_attributes.copy()
         attributes[semconv.GEN_AI_REQUEST_MODEL] = model
-    attribution_attributes(attribution, credential_type, credential_id, credential_name, into=attributes)
+    else:
+        attributes = start_attributes
     span = settings.tracer.start_span(
         f"{endpoint.operation} {model}" if model else endpoint.operation,
         context=ctx,
         kind=_CLIENT,
         attributes=attributes,
     )
+    attributes = endpoint_attributes.copy()
+    attributes[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
+    attribution_attributes(attribution, credential_type, credential_id, credential_name, into=attributes)
+    try:
+        set_clean(span, attributes)
+    except Exception:
+        log.debug("TokenTrail could not set its span's request attributes", exc_info=True)
     call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
     if _foreign.open_calls:
         _mark_twin(current.get_span_context(), None, endpoint.provider, model)
@@ -420,7 +429,7 @@ class Call:
                 if kind is not None:
                     attributes[semconv.ERROR_TYPE] = kind
                     span.set_status(Status(StatusCode.ERROR))
-                span.set_attributes(attributes)
+                set_clean(span, attributes)
             finally:
                 span.end()
             metrics = self._metrics

@@ -6,7 +6,7 @@ place that needs to change when the conventions move.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
@@ -30,7 +30,7 @@ def attribution_attributes(
     if attribution.user is not None:
         attributes[semconv.USER_ID] = attribution.user
     if attribution.tags:
-        attributes[semconv.TOKENTRAIL_TAGS] = list(attribution.tags)
+        attributes[semconv.TOKENTRAIL_TAGS] = attribution.tags  # a tuple of str, as the SDK keeps it
     if credential_type is not None:
         attributes[semconv.TOKENTRAIL_CREDENTIAL_TYPE] = credential_type
     if credential_id is not None:
@@ -42,13 +42,25 @@ def attribution_attributes(
     return attributes
 
 
-def endpoint_attributes(endpoint: Endpoint) -> dict[str, AttributeValue]:
-    """The attributes every call of ours to ``endpoint`` starts with, whatever its body: operation, provider,
-    server, API and Azure's deployment and api-version. Computed once per endpoint (see ``EndpointCache``)."""
+# The attributes the GenAI conventions ask to be given when a call span starts (samplers may read them); the
+# request's model, the last of them, comes from the body.
+_AT_START: Final = (
+    semconv.GEN_AI_OPERATION_NAME,
+    semconv.GEN_AI_PROVIDER_NAME,
+    semconv.SERVER_ADDRESS,
+    semconv.SERVER_PORT,
+)
+
+
+def endpoint_attributes(endpoint: Endpoint) -> tuple[dict[str, AttributeValue], dict[str, AttributeValue]]:
+    """The attributes every call of ours to ``endpoint`` carries, whatever its body, in two parts: those given at
+    the span's start (operation, provider, server) and the others (API, Azure's deployment and api-version), set
+    right after it. Computed once per endpoint (see ``EndpointCache``)."""
     attributes = request_attributes(endpoint, None, False)
     del attributes[semconv.GEN_AI_REQUEST_STREAM]  # the body's
     attributes[semconv.TOKENTRAIL_API] = endpoint.api
-    return attributes
+    at_start = {name: attributes.pop(name) for name in _AT_START}
+    return at_start, attributes
 
 
 def request_attributes(
@@ -88,7 +100,7 @@ def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
     reasons = facts.finish_reasons
     if reasons:
         attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = (
-            list(reasons.values()) if len(reasons) == 1 else [reasons[index] for index in sorted(reasons)]
+            tuple(reasons.values()) if len(reasons) == 1 else tuple([reasons[index] for index in sorted(reasons)])
         )
     if facts.service_tier is not None:
         attributes[semconv.TOKENTRAIL_SERVICE_TIER] = facts.service_tier.lower()
@@ -143,12 +155,12 @@ def chat_response_facts(body: dict[str, Any]) -> ResponseFacts:
         # One choice with its finish reason, the usual case: _finish_reasons written out.
         index = choices[0].get("index")
         reasons[index if isinstance(index, int) else 0] = reason
-        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [reason]
+        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = (reason,)
     elif choices is not None:
         _finish_reasons(reasons, choices)
         if reasons:
             attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = (
-                list(reasons.values()) if len(reasons) == 1 else [reasons[index] for index in sorted(reasons)]
+                tuple(reasons.values()) if len(reasons) == 1 else tuple([reasons[index] for index in sorted(reasons)])
             )
     tier = get("service_tier")
     if type(tier) is not str or not tier:

@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 INSTRUMENTATION_SCOPE = "tokentrail.instrumentation"
 
 
-# What is derived once per endpoint: its spans' starting attributes and its metric attribute sets.
-EndpointFacts = tuple[dict[str, AttributeValue], MetricAttributes]
+# What is derived once per endpoint: its spans' attributes given at start and set right after (see
+# _spans.endpoint_attributes), and its metric attribute sets.
+EndpointFacts = tuple[dict[str, AttributeValue], dict[str, AttributeValue], MetricAttributes]
 
 
 def endpoint_facts(endpoint: _endpoints.Endpoint) -> EndpointFacts:
-    return endpoint_attributes(endpoint), MetricAttributes(endpoint)
+    at_start, after_start = endpoint_attributes(endpoint)
+    return at_start, after_start, MetricAttributes(endpoint)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,134 @@
+"""Setting attributes our own code built on an OpenTelemetry SDK span, without the SDK cleaning each value again.
+
+The SDK cleans every attribute value it is given, one by one: type tests against ``collections.abc`` classes,
+recursion into sequences, lists turned into tuples, strings cut to the span's length limit. That is right for values
+from anywhere, and it is most of what a GenAI span costs: for the 15-20 attributes of an LLM call span it costs more
+than creating and ending the span itself. The attributes this package builds are clean by construction (keys are
+our constants; values are ``str``, ``int``, ``float``, ``bool`` or tuples of ``str``), so cleaning them changes
+nothing but the time it takes.
+
+``set_clean(span, attributes)`` therefore has exactly the effect of ``span.set_attributes(attributes)``, and on the
+SDK's own span class writes the values into the span's attribute map directly, under the SDK's own locks, with the
+same order, limits and ended-span rule. It takes that way only when it can prove the result the same:
+
+* once per process, a probe compares both ways on a throwaway span of the installed SDK (order, values, dropped
+  count); if this SDK's internals are not what this module expects, every call goes the public way;
+* per call: the span is of the probed class with its attribute map of the probed class, not ended, the attribute
+  count limit leaves room for every new key, and every value is of a clean type and within the value length limit.
+
+Anything else (another SDK, a non-recording span, a custom span class, a limit in the way) goes to
+``span.set_attributes``. The attributes given when a span STARTS still go through ``start_span``: samplers and span
+processors' ``on_start`` see them there, as the conventions ask for the ones that matter to sampling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+from opentelemetry.util.types import AttributeValue
+
+log = logging.getLogger(__name__)
+
+# Value types the SDK stores as they are (tuples of these are stored as equal tuples).
+_SCALARS: Final = frozenset({str, int, float, bool})
+
+
+def _probe() -> tuple[type | None, type | None]:
+    """The SDK span class and attribute-map class the fast way writes into, or ``(None, None)`` when this SDK does
+    not keep attributes the way this module expects (then every call goes the public way)."""
+    try:
+        from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+        tracer = TracerProvider(resource=Resource.get_empty(), sampler=ALWAYS_ON).get_tracer("tokentrail.probe")
+        start: dict[str, AttributeValue] = {"a": "x", "b": 1}
+        later: dict[str, AttributeValue] = {"c": True, "d": 2.5, "a": "y", "e": ("p", "q"), "f": 3}
+        public = tracer.start_span("probe", attributes=start)
+        public.set_attributes(later)
+        fast = tracer.start_span("probe", attributes=start)
+        span_class, map_class = type(fast), type(getattr(fast, "_attributes", None))
+        if map_class is not BoundedAttributes or not _fits(fast, later):
+            return None, None
+        _write(fast, later)
+        same = (
+            list(fast.attributes.items()) == list(public.attributes.items())  # type: ignore[union-attr]
+            and fast._attributes.dropped == public._attributes.dropped  # type: ignore[attr-defined]
+            and fast.attributes["e"] == ("p", "q")  # type: ignore[index]
+        )
+        fast.end()
+        public.end()
+        return (span_class, map_class) if same else (None, None)
+    except Exception:
+        log.debug("TokenTrail: this OpenTelemetry SDK's spans take attributes the public way only", exc_info=True)
+        return None, None
+
+
+def _fits(span: Any, attributes: Mapping[str, AttributeValue]) -> bool:
+    """Whether the SDK would store ``attributes`` on ``span`` unchanged and drop nothing: see the module docstring.
+    Read without the span's locks: the attribute map's limits never change, and ``_write`` checks the rest under
+    them."""
+    bounded = span._attributes
+    if bounded._immutable:
+        return False
+    limit = bounded.max_value_len
+    for value in attributes.values():
+        kind = type(value)
+        if kind is str:
+            if limit is not None and len(value) > limit:  # type: ignore[arg-type]
+                return False
+        elif kind is tuple:
+            for item in value:  # type: ignore[union-attr]
+                if type(item) is not str or (limit is not None and len(item) > limit):
+                    return False
+        elif kind not in _SCALARS:
+            return False
+    return True
+
+
+def _write(span: Any, attributes: Mapping[str, AttributeValue]) -> bool:
+    """Store ``attributes`` as the SDK's ``set_attributes`` would, or return False having changed nothing (ended
+    span, or not room for every new key)."""
+    bounded = span._attributes
+    with span._lock:
+        if span._end_time is not None:
+            return False  # the public way warns about it
+        with bounded._lock:
+            stored = bounded._dict
+            if stored.keys().isdisjoint(attributes):
+                maxlen = bounded.maxlen
+                if maxlen is not None and len(stored) + len(attributes) > maxlen:
+                    return False
+                stored.update(attributes)
+            else:
+                # A key set again moves to the end, as the SDK's delete-then-insert does.
+                maxlen = bounded.maxlen
+                if maxlen is not None and len(stored.keys() | attributes.keys()) > maxlen:
+                    return False
+                for key, value in attributes.items():
+                    stored.pop(key, None)
+                    stored[key] = value
+    return True
+
+
+_SPAN_CLASS, _MAP_CLASS = _probe()
+
+
+def set_clean(span: Any, attributes: Mapping[str, AttributeValue]) -> None:
+    """``span.set_attributes(attributes)`` for attributes this package built (see the module docstring)."""
+    if (
+        type(span) is _SPAN_CLASS
+        and type(getattr(span, "_attributes", None)) is _MAP_CLASS
+        and _fits(span, attributes)
+        and _write(span, attributes)
+    ):
+        return
+    span.set_attributes(attributes)
+
+
+def fast_way_available() -> bool:
+    """Whether this SDK's spans take our attributes the direct way (for tests and benchmarks)."""
+    return _SPAN_CLASS is not None
