@@ -60,6 +60,17 @@ KEY = "sk-bench-0123456789abcdef"
 REQUEST = json.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise this paragraph. " * 20}]}
 ).encode()
+# A call later in a conversation: 60 earlier turns (~22 KB) sent again, as chat applications do. What reading its
+# few fields costs should not grow with the history (see _jsonbody.pick).
+HISTORY_REQUEST = json.dumps(
+    {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": ("user", "assistant")[turn % 2], "content": "Lorem ipsum dolor sit amet, consectetur. " * 8}
+            for turn in range(60)
+        ],
+    }
+).encode()
 STREAM_REQUEST = json.dumps(
     {
         "model": "gpt-4o-mini",
@@ -215,10 +226,11 @@ def run(n: int = 2000, repeat: int = 7, chunks: int = 400, loopback_calls: int =
 
     calls = {
         "json": caller(json_pool, REQUEST),
+        "history": caller(json_pool, HISTORY_REQUEST),
         "long": caller(sse_pool, STREAM_REQUEST),
         "short": caller(short_sse_pool, STREAM_REQUEST),
     }
-    sizes = {"json": n, "long": max(n // 40, 5), "short": max(n // 40, 5)}
+    sizes = {"json": n, "history": max(n // 4, 5), "long": max(n // 40, 5), "short": max(n // 40, 5)}
 
     def warm_up() -> None:
         for call in calls.values():
@@ -325,6 +337,9 @@ def run(n: int = 2000, repeat: int = 7, chunks: int = 400, loopback_calls: int =
         "added_per_call_vs_bare_span_hot_loop": _ratio(added_per_call, bare_hot),
         "beyond_attributed_span_us": round((added_per_call - attributed) * 1e6, 2),  # ours, beyond the conventions
         "added_per_sse_chunk_us": round(added_per_chunk * 1e6, 3),  # target <= 2
+        # The same call with a 22 KB chat history in its request.
+        "added_per_call_with_history_us": round((traced_time["history"] - plain["history"]) * 1e6, 2),
+        "added_per_call_with_history_vs_bare_span": _ratio(traced_time["history"] - plain["history"], bare),
         # Not in the above: what the two GenAI client metrics add when an SDK meter provider records them.
         "sdk_metrics_per_call_us": round(metrics_cost * 1e6, 2),
         "bare_span_in_call_cpu_us": round(bare_cpu * 1e6, 2),

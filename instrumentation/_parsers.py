@@ -5,7 +5,8 @@ decoded (a final usage chunk, a finish reason, Anthropic's message_start/message
 API's created/completed/incomplete/failed events), found by a regular expression over each block of complete lines,
 so a long stream of text deltas costs a few ``re.search`` calls and no JSON decoding.
 
-A JSON body is parsed once, at its end. A very large one (a batch of embeddings can be tens of megabytes) is not
+A JSON body is parsed once, at its end, with ``_jsonbody.pick``: only the fields ``RESPONSE_FIELDS`` names are
+decoded (an embeddings body of 4 x 1536 floats: ~90 µs against ~1.3 ms for ``json.loads``). A very large one (a batch of embeddings can be tens of megabytes) is not
 decoded at all: its head and tail, where every API puts its id, model and usage, are kept and scanned instead.
 """
 
@@ -17,7 +18,7 @@ import re
 from typing import Any, Final
 
 from . import semconv
-from ._jsonbody import WHITESPACE, loads, scan_once
+from ._jsonbody import loads, pick
 from ._spans import chat_response_facts
 from ._usage import (
     AnthropicUsage,
@@ -33,6 +34,26 @@ log = logging.getLogger(__name__)
 
 # The APIs whose whole JSON bodies chat_response_facts reads (their facts_from_json is one and the same).
 _CHAT_APIS: Final = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS, semconv.API_EMBEDDINGS})
+# The fields of a whole JSON response body that facts_from_json and chat_response_facts read, by API; an API not
+# named reads as Chat Completions. Everything else (choices' messages, output items, content blocks, embeddings) is
+# walked, not decoded. Tests hold the facts of picked bodies equal to those of whole ones.
+_CHAT_FIELDS: Final[dict[str, Any]] = {
+    "error": None,
+    "id": None,
+    "model": None,
+    "choices": {"index": None, "finish_reason": None},
+    "service_tier": None,
+    "usage": None,
+}
+RESPONSE_FIELDS: Final[dict[str, dict[str, Any]]] = {
+    semconv.API_CHAT_COMPLETIONS: _CHAT_FIELDS,
+    semconv.API_COMPLETIONS: _CHAT_FIELDS,
+    semconv.API_EMBEDDINGS: _CHAT_FIELDS,
+    semconv.API_RESPONSES: dict.fromkeys(
+        ("id", "model", "service_tier", "status", "incomplete_details", "error", "usage")
+    ),
+    semconv.API_ANTHROPIC_MESSAGES: dict.fromkeys(("error", "id", "model", "stop_reason", "usage")),
+}
 # A JSON body up to this size is decoded whole; beyond it only its head and tail are kept and scanned.
 FULL_JSON_BODY: Final = 1 << 20
 SCAN_HEAD: Final = 8 << 10
@@ -132,18 +153,11 @@ class JsonBodyParser:
                 return ResponseFacts()
             # Most bodies arrive in one chunk: parsed as it is, not copied by a join.
             body = chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
-            if body[:1] == b"{" and body[1:2] != b"\x00":
-                # loads(body), written out for the usual body (a UTF-8 object): the same value, or no facts where it
-                # raises (StopIteration is its "Expecting value").
-                text = body.decode("utf-8", "surrogatepass")
-                data, end = scan_once(text, 0)
-                if end != len(text) and text[end:].strip(WHITESPACE):
-                    return ResponseFacts()  # extra data after the object
-                if self._api in _CHAT_APIS:
-                    return chat_response_facts(data)
-            else:
-                data = loads(body)
-            return facts_from_json(self._api, data)
+            api = self._api
+            data = pick(body, RESPONSE_FIELDS.get(api, _CHAT_FIELDS))
+            if api in _CHAT_APIS and type(data) is dict:
+                return chat_response_facts(data)
+            return facts_from_json(api, data)
         except (ValueError, StopIteration):
             return ResponseFacts()
         finally:

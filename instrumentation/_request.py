@@ -1,14 +1,11 @@
 """What an LLM request says about itself: model, streaming, and the attribution it carries.
 
-Only a handful of top-level fields are read; prompts are never kept. Bodies up to ``FULL_PARSE_LIMIT`` are parsed
-as JSON, which is exact. Larger bodies (images, long documents) are scanned for the few fields with regular
-expressions instead of being decoded: the fields we need are short scalars, and an escaped quote inside a prompt
-string can never match an unescaped ``"model":`` pattern.
-
-Why not scan every body: measured on request bodies of 0.6 KB to 400 KB, the C JSON scanner decodes a body
-faster than ``re`` (or a ``bytes.find`` per field) can merely look for the fields in it, and a field found by a
-scan still has to be proven top-level (not a tool schema's ``"model"`` nor a metadata ``"user"``), which takes
-another pass. Decoding is both the exact way and the fast one below the limit.
+Only a handful of top-level fields are read; prompts are never kept. Bodies up to ``FULL_PARSE_LIMIT`` are read
+exactly, with ``_jsonbody.pick``: the whole body is validated as JSON but only ``REQUEST_FIELDS`` are decoded, so
+a long chat history costs a walk over its bytes, not a Python object per message (a 22 KB ASCII chat body:
+~7-13 µs against ~29 µs for ``json.loads``; ~2x faster on UTF-8 or escaped text). Larger bodies (images, long
+documents) are scanned for the few fields with regular expressions instead: the fields we need are short
+scalars, and an escaped quote inside a prompt string can never match an unescaped ``"model":`` pattern.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import re
 from typing import Any, Final, NamedTuple
 
 from . import semconv
-from ._jsonbody import WHITESPACE, loads, scan_once
+from ._jsonbody import pick
 
 FULL_PARSE_LIMIT: Final = 1 << 20
 
@@ -50,6 +47,10 @@ class RequestFacts(NamedTuple):
 
 
 UNKNOWN: Final = RequestFacts()
+# The top-level fields read_request reads (every other one, the messages above all, is walked, not decoded).
+REQUEST_FIELDS: Final[dict[str, None]] = dict.fromkeys(
+    ("model", "stream", "stream_options", "user", "safety_identifier", "metadata", "providerOptions")
+)
 # Builds a named tuple from a tuple of all its fields, without a call of its (Python) __new__.
 _new: Final = tuple.__new__
 
@@ -61,14 +62,7 @@ def read_request(api: str, body: bytes | None) -> RequestFacts:
     try:
         if len(body) > FULL_PARSE_LIMIT:
             return _from_scan(api, body)
-        if body[:1] == b"{" and body[1:2] != b"\x00":
-            # loads(body), written out for the usual body (a UTF-8 object): the same value, or UNKNOWN where it raises.
-            text = body.decode("utf-8", "surrogatepass")
-            data, end = scan_once(text, 0)
-            if end != len(text) and text[end:].strip(WHITESPACE):
-                return UNKNOWN  # extra data after the object
-        else:
-            data = loads(body)
+        data = pick(body, REQUEST_FIELDS)
         if not isinstance(data, dict):
             return UNKNOWN
         # The fields of a decoded body (inline: this runs on every call).

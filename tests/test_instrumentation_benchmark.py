@@ -18,6 +18,8 @@ def test_the_overhead_benchmark_runs_and_reports_its_ratios() -> None:
         "added_per_call_vs_bare_span_hot_loop",
         "beyond_attributed_span_us",
         "added_per_sse_chunk_us",
+        "added_per_call_with_history_us",
+        "added_per_call_with_history_vs_bare_span",
         "sdk_metrics_per_call_us",
         "bare_span_in_call_cpu_us",
         "added_per_call_cpu_us",
