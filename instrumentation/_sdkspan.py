@@ -35,9 +35,58 @@ log = logging.getLogger(__name__)
 _SCALARS: Final = frozenset({str, int, float, bool})
 
 
+# The SDK span class and attribute-map class the direct way writes into; None until the probe accepts this SDK.
+_SPAN_CLASS: type | None = None
+_MAP_CLASS: type | None = None
+
+
+def set_clean(span: Any, attributes: Mapping[str, AttributeValue]) -> None:
+    """``span.set_attributes(attributes)`` for attributes this package built (see the module docstring).
+
+    One function, its checks written out: it runs twice per LLM call, where every extra call costs.
+    """
+    if type(span) is _SPAN_CLASS:
+        bounded = span._attributes
+        if type(bounded) is _MAP_CLASS and not bounded._immutable:
+            # Would the SDK store every value as it is? (Read without locks: the limits never change.)
+            limit = bounded.max_value_len
+            clean = True
+            for value in attributes.values():
+                kind = type(value)
+                if kind is str:
+                    if limit is not None and len(value) > limit:  # type: ignore[arg-type]
+                        clean = False
+                        break
+                elif kind is tuple:
+                    if not all(type(item) is str and (limit is None or len(item) <= limit) for item in value):  # type: ignore[union-attr]
+                        clean = False
+                        break
+                elif kind not in _SCALARS:
+                    clean = False
+                    break
+            if clean:
+                with span._lock:
+                    if span._end_time is None:  # else the public way, which warns about it
+                        with bounded._lock:
+                            stored = bounded._dict
+                            maxlen = bounded.maxlen
+                            if stored.keys().isdisjoint(attributes):
+                                if maxlen is None or len(stored) + len(attributes) <= maxlen:
+                                    stored.update(attributes)
+                                    return
+                            elif maxlen is None or len(stored.keys() | attributes.keys()) <= maxlen:
+                                # A key set again moves to the end, as the SDK's delete-then-insert does.
+                                for key, value in attributes.items():
+                                    stored.pop(key, None)
+                                    stored[key] = value
+                                return
+    span.set_attributes(attributes)
+
+
 def _probe() -> tuple[type | None, type | None]:
-    """The SDK span class and attribute-map class the fast way writes into, or ``(None, None)`` when this SDK does
-    not keep attributes the way this module expects (then every call goes the public way)."""
+    """The SDK span class and attribute-map class ``set_clean`` may write into, or ``(None, None)`` when this SDK
+    does not keep attributes the way this module expects (then every call goes the public way)."""
+    global _SPAN_CLASS, _MAP_CLASS
     try:
         from opentelemetry.attributes import BoundedAttributes
         from opentelemetry.sdk.resources import Resource
@@ -46,87 +95,36 @@ def _probe() -> tuple[type | None, type | None]:
 
         tracer = TracerProvider(resource=Resource.get_empty(), sampler=ALWAYS_ON).get_tracer("tokentrail.probe")
         start: dict[str, AttributeValue] = {"a": "x", "b": 1}
-        later: dict[str, AttributeValue] = {"c": True, "d": 2.5, "a": "y", "e": ("p", "q"), "f": 3}
+        later: dict[str, AttributeValue] = {"c": True, "d": 2.5, "e": ("p", "q"), "f": 3}
+        again: dict[str, AttributeValue] = {"a": "y", "g": "z"}
         public = tracer.start_span("probe", attributes=start)
         public.set_attributes(later)
-        fast = tracer.start_span("probe", attributes=start)
-        span_class, map_class = type(fast), type(getattr(fast, "_attributes", None))
-        if map_class is not BoundedAttributes or not _fits(fast, later):
+        public.set_attributes(again)
+        direct = tracer.start_span("probe", attributes=start)
+        candidate = (type(direct), type(getattr(direct, "_attributes", None)))
+        if candidate[1] is not BoundedAttributes:
             return None, None
-        _write(fast, later)
+        # The direct way, tried on the probe span only: set_clean reads the module's classes.
+        previous = _SPAN_CLASS, _MAP_CLASS
+        _SPAN_CLASS, _MAP_CLASS = candidate
+        try:
+            set_clean(direct, later)
+            set_clean(direct, again)
+        finally:
+            _SPAN_CLASS, _MAP_CLASS = previous
         same = (
-            list(fast.attributes.items()) == list(public.attributes.items())  # type: ignore[union-attr]
-            and fast._attributes.dropped == public._attributes.dropped  # type: ignore[attr-defined]
-            and fast.attributes["e"] == ("p", "q")  # type: ignore[index]
+            list(direct.attributes.items()) == list(public.attributes.items())  # type: ignore[union-attr]
+            and direct._attributes.dropped == public._attributes.dropped  # type: ignore[attr-defined]
         )
-        fast.end()
+        direct.end()
         public.end()
-        return (span_class, map_class) if same else (None, None)
+        return candidate if same else (None, None)
     except Exception:
         log.debug("TokenTrail: this OpenTelemetry SDK's spans take attributes the public way only", exc_info=True)
         return None, None
 
 
-def _fits(span: Any, attributes: Mapping[str, AttributeValue]) -> bool:
-    """Whether the SDK would store ``attributes`` on ``span`` unchanged and drop nothing: see the module docstring.
-    Read without the span's locks: the attribute map's limits never change, and ``_write`` checks the rest under
-    them."""
-    bounded = span._attributes
-    if bounded._immutable:
-        return False
-    limit = bounded.max_value_len
-    for value in attributes.values():
-        kind = type(value)
-        if kind is str:
-            if limit is not None and len(value) > limit:  # type: ignore[arg-type]
-                return False
-        elif kind is tuple:
-            for item in value:  # type: ignore[union-attr]
-                if type(item) is not str or (limit is not None and len(item) > limit):
-                    return False
-        elif kind not in _SCALARS:
-            return False
-    return True
-
-
-def _write(span: Any, attributes: Mapping[str, AttributeValue]) -> bool:
-    """Store ``attributes`` as the SDK's ``set_attributes`` would, or return False having changed nothing (ended
-    span, or not room for every new key)."""
-    bounded = span._attributes
-    with span._lock:
-        if span._end_time is not None:
-            return False  # the public way warns about it
-        with bounded._lock:
-            stored = bounded._dict
-            if stored.keys().isdisjoint(attributes):
-                maxlen = bounded.maxlen
-                if maxlen is not None and len(stored) + len(attributes) > maxlen:
-                    return False
-                stored.update(attributes)
-            else:
-                # A key set again moves to the end, as the SDK's delete-then-insert does.
-                maxlen = bounded.maxlen
-                if maxlen is not None and len(stored.keys() | attributes.keys()) > maxlen:
-                    return False
-                for key, value in attributes.items():
-                    stored.pop(key, None)
-                    stored[key] = value
-    return True
-
-
 _SPAN_CLASS, _MAP_CLASS = _probe()
-
-
-def set_clean(span: Any, attributes: Mapping[str, AttributeValue]) -> None:
-    """``span.set_attributes(attributes)`` for attributes this package built (see the module docstring)."""
-    if (
-        type(span) is _SPAN_CLASS
-        and type(getattr(span, "_attributes", None)) is _MAP_CLASS
-        and _fits(span, attributes)
-        and _write(span, attributes)
-    ):
-        return
-    span.set_attributes(attributes)
 
 
 def fast_way_available() -> bool:
