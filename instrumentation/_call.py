@@ -367,7 +367,7 @@ class Call:
         self._streamed = streamed
         parser = body_parser(self.endpoint.api, True) if streamed else JsonBodyParser(self.endpoint.api)
         if content_encoding is not None:
-            parser = decoding(parser, content_encoding)
+            parser = decoding(parser, content_encoding, type(response))
         self._parser = parser
         # The body wrapped in the library's class of the same kind(s) as the body, so the client's type checks still
         # pass, feeding each chunk to the parser.

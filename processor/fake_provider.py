@@ -38,13 +38,14 @@ Failure injection, by request header ``x-fake-fail``:
 * ``status:<code>`` (e.g. ``status:429``): the response is that HTTP status with the provider's error envelope.
   SDKs retry 429/5xx by default: pass ``max_retries=0`` to see exactly one call.
 
-Header ``x-fake-encoding: gzip`` gzips the response body (JSON whole, a stream event by event).
+Header ``x-fake-encoding: gzip`` gzips the response body (JSON whole, a stream event by event); ``br`` and ``zstd``
+compress it the same way (with ``brotli``, and ``zstandard`` or ``backports.zstd``, when installed), and a list such
+as ``gzip, br`` applies each coding in turn, as Content-Encoding says.
 """
 
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import struct
 import sys
@@ -65,6 +66,61 @@ FAIL_HEADER: Final = "x-fake-fail"
 ENCODING_HEADER: Final = "x-fake-encoding"
 _NOT_UTF8: Final = b"\xff\xfe\xc3("  # invalid UTF-8, spliced raw into a JSON string
 _OPENAI_TIERS: Final = frozenset({"flex", "priority", "scale", "default"})
+
+
+class _Compressor:
+    """One Content-Encoding coding, applied chunk by chunk with each chunk flushed (an SSE event must reach the
+    client whole), then finished."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        if coding == "gzip":
+            packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+            self._chunk = lambda data: packer.compress(data) + packer.flush(zlib.Z_SYNC_FLUSH)
+            self._finish = packer.flush
+        elif coding == "br":
+            import brotli  # a test dependency, only for this coding
+
+            brotli_packer = brotli.Compressor()
+            self._chunk = lambda data: brotli_packer.process(data) + brotli_packer.flush()
+            self._finish = brotli_packer.finish
+        elif coding == "zstd":
+            try:
+                import zstandard
+
+                zstd_packer = zstandard.ZstdCompressor().compressobj()
+                self._chunk = lambda data: zstd_packer.compress(data) + zstd_packer.flush(
+                    zstandard.COMPRESSOBJ_FLUSH_BLOCK
+                )
+                self._finish = zstd_packer.flush
+            except ImportError:
+                try:
+                    from compression.zstd import ZstdCompressor  # type: ignore[import-not-found]
+                except ImportError:
+                    from backports.zstd import ZstdCompressor  # type: ignore[import-not-found,no-redef]
+                block_packer = ZstdCompressor()
+                self._chunk = lambda data: block_packer.compress(data, mode=ZstdCompressor.FLUSH_BLOCK)
+                self._finish = lambda: block_packer.flush()
+        else:
+            raise ValueError(f"the fake provider cannot apply Content-Encoding {coding!r}")
+
+    def chunk(self, data: bytes) -> bytes:
+        return self._chunk(data)
+
+    def finish(self) -> bytes:
+        return self._finish()
+
+
+def _codings(value: str | None) -> list[str]:
+    """The codings of an ``x-fake-encoding`` header, in the order they are applied."""
+    return [coding.strip() for coding in (value or "").split(",") if coding.strip()]
+
+
+def compress(data: bytes, codings: list[str]) -> bytes:
+    for coding in codings:
+        packer = _Compressor(coding)
+        data = packer.chunk(data) + packer.finish()
+    return data
 
 
 @dataclass(slots=True)
@@ -690,9 +746,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif failure == "non-utf8":
             data = _inject_not_utf8(data)
         headers = {"Content-Type": "application/json", **(extra_headers or {})}
-        if self.headers.get(ENCODING_HEADER) == "gzip":
-            data = gzip.compress(data)
-            headers["Content-Encoding"] = "gzip"
+        codings = _codings(self.headers.get(ENCODING_HEADER))
+        if codings:
+            data = compress(data, codings)
+            headers["Content-Encoding"] = ", ".join(codings)
         if call is not None:
             call.response_body = data
         self.send_response(status)
@@ -708,14 +765,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
-        compressor = None
-        if self.headers.get(ENCODING_HEADER) == "gzip":
-            self.send_header("Content-Encoding", "gzip")
-            compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+        packers = [_Compressor(coding) for coding in _codings(self.headers.get(ENCODING_HEADER))]
+        if packers:
+            self.send_header("Content-Encoding", ", ".join(packer.coding for packer in packers))
         self.end_headers()
         sent: list[bytes] = []
         for event in events:
-            payload = event if compressor is None else compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            payload = event
+            for packer in packers:
+                payload = packer.chunk(payload)
             sent.append(payload)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
             self.wfile.flush()
@@ -723,8 +781,10 @@ class _Handler(BaseHTTPRequestHandler):
             call.response_body = b"".join(sent)
             self.close_connection = True
             return
-        if compressor is not None:
-            tail = compressor.flush()
+        if packers:
+            tail = b""
+            for packer in packers:
+                tail = packer.chunk(tail) + packer.finish() if tail else packer.finish()
             sent.append(tail)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(tail), tail))
         call.response_body = b"".join(sent)

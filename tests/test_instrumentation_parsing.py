@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from typing import Any
 
+import httpx
 import httpx2
 import pytest
 
@@ -24,6 +26,7 @@ from tokentrail.instrumentation._parsers import (
     body_parser,
 )
 from tokentrail.instrumentation._usage import ResponseFacts, Usage
+from tokentrail.processor.fake_provider import compress
 
 CHAT = semconv.API_CHAT_COMPLETIONS
 MESSAGES = semconv.API_ANTHROPIC_MESSAGES
@@ -158,8 +161,30 @@ def test_raw_deflate_without_a_zlib_header_is_decoded() -> None:
 
 
 def test_an_encoding_we_cannot_decode_reports_no_usage() -> None:
-    parser = decoding(JsonBodyParser(CHAT), "br")
-    assert feed_in_pieces(parser, b"\x8b\x00garbage", 4).usage is None
+    """Without the HTTP library's decoders, or with bytes they cannot decode: no usage, never a guess or a raise."""
+    assert feed_in_pieces(decoding(JsonBodyParser(CHAT), "br"), b"\x8b\x00garbage", 4).usage is None
+    for library in (httpx, httpx2):
+        parser = decoding(JsonBodyParser(CHAT), "br", library.Response)
+        assert feed_in_pieces(parser, b"\x8b\x00garbage", 4).usage is None
+
+
+@pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "httpx2"])
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br", "br, zstd", "x-unknown", "gzip, x-unknown"])
+def test_other_encodings_are_decoded_as_the_http_library_decodes_them(library: Any, encoding: str) -> None:
+    """Our parser reads what the application will read: the library's decoding, also where it ignores a coding."""
+    data = {"id": "x", "model": "m", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
+    codings = [coding.strip() for coding in encoding.split(",") if coding.strip() != "x-unknown"]
+    body = compress(json.dumps(data).encode(), codings)
+    try:
+        readable = library.Response(200, headers={"content-encoding": encoding}, content=body).json() == data
+    except Exception:
+        readable = False  # httpx 0.28 fails on zstd inside stacked codings: then the application cannot read it either
+    assert readable or (library is httpx and encoding == "br, zstd")
+    usage = feed_in_pieces(decoding(JsonBodyParser(CHAT), encoding, library.Response), body, 7).usage
+    if readable:
+        assert usage is not None and usage.input_tokens == 5
+    else:
+        assert usage is None
 
 
 def test_request_facts_are_read_from_json() -> None:
@@ -325,3 +350,28 @@ def test_a_huge_sse_line_without_a_newline_is_dropped_not_buffered_forever() -> 
     for _ in range(5):
         parser.feed(b"x" * (MAX_SSE_LINE // 4 + 1))
     assert parser._pending_size <= MAX_SSE_LINE
+
+
+@pytest.mark.parametrize(
+    "coding, library",
+    [("gzip", None), ("br", httpx), ("br", httpx2), ("zstd", httpx), ("zstd", httpx2)],
+    ids=["gzip", "br-httpx", "br-httpx2", "zstd-httpx", "zstd-httpx2"],
+)
+def test_a_compressed_stream_cut_before_its_coding_ends_keeps_what_it_said(coding: str, library: Any) -> None:
+    """An application that closes a stream after its last event may never read the coding's own end (or a
+    connection may drop there): the events already decoded, usage included, still count."""
+    events = [
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n',
+        b'data: {"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    from tokentrail.processor.fake_provider import _Compressor
+
+    packer = _Compressor(coding)
+    sent = [packer.chunk(event) for event in events]  # each event flushed, the coding never finished
+    parser = decoding(body_parser(CHAT, streamed=True), coding, library.Response if library else None)
+    for chunk in sent:
+        parser.feed(chunk)
+    facts = parser.result()
+    assert facts.usage is not None and facts.usage.input_tokens == 9
+    assert facts.terminal
