@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from . import _foreign, _inject, _privacy, _processor, _streams, semconv
 from ._context import (
@@ -164,7 +165,8 @@ def begin(request: Any, settings: Settings) -> Call | None:
         return call
 
     # What the conventions ask to be known at the start (operation, provider, server, model) is given to start_span,
-    # where samplers see it; the rest of what the request says is set right after, the cheap way (see _sdkspan).
+    # where samplers see it; the rest of what the request says is set with the response's attributes when the call
+    # ends, in one go and the cheap way (see _sdkspan and Call.attributes).
     if model:
         attributes = start_attributes.copy()
         attributes[semconv.GEN_AI_REQUEST_MODEL] = model
@@ -176,14 +178,10 @@ def begin(request: Any, settings: Settings) -> Call | None:
         kind=_CLIENT,
         attributes=attributes,
     )
-    attributes = endpoint_attributes.copy()
+    call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
+    attributes = call.attributes = endpoint_attributes.copy()
     attributes[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
     attribution_attributes(attribution, credential_type, credential_id, credential_name, into=attributes)
-    try:
-        set_clean(span, attributes)
-    except Exception:
-        log.debug("TokenTrail could not set its span's request attributes", exc_info=True)
-    call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
     if _foreign.open_calls:
         _mark_twin(current.get_span_context(), None, endpoint.provider, model)
     # _activate(ctx, entries, span), written out.
@@ -275,8 +273,8 @@ class Call:
     """
 
     __slots__ = (
-        "span", "endpoint", "own", "ended", "token", "_metrics", "_metric_attributes", "_model", "_started", "_parser",
-        "_streamed",
+        "span", "endpoint", "own", "ended", "token", "attributes", "_metrics", "_metric_attributes", "_model",
+        "_started", "_parser", "_streamed",
     )  # fmt: skip
 
     def __init__(
@@ -294,6 +292,8 @@ class Call:
         self.ended = False  # see BodyObserver
         # The token of the context the request is sent in (see _activate), for the transport hook to detach.
         self.token: object | None = None
+        # What the request said, for our span: set with the response's attributes when the call ends, in one go.
+        self.attributes: dict[str, AttributeValue] = {}
         # Where our span's metrics go (None for another instrumentation's span): the endpoint's attribute sets and
         # the request's model complete them.
         self._metrics = metrics if metric_attributes is not None else None
@@ -309,11 +309,13 @@ class Call:
             return
         span = self.span
         kind = None
+        attributes = self.attributes
         if isinstance(error, Exception):
             kind = error_type(error)
-            span.set_attribute(semconv.ERROR_TYPE, kind)
+            attributes[semconv.ERROR_TYPE] = kind
             span.set_status(Status(StatusCode.ERROR))
         # Anything else (cancellation, interrupt) is the application stopping the call, not the call failing.
+        set_clean(span, attributes)
         span.end()
         self._record_metrics(None, kind)
 
@@ -324,14 +326,16 @@ class Call:
         status = response.status_code
         if status >= 400:
             if self._claim_end() and self.own:
-                span.set_attribute(semconv.ERROR_TYPE, str(status))
+                attributes = self.attributes
+                attributes[semconv.ERROR_TYPE] = str(status)
+                set_clean(span, attributes)
                 span.set_status(Status(StatusCode.ERROR))
                 span.end()
                 self._record_metrics(None, str(status))
             return response
         if not span.is_recording():
             if self._claim_end() and self.own:
-                span.end()
+                span.end()  # a span nobody records: nothing to set on it
             return response
         # content-type and content-encoding as headers.get gives them, in one pass over httpx's and httpx2's
         # (raw name, lower-case name, value) triples rather than a scan per name.
@@ -414,12 +418,10 @@ class Call:
                 return
             kind: str | None = None
             try:
-                # Built by the parser along the way (a whole Chat Completions body), else from the facts.
-                attributes = facts.attributes
-                if attributes is None:
-                    attributes = response_attributes(facts)
-                else:
-                    facts.attributes = None
+                # The request's, then the response's: built by the parser along the way (a whole Chat Completions
+                # body), else from the facts.
+                attributes = self.attributes
+                attributes.update(response_attributes(facts))
                 if incomplete:
                     attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
                 if error is not None:
@@ -436,10 +438,12 @@ class Call:
             if metrics is not None and metrics.live:
                 self._record_metrics(facts, kind)
         except Exception:
-            # This runs inside the application's read of the body: it must not raise, and our span must end.
+            # This runs inside the application's read of the body: it must not raise, and our span must end (with
+            # what the request said, at least).
             log.debug("TokenTrail could not finish a call", exc_info=True)
             if self.own:
                 try:
+                    set_clean(span, self.attributes)
                     span.end()
                 except Exception:
                     pass

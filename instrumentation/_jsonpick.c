@@ -140,12 +140,41 @@ static int walk_string(Scan *s, int *escaped, int *ascii) {
     }
 }
 
+/* Short ASCII strings (keys above all: "usage", "prompt_tokens", ... in every body; also "stop", a model's name)
+ * come from a small direct-mapped cache of str objects, found by their bytes: no allocation, and a str whose hash
+ * is already known for the spec lookup. A slot that holds other bytes is simply replaced. */
+#define CACHE_SLOTS 512
+#define CACHE_MAX 32
+typedef struct {
+    PyObject *str;
+    Py_ssize_t size;
+    unsigned char bytes[CACHE_MAX];
+} CacheSlot;
+static CacheSlot cache[CACHE_SLOTS];
+
+static PyObject *short_ascii(const unsigned char *start, Py_ssize_t size) {
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < size; i++) h = (h ^ start[i]) * 16777619u;
+    CacheSlot *slot = &cache[(h ^ (h >> 15)) & (CACHE_SLOTS - 1)];
+    if (slot->str != NULL && slot->size == size && memcmp(slot->bytes, start, (size_t)size) == 0) {
+        return Py_NewRef(slot->str);
+    }
+    PyObject *out = PyUnicode_New(size, 127);
+    if (out == NULL) return NULL;
+    memcpy(PyUnicode_DATA(out), start, (size_t)size);
+    Py_XSETREF(slot->str, Py_NewRef(out));
+    slot->size = size;
+    memcpy(slot->bytes, start, (size_t)size);
+    return out;
+}
+
 /* The str of the string between start (after the opening quote) and stop (its closing quote), escapes decoded as
  * json does: \uXXXX pairs of a high and a low surrogate combine, lone surrogates stay as they are. */
 static PyObject *string_value(const unsigned char *start, const unsigned char *stop, int escaped, int ascii) {
     Py_ssize_t size = stop - start;
     if (!escaped) {
         if (ascii) {
+            if (size <= CACHE_MAX) return short_ascii(start, size);
             PyObject *out = PyUnicode_New(size, 127);
             if (out != NULL) memcpy(PyUnicode_DATA(out), start, (size_t)size);
             return out;

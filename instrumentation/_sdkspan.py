@@ -13,8 +13,8 @@ same order, limits and ended-span rule. It takes that way only when it can prove
 
 * once per process, a probe compares both ways on a throwaway span of the installed SDK (order, values, dropped
   count); if this SDK's internals are not what this module expects, every call goes the public way;
-* per call: the span is of the probed class with its attribute map of the probed class, not ended, the attribute
-  count limit leaves room for every new key, and every value is of a clean type and within the value length limit.
+* per call: the span is of the probed class with its attribute map of the probed class, not ended, with no value
+  length limit, and the attribute count limit leaves room for every new key.
 
 Anything else (another SDK, a non-recording span, a custom span class, a limit in the way) goes to
 ``span.set_attributes``. The attributes given when a span STARTS still go through ``start_span``: samplers and span
@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
 log = logging.getLogger(__name__)
 
-# Value types the SDK stores as they are (tuples of these are stored as equal tuples).
-_SCALARS: Final = frozenset({str, int, float, bool})
 
 
 # The SDK span class and attribute-map class the direct way writes into; None until the probe accepts this SDK.
@@ -41,45 +39,31 @@ _MAP_CLASS: type | None = None
 
 
 def set_clean(span: Any, attributes: Mapping[str, AttributeValue]) -> None:
-    """``span.set_attributes(attributes)`` for attributes this package built (see the module docstring).
+    """``span.set_attributes(attributes)`` for attributes this package built, which must be clean: non-empty str
+    keys; values of type ``str``, ``int``, ``float``, ``bool``, or tuples of ``str`` (see the module docstring).
 
-    One function, its checks written out: it runs twice per LLM call, where every extra call costs.
+    It runs for every LLM call, where each Python step costs, so nothing is checked per value: the types are this
+    package's promise (tests hold every attribute our spans carry to it), and a span with a value length limit,
+    the one thing that could change a clean value, goes the public way.
     """
     if type(span) is _SPAN_CLASS:
         bounded = span._attributes
-        if type(bounded) is _MAP_CLASS and not bounded._immutable:
-            # Would the SDK store every value as it is? (Read without locks: the limits never change.)
-            limit = bounded.max_value_len
-            clean = True
-            for value in attributes.values():
-                kind = type(value)
-                if kind is str:
-                    if limit is not None and len(value) > limit:  # type: ignore[arg-type]
-                        clean = False
-                        break
-                elif kind is tuple:
-                    if not all(type(item) is str and (limit is None or len(item) <= limit) for item in value):  # type: ignore[union-attr]
-                        clean = False
-                        break
-                elif kind not in _SCALARS:
-                    clean = False
-                    break
-            if clean:
-                with span._lock:
-                    if span._end_time is None:  # else the public way, which warns about it
-                        with bounded._lock:
-                            stored = bounded._dict
-                            maxlen = bounded.maxlen
-                            if stored.keys().isdisjoint(attributes):
-                                if maxlen is None or len(stored) + len(attributes) <= maxlen:
-                                    stored.update(attributes)
-                                    return
-                            elif maxlen is None or len(stored.keys() | attributes.keys()) <= maxlen:
-                                # A key set again moves to the end, as the SDK's delete-then-insert does.
-                                for key, value in attributes.items():
-                                    stored.pop(key, None)
-                                    stored[key] = value
+        if type(bounded) is _MAP_CLASS and bounded.max_value_len is None and not bounded._immutable:
+            with span._lock:
+                if span._end_time is None:  # else the public way, which warns about it
+                    with bounded._lock:
+                        stored = bounded._dict
+                        maxlen = bounded.maxlen
+                        if stored.keys().isdisjoint(attributes):
+                            if maxlen is None or len(stored) + len(attributes) <= maxlen:
+                                stored.update(attributes)
                                 return
+                        elif maxlen is None or len(stored.keys() | attributes.keys()) <= maxlen:
+                            # A key set again moves to the end, as the SDK's delete-then-insert does.
+                            for key, value in attributes.items():
+                                stored.pop(key, None)
+                                stored[key] = value
+                            return
     span.set_attributes(attributes)
 
 
