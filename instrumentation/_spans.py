@@ -55,7 +55,7 @@ _AT_START: Final = (
 def endpoint_attributes(endpoint: Endpoint) -> tuple[dict[str, AttributeValue], dict[str, AttributeValue]]:
     """The attributes every call of ours to ``endpoint`` carries, whatever its body, in two parts: those given at
     the span's start (operation, provider, server) and the others (API, Azure's deployment and api-version), set
-    right after it. Computed once per endpoint (see ``EndpointCache``)."""
+    with the response's when the call ends. Computed once per endpoint (see ``EndpointCache``)."""
     attributes = request_attributes(endpoint, None, False)
     del attributes[semconv.GEN_AI_REQUEST_STREAM]  # the body's
     attributes[semconv.TOKENTRAIL_API] = endpoint.api

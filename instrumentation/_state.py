@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 INSTRUMENTATION_SCOPE = "tokentrail.instrumentation"
 
 
-# What is derived once per endpoint: its spans' attributes given at start and set right after (see
+# What is derived once per endpoint: its spans' attributes given at start and those set when the call ends (see
 # _spans.endpoint_attributes), and its metric attribute sets.
 EndpointFacts = tuple[dict[str, AttributeValue], dict[str, AttributeValue], MetricAttributes]
 
