@@ -14,7 +14,8 @@
  * Contract: the same result as json, or None when this walk cannot vouch for it; the caller then decodes with
  * json, which gives the same value or raises the same error as before. None is returned for anything invalid and
  * for the rare valid inputs kept out of this code: UTF-8-encoded surrogates (which the caller's "surrogatepass"
- * accepts), integers of over 4,000 digits (Python's int() limit), and nesting deeper than MAX_DEPTH.
+ * accepts), integers of over 640 digits (Python's int() limit may be set that low), and nesting deeper than
+ * MAX_DEPTH or than the interpreter's recursion limit leaves room for.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,7 +24,9 @@
 #include <string.h>
 
 #define MAX_DEPTH 200
-#define MAX_INT_DIGITS 4000
+/* Python refuses int() of more digits than sys.get_int_max_str_digits(), which can be set as low as 640 (the
+ * threshold below which it is never checked): longer integers are left to json, which applies the limit in force. */
+#define MAX_INT_DIGITS 640
 
 /* Outcomes of every step: OK, NOPE (not vouched for: no Python error set), ERROR (a Python error is set). */
 #define OK 0
@@ -74,19 +77,27 @@ static inline int hex4(const unsigned char *p) {
     return (a << 12) | (b << 8) | (c << 4) | d;
 }
 
-/* Eight bytes at a time: a byte that is '"', '\\', a control character or non-ASCII stops the fast run. */
+/* Eight bytes at a time: a byte that is '"', '\\', a control character or non-ASCII stops the fast run. The mask
+ * has the high bit of such bytes set; the borrows of the subtractions can only mark bytes ABOVE a real one, so on a
+ * little-endian machine its lowest set bit is exactly the first special byte (FIRST_SPECIAL jumps there). */
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
-static inline int plain_word(uint64_t w) {
+static inline uint64_t special_bytes(uint64_t w) {
     uint64_t quote = w ^ (ONES * '"');
     uint64_t backslash = w ^ (ONES * '\\');
     uint64_t special = ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) | ((w - ONES * 0x20) & ~w) | w;
-    return (special & HIGHS) == 0;
+    return special & HIGHS;
 }
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define FIRST_SPECIAL(mask) (__builtin_ctzll(mask) >> 3)
+#else
+#define FIRST_SPECIAL(mask) 0 /* the byte loop finds it */
+#endif
 
 /* Walks a string at s->p (its opening quote) to just after its closing quote. Sets *escaped when it has escapes
- * and *ascii to whether all of it is ASCII. Plain ASCII goes eight bytes at a time; text in another script or dense
- * with escapes goes byte by byte, back to words after a run of 16 plain bytes (a word test that fails at every
+ * and *ascii to whether all of it is ASCII. Plain ASCII goes eight bytes at a time, straight to the first special
+ * byte, and back to words after a simple escape (a newline in prose); text in another script or dense with \u
+ * escapes goes byte by byte, back to words after a run of 16 plain bytes (a word test that fails at every
  * character would only add to it). */
 static int walk_string(Scan *s, int *escaped, int *ascii) {
     const unsigned char *p = s->p + 1, *end = s->end;
@@ -98,7 +109,11 @@ static int walk_string(Scan *s, int *escaped, int *ascii) {
             while (end - p >= 8) {
                 uint64_t w;
                 memcpy(&w, p, 8);
-                if (!plain_word(w)) break;
+                uint64_t mask = special_bytes(w);
+                if (mask != 0) {
+                    p += FIRST_SPECIAL(mask);
+                    break;
+                }
                 p += 8;
             }
             run = 0;
@@ -121,6 +136,7 @@ static int walk_string(Scan *s, int *escaped, int *ascii) {
             switch (p[1]) {
             case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
                 p += 2;
+                run = 16; /* back to words */
                 break;
             case 'u':
                 if (end - p < 6 || hex4(p + 2) < 0) return NOPE;
@@ -369,8 +385,17 @@ static int element(Scan *s, PyObject *spec, PyObject *list) {
  * entry for it; an array's elements are picked by spec. */
 static int container(Scan *s, PyObject *spec, PyObject **out, unsigned char close,
                      int (*item)(Scan *, PyObject *, PyObject *)) {
+    /* json's scanner counts each nesting against the interpreter's recursion limit (RecursionError): so does this,
+     * so that a call from deep in the stack is refused alike (left to json). */
+    if (Py_EnterRecursiveCall(" while walking a JSON body")) {
+        PyErr_Clear();
+        return NOPE;
+    }
     PyObject *made = NULL;
-    if (out != NULL && (made = close == '}' ? PyDict_New() : PyList_New(0)) == NULL) return ERROR;
+    if (out != NULL && (made = close == '}' ? PyDict_New() : PyList_New(0)) == NULL) {
+        Py_LeaveRecursiveCall();
+        return ERROR;
+    }
     int r = NOPE;
     if (++s->depth <= MAX_DEPTH) {
         s->p++;
@@ -398,6 +423,7 @@ static int container(Scan *s, PyObject *spec, PyObject **out, unsigned char clos
         }
     }
     s->depth--;
+    Py_LeaveRecursiveCall();
     if (r == OK && out != NULL) {
         *out = made;
     } else {

@@ -254,13 +254,59 @@ def test_the_walker_vouches_for_what_it_can(data: bytes) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b'{"x":"\xed\xa0\x80"}', b'{"x":' + b"1" * 4500 + b"}", b'{"x":' + b"[" * 201 + b"]" * 201 + b"}", b' {"x":1}'],
+    [
+        b'{"x":"\xed\xa0\x80"}',
+        b'{"x":' + b"1" * 641 + b"}",
+        b'{"x":' + b"1" * 4500 + b"}",
+        b'{"x":' + b"[" * 201 + b"]" * 201 + b"}",
+        b' {"x":1}',
+    ],
 )
 def test_what_the_walker_leaves_to_json(data: bytes) -> None:
-    """Encoded surrogates (accepted by the caller's surrogatepass), huge integers (refused by int() over 4,300 digits),
-    deep nesting and anything not starting with '{' go to json, which gives its own answer."""
+    """Encoded surrogates (accepted by the caller's surrogatepass), integers of over 640 digits (int() refuses them
+    past sys.get_int_max_str_digits(), which may be that low), deep nesting and anything not starting with '{' go to
+    json, which gives its own answer."""
     assert walk(data, {"x": None}) is None
     check(data, {"x": None})
+
+
+def test_a_lowered_int_digit_limit_is_json_s_limit() -> None:
+    """sys.set_int_max_str_digits (or PYTHONINTMAXSTRDIGITS) makes json refuse shorter integers: so does pick, even
+    where the integer is in a field it does not keep."""
+    import sys
+
+    previous = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(1000)
+    try:
+        data = b'{"a":1,"b":1' + b"0" * 1500 + b"}"
+        for spec in ({"a": None}, {"b": None}):
+            assert walk(data, spec) is None
+            check(data, spec)
+        assert walk(b'{"a":' + b"7" * 640 + b"}", {"a": None}) == {"a": int("7" * 640)}
+    finally:
+        sys.set_int_max_str_digits(previous)
+
+
+def test_nesting_counts_against_the_recursion_limit_as_json_s_does() -> None:
+    """json refuses a body it would recurse too deep for, from where it is called: so does the walker."""
+    import sys
+
+    data = b'{"a":1,"b":' + b"[" * 150 + b"]" * 150 + b"}"
+    assert walk(data, {"a": None}) == {"a": 1}
+    previous = sys.getrecursionlimit()
+
+    def deep(depth: int) -> tuple[object, object]:
+        if depth:
+            return deep(depth - 1)
+        return walk(data, {"a": None}), expected(data, {"a": None})
+
+    sys.setrecursionlimit(400)
+    try:
+        walked, (error, _) = deep(300)
+    finally:
+        sys.setrecursionlimit(previous)
+    assert error is RecursionError
+    assert walked is None
 
 
 def test_without_the_walker_pick_is_project_of_loads(monkeypatch: pytest.MonkeyPatch) -> None:
