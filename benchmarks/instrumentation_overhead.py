@@ -15,8 +15,9 @@ provider once added). Two spans are measured:
 * an attributed span: the same, carrying exactly the attributes of the span TokenTrail emits for the call, given at
   start (the request's) and set once before the end (the response's), the cheapest way the SDK allows
   (``attributed_span_in_call_us``). The difference between the two is the price of the conventions' attributes
-  the public API way, where the SDK cleans every value again. TokenTrail gives the sampling-relevant ones that way
-  and sets the rest directly (``_sdkspan``: values clean by construction, proven equal to the public way), so what
+  the public API way, where the SDK cleans every value again. TokenTrail sets them directly when the call ends
+  (``_sdkspan``: values clean by construction, proven equal to the public way), giving the conventions' sampling
+  attributes to ``start_span`` only when the sampler may read them (not the SDK's default one, used here), so what
   it adds beyond this yardstick (``beyond_attributed_span_us``) is its own work minus that saving.
 
 A span timed alone in a tight loop (``bare_span_us``, the yardstick of earlier versions of this benchmark) costs

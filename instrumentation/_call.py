@@ -38,7 +38,7 @@ from ._decoding import decoding
 from ._endpoints import Endpoint
 from ._parsers import JsonBodyParser, body_parser
 from ._request import WANTED_HEADERS, read_headers, read_request
-from ._sdkspan import set_clean
+from ._sdkspan import sampler_reads_attributes, set_clean
 from ._spans import attribution_attributes, request_attributes, response_attributes
 from ._metrics import MetricAttributes, Metrics
 from ._state import Settings
@@ -164,22 +164,23 @@ def begin(request: Any, settings: Settings) -> Call | None:
             call.token = _activate(ctx, entries, None)
         return call
 
-    # What the conventions ask to be known at the start (operation, provider, server, model) is given to start_span,
-    # where samplers see it; the rest of what the request says is set with the response's attributes when the call
-    # ends, in one go and the cheap way (see _sdkspan and Call.attributes).
+    # What the conventions ask to be known at the start (operation, provider, server, model) is given to start_span
+    # when the tracer's sampler may read it; everything else the request says, and with an attribute-blind sampler
+    # (the SDK's own) all of it, is set with the response's attributes when the call ends, in one go and the cheap
+    # way (see _sdkspan and Call.attributes).
+    attributes = start_attributes.copy()
     if model:
-        attributes = start_attributes.copy()
         attributes[semconv.GEN_AI_REQUEST_MODEL] = model
+    tracer = settings.tracer
+    name = f"{endpoint.operation} {model}" if model else endpoint.operation
+    if sampler_reads_attributes(tracer):
+        span = tracer.start_span(name, context=ctx, kind=_CLIENT, attributes=attributes)
+        attributes = endpoint_attributes.copy()
     else:
-        attributes = start_attributes
-    span = settings.tracer.start_span(
-        f"{endpoint.operation} {model}" if model else endpoint.operation,
-        context=ctx,
-        kind=_CLIENT,
-        attributes=attributes,
-    )
+        span = tracer.start_span(name, context=ctx, kind=_CLIENT)
+        attributes.update(endpoint_attributes)
     call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
-    attributes = call.attributes = endpoint_attributes.copy()
+    call.attributes = attributes
     attributes[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
     attribution_attributes(attribution, credential_type, credential_id, credential_name, into=attributes)
     if _foreign.open_calls:
@@ -417,10 +418,10 @@ class Call:
                     span.set_attributes(_foreign.missing(span, attributes))
                 return
             kind: str | None = None
+            # The request's, then the response's: built by the parser along the way (a whole Chat Completions body),
+            # else from the facts.
+            attributes = self.attributes
             try:
-                # The request's, then the response's: built by the parser along the way (a whole Chat Completions
-                # body), else from the facts.
-                attributes = self.attributes
                 attributes.update(response_attributes(facts))
                 if incomplete:
                     attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
@@ -431,8 +432,8 @@ class Call:
                 if kind is not None:
                     attributes[semconv.ERROR_TYPE] = kind
                     span.set_status(Status(StatusCode.ERROR))
-                set_clean(span, attributes)
             finally:
+                set_clean(span, attributes)  # what the request said, at least, whatever failed above
                 span.end()
             metrics = self._metrics
             if metrics is not None and metrics.live:

@@ -17,8 +17,14 @@ same order, limits and ended-span rule. It takes that way only when it can prove
   length limit, and the attribute count limit leaves room for every new key.
 
 Anything else (another SDK, a non-recording span, a custom span class, a limit in the way) goes to
-``span.set_attributes``. The attributes given when a span STARTS still go through ``start_span``: samplers and span
-processors' ``on_start`` see them there, as the conventions ask for the ones that matter to sampling.
+``span.set_attributes``.
+
+The attributes a span STARTS with cost the most: ``start_span`` cleans them too (5 attributes: ~40k instructions,
+more than half an empty span). The conventions ask for the sampling-relevant ones at creation "so that samplers may
+use them": ``sampler_reads_attributes(tracer)`` says whether this tracer's sampler may. The SDK's own samplers
+(always on/off, trace-id ratio, parent-based and always-record compositions of them, by exact type) decide without
+looking at attributes, so with them the attributes are set with the others instead; any other sampler (a custom
+one, or one this module cannot see) gets them at creation as before.
 """
 
 from __future__ import annotations
@@ -109,6 +115,64 @@ def _probe() -> tuple[type | None, type | None]:
 
 
 _SPAN_CLASS, _MAP_CLASS = _probe()
+
+
+def _sampler_kinds() -> tuple[frozenset[type], frozenset[type], type | None]:
+    """The SDK's attribute-blind sampler classes: those that decide alone, those that delegate by parent, and the
+    always-record wrapper. Looked up by name: not every SDK version has every one."""
+    try:
+        from opentelemetry.sdk.trace import sampling
+    except ImportError:
+        return frozenset(), frozenset(), None
+
+    def classes(*names: str) -> frozenset[type]:
+        return frozenset(kind for name in names if isinstance(kind := getattr(sampling, name, None), type))
+
+    return (
+        classes("StaticSampler", "_AlwaysOn", "_AlwaysOff", "TraceIdRatioBased"),
+        classes("ParentBased", "ParentBasedTraceIdRatio", "_ParentBasedAlwaysOn", "_ParentBasedAlwaysOff"),
+        getattr(sampling, "AlwaysRecordSampler", None),
+    )
+
+
+_DECIDING, _DELEGATING, _ALWAYS_RECORD = _sampler_kinds()
+_DELEGATES = (
+    "_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled", "_local_parent_not_sampled",
+)  # fmt: skip
+
+
+def _blind(sampler: object) -> bool:
+    """Whether ``sampler`` provably decides without reading attributes: the SDK's own classes, exactly (a subclass
+    may read them), all the way down."""
+    kind = type(sampler)
+    if kind in _DECIDING:
+        return True
+    if kind in _DELEGATING:
+        return all(_blind(getattr(sampler, name, None)) for name in _DELEGATES)
+    if kind is _ALWAYS_RECORD:
+        return _blind(getattr(sampler, "_root", None))
+    return False
+
+
+# Answers per sampler object (a process has one or two; kept, so that an id is never reused for another).
+_READS: dict[object, bool] = {}
+
+
+def sampler_reads_attributes(tracer: Any) -> bool:
+    """Whether the sampler behind ``tracer`` may read a span's attributes when it starts (when unknown: yes)."""
+    sampler = getattr(tracer, "sampler", None)
+    if sampler is None:
+        # A proxy tracer (the global provider's) stands for the real one, once there is one.
+        real = getattr(tracer, "_real_tracer", None) if type(tracer).__name__ == "ProxyTracer" else None
+        sampler = getattr(real, "sampler", None)
+        if sampler is None:
+            return True
+    reads = _READS.get(sampler)
+    if reads is None:
+        if len(_READS) >= 16:
+            _READS.clear()
+        reads = _READS[sampler] = not _blind(sampler)
+    return reads
 
 
 def fast_way_available() -> bool:

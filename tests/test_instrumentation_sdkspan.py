@@ -146,3 +146,47 @@ def test_the_probe_refuses_an_sdk_that_keeps_attributes_otherwise(monkeypatch: p
 
     monkeypatch.setattr(sdk_trace.Span, "__init__", init)
     assert _sdkspan._probe() == (None, None)
+
+
+# Which samplers get the conventions' attributes at a span's start -----------------------------------------------
+
+
+def test_the_sdk_samplers_are_known_not_to_read_attributes() -> None:
+    from opentelemetry.sdk.trace import sampling
+
+    blind = [
+        sampling.ALWAYS_ON,
+        sampling.ALWAYS_OFF,
+        sampling.DEFAULT_ON,
+        sampling.DEFAULT_OFF,
+        sampling.TraceIdRatioBased(0.25),
+        sampling.ParentBasedTraceIdRatio(0.25),
+        sampling.ParentBased(sampling.TraceIdRatioBased(0.5), remote_parent_sampled=sampling.ALWAYS_OFF),
+    ]
+    if hasattr(sampling, "AlwaysRecordSampler"):
+        blind.append(sampling.AlwaysRecordSampler(sampling.ALWAYS_OFF))
+    for sampler in blind:
+        assert not _sdkspan.sampler_reads_attributes(TracerProvider(sampler=sampler).get_tracer("t")), sampler
+
+    class ByModel(sampling.Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> sampling.SamplingResult:
+            return sampling.SamplingResult(sampling.Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "ByModel"
+
+    class Tweaked(sampling.ParentBased):  # a subclass may read them
+        pass
+
+    for sampler in (ByModel(), Tweaked(sampling.ALWAYS_ON), sampling.ParentBased(ByModel())):
+        assert _sdkspan.sampler_reads_attributes(TracerProvider(sampler=sampler).get_tracer("t")), sampler
+
+
+def test_a_tracer_whose_sampler_is_unknown_gets_them_at_the_start() -> None:
+    from opentelemetry.trace import NoOpTracer, ProxyTracer
+
+    assert _sdkspan.sampler_reads_attributes(NoOpTracer())
+    proxy = ProxyTracer("t")
+    assert _sdkspan.sampler_reads_attributes(proxy)  # no real tracer behind it yet
+    proxy._real_tracer = TracerProvider().get_tracer("t")  # what the proxy holds once the global provider is set
+    assert not _sdkspan.sampler_reads_attributes(proxy)
