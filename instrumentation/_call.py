@@ -167,24 +167,30 @@ def begin(request: Any, settings: Settings) -> Call | None:
     # What the conventions ask to be known at the start (operation, provider, server, model) is given to start_span
     # when the tracer's sampler may read it; everything else the request says, and with an attribute-blind sampler
     # (the SDK's own) all of it, is set with the response's attributes when the call ends, in one go and the cheap
-    # way (see _sdkspan and Call.attributes).
-    attributes = start_attributes.copy()
+    # way (see _sdkspan and Call.attributes). All of it is built before the span starts: nothing that could fail
+    # stands between starting our span and handing it to the Call that will end it.
+    at_start = start_attributes.copy()
     if model:
-        attributes[semconv.GEN_AI_REQUEST_MODEL] = model
+        at_start[semconv.GEN_AI_REQUEST_MODEL] = model
+    rest = endpoint_attributes.copy()
+    rest[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
+    attribution_attributes(attribution, credential_type, credential_id, credential_name, into=rest)
     tracer = settings.tracer
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
     if sampler_reads_attributes(tracer):
-        span = tracer.start_span(name, context=ctx, kind=_CLIENT, attributes=attributes)
-        attributes = endpoint_attributes.copy()
+        span = tracer.start_span(name, context=ctx, kind=_CLIENT, attributes=at_start)
+        call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
+        call.attributes = _kept_by_sampler(span, at_start, rest)
     else:
         span = tracer.start_span(name, context=ctx, kind=_CLIENT)
-        attributes.update(endpoint_attributes)
-    call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
-    call.attributes = attributes
-    attributes[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
-    attribution_attributes(attribution, credential_type, credential_id, credential_name, into=attributes)
+        call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
+        at_start.update(rest)
+        call.attributes = at_start
     if _foreign.open_calls:
-        _mark_twin(current.get_span_context(), None, endpoint.provider, model)
+        try:
+            _mark_twin(current.get_span_context(), None, endpoint.provider, model)
+        except Exception:
+            log.debug("TokenTrail could not look for another instrumentation's span of this call", exc_info=True)
     # _activate(ctx, entries, span), written out.
     try:
         if entries:
@@ -200,6 +206,23 @@ def begin(request: Any, settings: Settings) -> Call | None:
     except Exception:
         log.debug("TokenTrail could not activate its span", exc_info=True)
     return call
+
+
+def _kept_by_sampler(span: Span, at_start: dict[str, AttributeValue], rest: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+    """The attributes to set when the call ends: ``rest``, after any of ``at_start`` the span did not keep. The SDK
+    starts a span with the attributes its sampler RETURNS, so a sampler that reads them but returns none would leave
+    our span without its operation, provider, server and model."""
+    try:
+        kept = getattr(span, "attributes", None)
+        if kept is None or not span.is_recording():
+            return rest
+        missing = {name: value for name, value in at_start.items() if name not in kept}
+    except Exception:
+        return rest
+    if not missing:
+        return rest
+    missing.update(rest)
+    return missing
 
 
 def _activate(ctx: Context, entries: Mapping[str, object], span: Span | None) -> object | None:
@@ -316,8 +339,10 @@ class Call:
             attributes[semconv.ERROR_TYPE] = kind
             span.set_status(Status(StatusCode.ERROR))
         # Anything else (cancellation, interrupt) is the application stopping the call, not the call failing.
-        set_clean(span, attributes)
-        span.end()
+        try:
+            set_clean(span, attributes)
+        finally:
+            span.end()
         self._record_metrics(None, kind)
 
     def responded(self, response: Any, wrappers: _streams.Wrappers) -> Any:
@@ -329,9 +354,11 @@ class Call:
             if self._claim_end() and self.own:
                 attributes = self.attributes
                 attributes[semconv.ERROR_TYPE] = str(status)
-                set_clean(span, attributes)
-                span.set_status(Status(StatusCode.ERROR))
-                span.end()
+                try:
+                    set_clean(span, attributes)
+                    span.set_status(Status(StatusCode.ERROR))
+                finally:
+                    span.end()
                 self._record_metrics(None, str(status))
             return response
         if not span.is_recording():
@@ -400,6 +427,7 @@ class Call:
                 return
             self.ended = True
         span = self.span
+        span_ended = False
         try:
             parser = self._parser
             self._parser = None
@@ -433,8 +461,11 @@ class Call:
                     attributes[semconv.ERROR_TYPE] = kind
                     span.set_status(Status(StatusCode.ERROR))
             finally:
-                set_clean(span, attributes)  # what the request said, at least, whatever failed above
-                span.end()
+                try:
+                    set_clean(span, attributes)  # what the request said, at least, whatever failed above
+                finally:
+                    span_ended = True
+                    span.end()
             metrics = self._metrics
             if metrics is not None and metrics.live:
                 self._record_metrics(facts, kind)
@@ -442,9 +473,12 @@ class Call:
             # This runs inside the application's read of the body: it must not raise, and our span must end (with
             # what the request said, at least).
             log.debug("TokenTrail could not finish a call", exc_info=True)
-            if self.own:
+            if self.own and not span_ended:
                 try:
                     set_clean(span, self.attributes)
+                except Exception:
+                    pass
+                try:
                     span.end()
                 except Exception:
                     pass

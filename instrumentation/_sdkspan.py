@@ -79,11 +79,24 @@ def _probe() -> tuple[type | None, type | None]:
     global _SPAN_CLASS, _MAP_CLASS
     try:
         from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.metrics import NoOpMeterProvider
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-        tracer = TracerProvider(resource=Resource.get_empty(), sampler=ALWAYS_ON).get_tracer("tokentrail.probe")
+        # A provider of its own that leaves no trace: no exit hook, no SDK self-metrics, and limits of its own (the
+        # environment's could send the probe the public way, which would then be compared with itself).
+        settings: dict[str, Any] = {
+            "resource": Resource.get_empty(),
+            "sampler": ALWAYS_ON,
+            "shutdown_on_exit": False,
+            "span_limits": SpanLimits(max_span_attributes=128, max_span_attribute_length=SpanLimits.UNSET),
+        }
+        try:
+            provider = TracerProvider(**settings, meter_provider=NoOpMeterProvider())
+        except TypeError:  # an SDK without self-metrics
+            provider = TracerProvider(**settings)
+        tracer = provider.get_tracer("tokentrail.probe")
         start: dict[str, AttributeValue] = {"a": "x", "b": 1}
         later: dict[str, AttributeValue] = {"c": True, "d": 2.5, "e": ("p", "q"), "f": 3}
         again: dict[str, AttributeValue] = {"a": "y", "g": "z"}
@@ -136,6 +149,10 @@ def _sampler_kinds() -> tuple[frozenset[type], frozenset[type], type | None]:
 
 
 _DECIDING, _DELEGATING, _ALWAYS_RECORD = _sampler_kinds()
+try:
+    from opentelemetry.sdk.trace import Tracer as _SDK_TRACER
+except ImportError:  # pragma: no cover - the SDK is a dependency
+    _SDK_TRACER = None  # type: ignore[assignment,misc]
 _DELEGATES = (
     "_root", "_remote_parent_sampled", "_remote_parent_not_sampled", "_local_parent_sampled", "_local_parent_not_sampled",
 )  # fmt: skip
@@ -154,25 +171,29 @@ def _blind(sampler: object) -> bool:
     return False
 
 
-# Answers per sampler object (a process has one or two; kept, so that an id is never reused for another).
-_READS: dict[object, bool] = {}
+# Answers per sampler, by id (a sampler need not be hashable), with the sampler kept so that its id is never reused
+# for another. A process has one or two.
+_READS: dict[int, tuple[object, bool]] = {}
 
 
 def sampler_reads_attributes(tracer: Any) -> bool:
-    """Whether the sampler behind ``tracer`` may read a span's attributes when it starts (when unknown: yes)."""
-    sampler = getattr(tracer, "sampler", None)
-    if sampler is None:
-        # A proxy tracer (the global provider's) stands for the real one, once there is one.
-        real = getattr(tracer, "_real_tracer", None) if type(tracer).__name__ == "ProxyTracer" else None
-        sampler = getattr(real, "sampler", None)
-        if sampler is None:
+    """Whether the sampler behind ``tracer`` may read a span's attributes when it starts (when unknown: yes).
+
+    Only the SDK's tracer is asked for its sampler (a proxy tracer of the global provider stands for the SDK tracer
+    it holds once there is one); any other tracer gets the attributes at the start."""
+    if _SDK_TRACER is None:
+        return True
+    if type(tracer) is not _SDK_TRACER:
+        tracer = getattr(tracer, "_real_tracer", None) if type(tracer).__name__ == "ProxyTracer" else None
+        if type(tracer) is not _SDK_TRACER:
             return True
-    reads = _READS.get(sampler)
-    if reads is None:
+    sampler = tracer.sampler
+    known = _READS.get(id(sampler))
+    if known is None or known[0] is not sampler:
         if len(_READS) >= 16:
             _READS.clear()
-        reads = _READS[sampler] = not _blind(sampler)
-    return reads
+        known = _READS[id(sampler)] = (sampler, not _blind(sampler))
+    return known[1]
 
 
 def fast_way_available() -> bool:

@@ -6,7 +6,9 @@ Bodies are compared byte for byte with what the fake provider received and sent 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import json
 import zlib
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conftest import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
@@ -32,6 +34,23 @@ def known(fake: FakeProvider, instrumented: TracerProvider) -> Iterator[FakeProv
     """The fake named as a provider, so that even requests without a model are LLM calls."""
     instrument(tracer_provider=instrumented, providers={fake.base_url: "openai"}, fingerprint_salt=TEST_SALT)
     yield fake
+
+
+@contextlib.contextmanager
+def caplog_warnings() -> Iterator[list[str]]:
+    """The messages the OpenTelemetry SDK logs at WARNING or above meanwhile."""
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler, sdk = Keep(logging.WARNING), logging.getLogger("opentelemetry")
+    sdk.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        sdk.removeHandler(handler)
 
 
 def raw_exchange(
@@ -157,6 +176,58 @@ def test_our_span_still_ends_when_finishing_it_fails(
         raise RuntimeError("bug in TokenTrail")
 
     monkeypatch.setattr(_call, "response_attributes", broken)
-    for _ in openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY).chat.completions.create(**STREAM):  # type: ignore[call-overload]
-        pass
-    assert only_genai_span(exporter).end_time is not None
+    with caplog_warnings() as warnings:
+        for _ in openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY).chat.completions.create(**STREAM):  # type: ignore[call-overload]
+            pass
+    span = only_genai_span(exporter)  # found by the request's attributes, which it still carries
+    assert span.end_time is not None
+    assert attrs(span)[semconv.GEN_AI_REQUEST_MODEL] == STREAM["model"]
+    assert not [w for w in warnings if "ended span" in w]  # ended once, not set or ended again
+
+
+class _Counting(SpanProcessor):
+    def __init__(self) -> None:
+        self.started = self.ended = 0
+
+    def on_start(self, span: object, parent_context: object = None) -> None:
+        self.started += 1
+
+    def on_end(self, span: object) -> None:
+        self.ended += 1
+
+
+def _broken(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("bug in TokenTrail")
+
+
+def _with_a_bug_in(
+    target: object, name: str, fake: FakeProvider, provider: TracerProvider, monkeypatch: pytest.MonkeyPatch
+) -> tuple[_Counting, openai.OpenAI]:
+    """``target.name`` broken, a span counter on ``provider``, and a client of the fake that does not retry."""
+    counting = _Counting()
+    provider.add_span_processor(counting)
+    monkeypatch.setattr(target, name, _broken)
+    return counting, openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY, max_retries=0)
+
+
+@pytest.mark.parametrize("status", [None, "status:500"], ids=["ok", "http-500"])
+def test_our_span_ends_even_if_setting_its_attributes_fails(
+    status: str | None, fake: FakeProvider, instrumented: TracerProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting, client = _with_a_bug_in(_call, "set_clean", fake, instrumented, monkeypatch)
+    headers = {"x-fake-fail": status} if status else {}
+    try:
+        client.chat.completions.create(**CHAT, extra_headers=headers)  # type: ignore[call-overload]
+    except openai.APIStatusError:
+        assert status is not None
+    assert counting.started == counting.ended == 1
+
+
+def test_a_failure_while_starting_leaves_no_span_open(
+    fake: FakeProvider, instrumented: TracerProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything that can fail is done before our span starts: a bug there sends the request untraced, and leaves
+    no started span that nothing will end."""
+    counting, client = _with_a_bug_in(_call, "attribution_attributes", fake, instrumented, monkeypatch)
+    assert client.chat.completions.create(**CHAT).id == fake.last_call.response_id  # type: ignore[call-overload]
+    assert counting.started == counting.ended

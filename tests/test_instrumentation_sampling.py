@@ -113,3 +113,44 @@ def test_the_exported_span_is_the_same_either_way(fake: FakeProvider, clean_env:
     assert {k: v for k, v in given_at_start.items() if k not in varying} == {
         k: v for k, v in set_at_end.items() if k not in varying
     }
+
+
+class KeepsNothing(Sampler):
+    """Reads attributes, returns none (the Python SDK then starts the span with none): and cannot be hashed."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeepsNothing)
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any) -> SamplingResult:
+        self.seen.append(dict(kwargs.get("attributes") or (args[1] if len(args) > 1 else None) or {}))
+        return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+    def get_description(self) -> str:
+        return "KeepsNothing"
+
+
+def test_a_sampler_that_keeps_no_attributes_leaves_our_span_complete(
+    fake: FakeProvider, clean_env: pytest.MonkeyPatch
+) -> None:
+    """The SDK starts a span with what its sampler returns: the conventions' attributes a sampler dropped are set
+    when the call ends. (Also: a sampler that cannot be hashed is no reason to stop tracing.)"""
+    sampler, exporter = KeepsNothing(), InMemorySpanExporter()
+    for _ in _instrumented(sampler, exporter):
+        client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY)
+        client.chat.completions.create(model="gpt-4o-mini", **CHAT)  # type: ignore[call-overload]
+    assert any(seen.get(semconv.GEN_AI_REQUEST_MODEL) == "gpt-4o-mini" for seen in sampler.seen)
+    (span,) = genai_spans(exporter)
+    a = attrs(span)
+    assert {name: a[name] for name in AT_START} == {
+        semconv.GEN_AI_OPERATION_NAME: "chat",
+        semconv.GEN_AI_PROVIDER_NAME: "openai",
+        semconv.SERVER_ADDRESS: "127.0.0.1",
+        semconv.SERVER_PORT: fake.port,
+        semconv.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+    }
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]

@@ -190,3 +190,20 @@ def test_a_tracer_whose_sampler_is_unknown_gets_them_at_the_start() -> None:
     assert _sdkspan.sampler_reads_attributes(proxy)  # no real tracer behind it yet
     proxy._real_tracer = TracerProvider().get_tracer("t")  # what the proxy holds once the global provider is set
     assert not _sdkspan.sampler_reads_attributes(proxy)
+
+
+def test_the_probe_takes_the_direct_way_whatever_limits_the_environment_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With OTEL_* limits set, the probe's own spans would go the public way and prove nothing: it sets its own."""
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "3")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "1")
+    seen: list[int] = []
+    original = _sdkspan.set_clean
+
+    def counting(span: Any, attributes: Any) -> None:
+        before = len(span._attributes._dict)
+        original(span, attributes)
+        seen.append(len(span._attributes._dict) - before)
+
+    monkeypatch.setattr(_sdkspan, "set_clean", counting)
+    assert _sdkspan._probe() != (None, None)
+    assert seen and seen[0] == 4  # the probe's four new attributes went in, none cut or dropped
