@@ -23,45 +23,37 @@ log = logging.getLogger(__name__)
 _AUTO_HEADER: Final = 32 + zlib.MAX_WBITS
 
 
-class DecodingParser:
-    """Feeds ``inner`` the decoded form of a gzip/deflate body."""
+class ZlibDecoder:
+    """gzip and deflate with zlib, behind the decoder interface of the HTTP libraries (``decode``, ``flush``)."""
 
-    def __init__(self, inner: BodyParser, encoding: str) -> None:
-        self._inner = inner
-        self._raw_deflate = False
-        self._decoder = zlib.decompressobj(_AUTO_HEADER)
-        self._failed = False
+    def __init__(self, encoding: str) -> None:
         self._encoding = encoding
+        self._raw_deflate = False
+        self._decompressor = zlib.decompressobj(_AUTO_HEADER)
 
-    def feed(self, chunk: bytes) -> None:
-        if self._failed:
-            return
+    def decode(self, chunk: bytes) -> bytes:
         try:
-            self._inner.feed(self._decoder.decompress(chunk))
+            return self._decompressor.decompress(chunk)
         except zlib.error:
-            if self._encoding == "deflate" and not self._raw_deflate:
-                # Some servers send raw deflate without the zlib header that the HTTP spec asks for.
-                self._raw_deflate = True
-                self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
-                self.feed(chunk)
-            else:
-                self._failed = True
+            if self._encoding != "deflate" or self._raw_deflate:
+                raise
+            # Some servers send raw deflate without the zlib header that the HTTP spec asks for.
+            self._raw_deflate = True
+            self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self.decode(chunk)
 
-    def result(self) -> ResponseFacts:
-        # What the body said before any decoding failure still counts (a stream's usage event, say); a JSON body
-        # cut short does not parse anyway.
-        if not self._failed:
-            try:
-                self._inner.feed(self._decoder.flush())
-            except zlib.error:
-                self._failed = True
-        return self._inner.result()
+    def flush(self) -> bytes:
+        return self._decompressor.flush()
 
 
-class LibraryDecodingParser:
-    """Feeds ``inner`` what the HTTP library's own content decoder makes of the body (see the module docstring).
+class DecodingParser:
+    """Feeds ``inner`` the decoded body: ``decoder`` is ours for gzip and deflate, else the HTTP library's own (see
+    the module docstring). ``httpx`` decoders and ours return bytes from ``decode`` and ``flush``; ``httpx2`` ones
+    yield them: both are taken.
 
-    ``httpx`` decoders return bytes from ``decode`` and ``flush``; ``httpx2`` ones yield them: both are taken.
+    A decoder that fails, or finds the data incomplete at its flush (a stream the application closed after its last
+    event, before the coding's own end), stops the decoding but leaves what was read so far: a stream's usage event
+    still counts, and a JSON body cut short does not parse anyway.
     """
 
     def __init__(self, inner: BodyParser, decoder: Any) -> None:
@@ -89,8 +81,6 @@ class LibraryDecodingParser:
         self._take(decoded)
 
     def result(self) -> ResponseFacts:
-        # As DecodingParser's: a decoder that fails, or finds the data incomplete at its flush (a stream the
-        # application closed after its last event, before the coding's own end), leaves what was read so far.
         if not self._failed:
             try:
                 decoded = self._decoder.flush()
@@ -127,10 +117,10 @@ def decoding(parser: BodyParser, content_encoding: str | None, response_class: t
     if encoding in ("", "identity"):
         return parser
     if encoding in ("gzip", "x-gzip", "deflate"):
-        return DecodingParser(parser, encoding)
+        return DecodingParser(parser, ZlibDecoder(encoding))
     if response_class is not None:
         try:
-            return LibraryDecodingParser(parser, library_decoder(response_class, content_encoding or ""))
+            return DecodingParser(parser, library_decoder(response_class, content_encoding or ""))
         except Exception:
             log.debug("TokenTrail has no decoder for Content-Encoding %r", content_encoding, exc_info=True)
     return UnreadableParser()
