@@ -99,31 +99,40 @@ def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
         attributes[semconv.GEN_AI_RESPONSE_MODEL] = facts.response_model
     reasons = facts.finish_reasons
     if reasons:
-        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = (
-            tuple(reasons.values()) if len(reasons) == 1 else tuple([reasons[index] for index in sorted(reasons)])
-        )
+        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = _in_order(reasons)
     if facts.service_tier is not None:
         attributes[semconv.TOKENTRAIL_SERVICE_TIER] = facts.service_tier.lower()
     usage = facts.usage
     if usage is None:
         attributes[semconv.TOKENTRAIL_USAGE_MISSING] = True
-        return attributes
-    if usage.input_tokens is not None:
-        attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-    if usage.output_tokens is not None:
-        attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-    if usage.cache_read_input_tokens is not None:
-        attributes[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_input_tokens
-    if usage.cache_creation_input_tokens is not None:
-        attributes[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_creation_input_tokens
-    if usage.reasoning_output_tokens is not None:
-        attributes[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_output_tokens
-    if usage.cache_creation_by_ttl:
-        for ttl, value in usage.cache_creation_by_ttl.items():
+    else:
+        _usage_into(attributes, usage)
+    return attributes
+
+
+def _in_order(reasons: dict[int, str]) -> tuple[str, ...]:
+    """The finish reasons by choice index."""
+    return tuple(reasons.values()) if len(reasons) == 1 else tuple([reasons[index] for index in sorted(reasons)])
+
+
+def _usage_into(attributes: dict[str, AttributeValue], usage: Usage) -> None:
+    """The token counts of ``usage`` into ``attributes``; a count the response did not carry sets nothing."""
+    input_tokens, output_tokens, cache_read, cache_creation, reasoning, by_ttl = usage
+    if input_tokens is not None:
+        attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+    if output_tokens is not None:
+        attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+    if cache_read is not None:
+        attributes[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
+    if cache_creation is not None:
+        attributes[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_creation
+    if reasoning is not None:
+        attributes[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+    if by_ttl:
+        for ttl, value in by_ttl.items():
             name = semconv.CACHE_CREATION_BY_TTL.get(ttl)
             if name is not None:
                 attributes[name] = value
-    return attributes
 
 
 def chat_response_facts(body: dict[str, Any]) -> ResponseFacts:
@@ -159,9 +168,7 @@ def chat_response_facts(body: dict[str, Any]) -> ResponseFacts:
     elif choices is not None:
         _finish_reasons(reasons, choices)
         if reasons:
-            attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = (
-                tuple(reasons.values()) if len(reasons) == 1 else tuple([reasons[index] for index in sorted(reasons)])
-            )
+            attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = _in_order(reasons)
     tier = get("service_tier")
     if type(tier) is not str or not tier:
         tier = _str(tier)
@@ -170,22 +177,7 @@ def chat_response_facts(body: dict[str, Any]) -> ResponseFacts:
     usage_object = get("usage")
     if isinstance(usage_object, dict):
         usage: Usage | None = chat_usage(usage_object)
-        input_tokens, output_tokens, cache_read, cache_creation, reasoning, by_ttl = usage  # type: ignore[misc]
-        if input_tokens is not None:
-            attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
-        if output_tokens is not None:
-            attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
-        if cache_read is not None:
-            attributes[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
-        if cache_creation is not None:
-            attributes[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_creation
-        if reasoning is not None:
-            attributes[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning
-        if by_ttl:
-            for ttl, value in by_ttl.items():
-                name = semconv.CACHE_CREATION_BY_TTL.get(ttl)
-                if name is not None:
-                    attributes[name] = value
+        _usage_into(attributes, usage)  # type: ignore[arg-type]
     else:
         usage = None
         attributes[semconv.TOKENTRAIL_USAGE_MISSING] = True
