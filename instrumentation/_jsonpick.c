@@ -168,6 +168,12 @@ typedef struct {
 } CacheSlot;
 static CacheSlot cache[CACHE_SLOTS];
 
+static PyObject *ascii_str(const unsigned char *start, Py_ssize_t size) {
+    PyObject *out = PyUnicode_New(size, 127);
+    if (out != NULL) memcpy(PyUnicode_DATA(out), start, (size_t)size);
+    return out;
+}
+
 static PyObject *short_ascii(const unsigned char *start, Py_ssize_t size) {
     uint32_t h = 2166136261u;
     for (Py_ssize_t i = 0; i < size; i++) h = (h ^ start[i]) * 16777619u;
@@ -175,9 +181,8 @@ static PyObject *short_ascii(const unsigned char *start, Py_ssize_t size) {
     if (slot->str != NULL && slot->size == size && memcmp(slot->bytes, start, (size_t)size) == 0) {
         return Py_NewRef(slot->str);
     }
-    PyObject *out = PyUnicode_New(size, 127);
+    PyObject *out = ascii_str(start, size);
     if (out == NULL) return NULL;
-    memcpy(PyUnicode_DATA(out), start, (size_t)size);
     Py_XSETREF(slot->str, Py_NewRef(out));
     slot->size = size;
     memcpy(slot->bytes, start, (size_t)size);
@@ -190,10 +195,7 @@ static PyObject *string_value(const unsigned char *start, const unsigned char *s
     Py_ssize_t size = stop - start;
     if (!escaped) {
         if (ascii) {
-            if (size <= CACHE_MAX) return short_ascii(start, size);
-            PyObject *out = PyUnicode_New(size, 127);
-            if (out != NULL) memcpy(PyUnicode_DATA(out), start, (size_t)size);
-            return out;
+            return size <= CACHE_MAX ? short_ascii(start, size) : ascii_str(start, size);
         }
         return PyUnicode_DecodeUTF8((const char *)start, size, "strict");
     }

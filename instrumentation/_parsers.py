@@ -6,8 +6,9 @@ API's created/completed/incomplete/failed events), found by a regular expression
 so a long stream of text deltas costs a few ``re.search`` calls and no JSON decoding.
 
 A JSON body is parsed once, at its end, with ``_jsonbody.pick``: only the fields ``RESPONSE_FIELDS`` names are
-decoded (an embeddings body of 4 x 1536 floats: ~90 µs against ~1.3 ms for ``json.loads``). A very large one (a batch of embeddings can be tens of megabytes) is not
-decoded at all: its head and tail, where every API puts its id, model and usage, are kept and scanned instead.
+decoded (an embeddings body of 4 x 1536 floats: ~90 µs against ~1.3 ms for ``json.loads``). A very large one (a
+batch of embeddings can be tens of megabytes) is not decoded at all: its head and tail, where every API puts its
+id, model and usage, are kept and scanned instead.
 """
 
 from __future__ import annotations
