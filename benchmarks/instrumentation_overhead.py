@@ -54,7 +54,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import SpanKind
 
 from tokentrail.instrumentation import instrument, semconv, uninstrument
-from tokentrail.processor.fake_provider import FakeProvider
+from tokentrail.processor.demo.fake_provider import FakeProvider
 
 URL = "https://api.openai.com/v1/chat/completions"
 KEY = "sk-bench-0123456789abcdef"

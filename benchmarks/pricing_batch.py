@@ -8,8 +8,8 @@ import random
 import time
 from datetime import datetime, timezone
 
-from tokentrail.processor.pricing import Pricer, catalog_price
-from tokentrail.processor.pricing_overrides import NO_OVERRIDES, parse_overrides
+from tokentrail.processor.pricing.catalog import Pricer, catalog_price
+from tokentrail.processor.pricing.overrides import NO_OVERRIDES, parse_overrides
 from tokentrail.processor.schema import UsageRecord
 
 # A realistic overrides file: a negotiated discount, explicit prices for one model, BYOK at list price.

@@ -33,7 +33,7 @@ def _start(data_dir: Path, receiver_id: str, port: int, reuse: bool) -> tuple[su
     args = [
         sys.executable,
         "-m",
-        "tokentrail.processor.cli",
+        "tokentrail.processor.cli.main",
         "serve",
         "--data-dir",
         str(data_dir),

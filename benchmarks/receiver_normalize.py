@@ -15,8 +15,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from tokentrail.processor.normalize import normalize_bytes, normalize_request
-from tokentrail.processor.otlp import fast_request_class
+from tokentrail.processor.normalize.reader import normalize_bytes, normalize_request
+from tokentrail.processor.normalize.otlp import fast_request_class
 
 
 def _kv(key: str, value: object) -> KeyValue:

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tokentrail.processor.report import MAX_ROWS, ReportQuery, exact_cost, run_report
+from tokentrail.processor.reports.report import MAX_ROWS, ReportQuery, exact_cost, run_report
 from tokentrail.processor.schema import ARROW_SCHEMA, PRICED, UNPRICED
 
 DAYS = 30
@@ -142,7 +142,7 @@ def _day_table(day: date, n: int, seed: int, users: pa.Array, combos: pa.Array) 
 
 def generate(data_dir: Path, rows: int, *, seed: int = 1) -> None:
     """Write ``rows`` records over ``DAYS`` days into ``data_dir/usage/date=.../part-bench-000001.parquet``."""
-    from tokentrail.processor.storage import COMPRESSION, DICTIONARY_COLUMNS, ROW_GROUP_SIZE
+    from tokentrail.processor.storage.parquet import COMPRESSION, DICTIONARY_COLUMNS, ROW_GROUP_SIZE
 
     rng = random.Random(seed)
     users = pa.array([f"cust_{i:06d}" for i in range(max(50, rows // 100))])

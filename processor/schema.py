@@ -318,7 +318,7 @@ class UsageColumns:
 
 
 try:
-    from . import _arrowpack
+    from tokentrail.processor.storage import _arrowpack
 except ImportError:  # installed without a C compiler: pyarrow.array converts every column, only slower
     _arrowpack = None
 

@@ -14,12 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tokentrail.instrumentation import instrument, semconv, uninstrument
 from tokentrail.instrumentation._credentials import SYSTEM_KEY_ENV_VARS
 from tokentrail.instrumentation._state import INSTRUMENTATION_SCOPE
-from tokentrail.processor.fake_provider import FakeProvider
+from tokentrail.processor.demo.fake_provider import FakeProvider
 
-SYSTEM_KEY = "sk-system-test-0123456789abcdef"
-CUSTOMER_KEY = "sk-customer-byok-fedcba9876543210"
-TEST_SALT = "test-fingerprint-salt"
-
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT
 
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeProvider]:
@@ -87,48 +84,3 @@ def instrumented(
         if span.instrumentation_scope is not None and span.instrumentation_scope.name == INSTRUMENTATION_SCOPE:
             unclean = {name: value for name, value in (span.attributes or {}).items() if not is_clean(value)}
             assert not unclean, (span.name, unclean)
-
-
-def genai_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
-    """Finished spans that describe an LLM call (ours or an SDK's)."""
-    return [
-        span
-        for span in exporter.get_finished_spans()
-        if span.attributes and semconv.GEN_AI_OPERATION_NAME in span.attributes
-    ]
-
-
-def only_genai_span(exporter: InMemorySpanExporter) -> ReadableSpan:
-    spans = genai_spans(exporter)
-    assert len(spans) == 1, [span.name for span in spans]
-    return spans[0]
-
-
-def attrs(span: ReadableSpan) -> dict[str, Any]:
-    return dict(span.attributes or {})
-
-
-def openai_tokens(usage: dict[str, Any]) -> dict[str, int]:
-    """The span attributes a Chat Completions usage object must produce (OpenAI's input already includes cache)."""
-    return {
-        semconv.GEN_AI_USAGE_INPUT_TOKENS: usage["prompt_tokens"],
-        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: usage["completion_tokens"],
-        semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: usage["prompt_tokens_details"]["cached_tokens"],
-        semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: usage["completion_tokens_details"]["reasoning_tokens"],
-    }
-
-
-def anthropic_tokens(usage: dict[str, Any]) -> dict[str, int]:
-    """The span attributes an Anthropic usage object must produce (its input EXCLUDES cache reads and writes)."""
-    read, write = usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]
-    return {
-        semconv.GEN_AI_USAGE_INPUT_TOKENS: usage["input_tokens"] + read + write,
-        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: usage["output_tokens"],
-        semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: read,
-        semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: write,
-    }
-
-
-def assert_tokens(span: ReadableSpan, expected: dict[str, int]) -> None:
-    attributes = attrs(span)
-    assert {name: attributes.get(name) for name in expected} == expected

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tokentrail.processor.cli import DEFAULT_GRPC_PORT
+from tokentrail.processor.cli.main import DEFAULT_GRPC_PORT
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "otel-collector.yaml"
 SECTIONS = {"receivers", "processors", "exporters", "connectors", "extensions"}
@@ -152,6 +152,6 @@ def test_the_filter_keeps_genai_spans(span_conditions: list[str], attributes: di
 def test_the_cli_default_grpc_port_is_the_receivers_default() -> None:
     import inspect
 
-    from tokentrail.processor.receiver import Receiver
+    from tokentrail.processor.ingest.receiver import Receiver
 
     assert inspect.signature(Receiver).parameters["grpc_port"].default == DEFAULT_GRPC_PORT

@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tokentrail.instrumentation import attribute, instrument, uninstrument
-from tokentrail.processor.fake_provider import FakeProvider
-from tokentrail.processor.receiver import Receiver
-from tokentrail.processor.report import ReportQuery, run_report
+from tokentrail.processor.demo.fake_provider import FakeProvider
+from tokentrail.processor.ingest.receiver import Receiver
+from tokentrail.processor.reports.report import ReportQuery, run_report
 
 SYSTEM_KEY = "sk-system-0123456789abcdef"
 CUSTOMER_KEY = "sk-customer-byok-fedcba9876543210"

@@ -1,0 +1,1 @@
+"""The ``tokentrail`` command: one module per subcommand, listed explicitly in ``main``."""

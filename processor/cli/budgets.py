@@ -1,0 +1,59 @@
+"""``tokentrail budgets``: budget status (the rows of ``GET /v1/budgets``) as a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tokentrail.processor.reports.budgets import BUDGET_COLUMNS, BUDGETS_ENV, budgets_body, budgets_from_params, load_budgets
+from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
+
+__all__ = ["register"]
+
+DATA_DIR_ENV = "TOKENTRAIL_DATA_DIR"
+_TABLE_COLUMNS = ("budget", "value", "period_start", "amount", "spend", "remaining", "percent", "projected_spend",
+                  "crossed")
+
+
+def register(commands: Any, default_data_dir: Path) -> None:
+    parser = commands.add_parser(
+        "budgets",
+        help="budget status: spend, remaining, percent and projected spend this period",
+        description="Budgets come from a TOML file (see tokentrail.processor.reports.budgets). Periods are UTC.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {DATA_DIR_ENV})")
+    parser.add_argument("--budgets", default=os.environ.get(BUDGETS_ENV) or None,
+                        help=f"the budgets TOML file (env {BUDGETS_ENV})")
+    parser.add_argument("--budget", help="only the budget with this name")
+    parser.add_argument("--as-of", help="YYYY-MM-DD (end of that day) or ISO date-time, UTC (default: now)")
+    parser.add_argument("--limit", help="rows per budget on each value (default 100)")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.budgets:
+        print(f"tokentrail budgets: error: give the budgets file with --budgets FILE (or {BUDGETS_ENV})",
+              file=sys.stderr)
+        return 2
+    config = load_budgets(args.budgets)
+    params = {"budget": args.budget, "as_of": args.as_of, "limit": args.limit}
+    rows, truncated = budgets_from_params(args.data_dir, config, {k: v for k, v in params.items() if v is not None})
+    if args.format == "json":
+        text = exact_json(budgets_body(rows, truncated))
+    elif args.format == "csv":
+        text = format_csv(rows, BUDGET_COLUMNS)
+    else:
+        shown = [{**row, "percent": _pct(row["percent"]), "value": row["value"] or "(all)"} for row in rows]
+        text = format_table(shown, _TABLE_COLUMNS) if rows else "No budgets." if not config.budgets else \
+            "No spend against any budget this period."
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _pct(value: object) -> str:
+    return f"{value}%" if isinstance(value, Decimal) else "-"

@@ -1,0 +1,39 @@
+"""``tokentrail mcp``: an MCP server on stdio exposing report, budgets, margins and spikes as tools."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(commands: Any, default_data_dir: Path) -> None:
+    parser = commands.add_parser(
+        "mcp",
+        help="serve report, budgets, margins and spikes as MCP tools over stdio (for agents)",
+        description="Speaks the Model Context Protocol on stdin/stdout until the client closes stdin. Needs the "
+        "mcp extra: pip install 'tokentrail[mcp]'.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    parser.add_argument("--budgets", default=os.environ.get("TOKENTRAIL_BUDGETS") or None,
+                        help="budgets TOML file, for the budgets tool (env TOKENTRAIL_BUDGETS)")
+    parser.add_argument("--revenue", default=os.environ.get("TOKENTRAIL_REVENUE") or None,
+                        help="revenue TOML file, for the margins tool (env TOKENTRAIL_REVENUE)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        from tokentrail.processor.api.mcp import run_stdio
+    except ImportError as exc:
+        print(f"tokentrail mcp: needs the mcp package ({exc}); pip install 'tokentrail[mcp]'", file=sys.stderr)
+        return 1
+    # stdout carries the protocol: every log line goes to stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    run_stdio(args.data_dir, budgets=args.budgets, revenue=args.revenue)
+    return 0

@@ -1,0 +1,86 @@
+"""``tokentrail reprice``: recompute the costs of stored records with the current catalog and overrides.
+
+Each day is rewritten atomically (``compaction.rewrite_day``): reports never see a half re-priced day, and a crash
+leaves every day either old or new. Safe while receivers run. Every re-priced record carries the new
+``price_version`` (catalog version, plus the overrides file's hash); ``tokentrail prices versions`` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tokentrail.processor.cli.arguments import day_arg
+
+__all__ = ["register"]
+
+
+def register(commands: Any, default_data_dir: Path) -> None:
+    parser = commands.add_parser(
+        "reprice",
+        help="recompute stored costs (after a catalog update or an overrides change), one atomic day at a time",
+        description="Re-prices every record of the days in range with the bundled (or auto-updated) catalog and the "
+        "overrides file, stamping price_version. Dates are inclusive UTC days.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    parser.add_argument("--start-date", type=day_arg, required=True, help="first day (YYYY-MM-DD, UTC)")
+    parser.add_argument("--end-date", type=day_arg, help="last day, inclusive (default: today, UTC)")
+    parser.add_argument("--pricing", type=Path, help="overrides file (default: env TOKENTRAIL_PRICING; none when unset)")
+    parser.add_argument(
+        "--update-catalog",
+        action="store_true",
+        help="fetch the latest catalog first (genai-prices' updater; falls back to the bundled data if offline)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="say what would change, write nothing")
+    parser.add_argument("--json", action="store_true", help="one JSON object per day")
+    parser.set_defaults(handler=_reprice)
+
+
+def _reprice(args: argparse.Namespace) -> int:
+    from tokentrail.processor.pricing.catalog import Pricer, start_auto_update, stop_auto_update
+    from tokentrail.processor.pricing.overrides import PricingConfigError
+    from tokentrail.processor.storage.reprice import RepriceDay, reprice
+
+    end = args.end_date or datetime.now(timezone.utc).date()
+    if args.start_date > end:
+        print(f"tokentrail reprice: --start-date {args.start_date} is after --end-date {end}", file=sys.stderr)
+        return 2
+    if args.update_catalog:
+        start_auto_update(wait=30)
+    try:
+        pricer = Pricer(overrides=args.pricing, auto_update=False)
+    except PricingConfigError as exc:
+        print(f"tokentrail reprice: {exc}", file=sys.stderr)
+        return 2
+
+    def show(day: RepriceDay) -> None:
+        if args.json:
+            print(json.dumps(day.to_dict()), flush=True)
+        else:
+            verb = "would change" if args.dry_run else "changed"
+            print(
+                f"{day.day}: {day.rows} record(s), {day.changed} {verb}; unpriced {day.unpriced_before} -> "
+                f"{day.unpriced_after}; total cost {day.total_cost_before} -> {day.total_cost_after}",
+                flush=True,
+            )
+
+    from tokentrail.processor.storage.compaction import RewriteError
+
+    try:
+        results = reprice(args.data_dir, args.start_date, end, pricer=pricer, dry_run=args.dry_run, progress=show)
+    except RewriteError as exc:
+        print(f"tokentrail reprice: {exc} (the days already done keep their new prices)", file=sys.stderr)
+        return 1
+    finally:
+        if args.update_catalog:
+            stop_auto_update()
+    if not args.json:
+        if not results:
+            print(f"no records from {args.start_date} to {end} in {args.data_dir}")
+        else:
+            print(f"price_version: {pricer.price_version}" + (" (dry run: nothing written)" if args.dry_run else ""))
+    return 0

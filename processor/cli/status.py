@@ -1,0 +1,131 @@
+"""``tokentrail status``: each receiver's counters (from ``DATA_DIR/status/<receiver>.json``, refreshed every few
+seconds by a running receiver), what waits in the WAL, and what the Parquet dataset holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "collect_status"]
+
+STALE_SECONDS = 30.0
+
+
+def register(commands: Any, default_data_dir: Path) -> None:
+    parser = commands.add_parser(
+        "status",
+        help="receiver counters, WAL backlog and dataset size",
+        description="Reads the data directory only: works whether or not receivers are running.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    parser.set_defaults(handler=_status)
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collect_status(data_dir: Path) -> dict[str, Any]:
+    from tokentrail.processor.ingest.metrics import read_status_files
+    from tokentrail.processor.storage.parquet import list_day
+    from tokentrail.processor.storage.wal import list_segments
+
+    now = time.time()
+    receivers = []
+    for status in read_status_files(data_dir):
+        updated = status.get("updated_at")
+        fresh = isinstance(updated, (int, float)) and now - updated < STALE_SECONDS
+        status["state"] = (
+            "running" if status.get("running") and fresh and _alive(status.get("pid")) else "stopped"
+        )
+        receivers.append(status)
+    segments = list_segments(data_dir / "wal")
+    wal_bytes = 0
+    for _, _, path in segments:
+        try:
+            wal_bytes += path.stat().st_size
+        except OSError:
+            pass
+    corrupt = sorted(p.name for p in (data_dir / "wal").glob("*.corrupt")) if (data_dir / "wal").is_dir() else []
+    days: dict[str, dict[str, int]] = {}
+    usage = data_dir / "usage"
+    if usage.is_dir():
+        for entry in sorted(os.listdir(usage)):
+            if not entry.startswith("date="):
+                continue
+            directory = usage / entry
+            names = list_day(directory)
+            size = 0
+            for name in names:
+                try:
+                    size += (directory / name).stat().st_size
+                except OSError:
+                    pass
+            days[entry.removeprefix("date=")] = {"files": len(names), "bytes": size}
+    return {
+        "data_dir": str(data_dir),
+        "receivers": receivers,
+        "wal": {"segments": len(segments), "bytes": wal_bytes, "corrupt_segments": corrupt},
+        "dataset": {
+            "days": len(days),
+            "files": sum(d["files"] for d in days.values()),
+            "bytes": sum(d["bytes"] for d in days.values()),
+            "by_day": days,
+        },
+    }
+
+
+def _status(args: argparse.Namespace) -> int:
+    status = collect_status(args.data_dir)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True, default=str))
+        return 0
+    out = sys.stdout
+    print(f"data dir   {status['data_dir']}", file=out)
+    if not status["receivers"]:
+        print("receivers  none has run on this data dir", file=out)
+    for r in status["receivers"]:
+        m = r.get("metrics", {})
+        ports = f"grpc {r.get('grpc_port')}" + (f", http {r.get('http_port')}" if r.get("http_port") is not None else "")
+        print(f"receiver   {r.get('receiver_id')} ({r['state']}, pid {r.get('pid')}, {ports})", file=out)
+        print(
+            "           spans received {spans_received:.0f}, accepted {spans_accepted:.0f}, rejected "
+            "{spans_rejected:.0f}, deduplicated {spans_deduplicated:.0f}, skipped {spans_skipped:.0f}, "
+            "unpriced {records_unpriced:.0f}".format(**{k: m.get(k, 0) for k in (
+                "spans_received", "spans_accepted", "spans_rejected", "spans_deduplicated", "spans_skipped",
+                "records_unpriced")}),
+            file=out,
+        )
+        print(
+            "           requests ok {a:.0f}, invalid {b:.0f}, unauthenticated {c:.0f}, unavailable {d:.0f}; "
+            "WAL pending {e:.0f} B, flush lag {f:.1f} s".format(
+                a=m.get("requests_ok", 0),
+                b=m.get("requests_invalid", 0),
+                c=m.get("requests_unauthenticated", 0),
+                d=m.get("requests_unavailable", 0),
+                e=m.get("wal_pending_bytes", 0),
+                f=m.get("flush_lag_seconds", 0),
+            ),
+            file=out,
+        )
+    wal = status["wal"]
+    print(f"wal        {wal['segments']} segment(s), {wal['bytes']} B waiting for Parquet", file=out)
+    if wal["corrupt_segments"]:
+        print(f"           corrupt segments kept for inspection: {', '.join(wal['corrupt_segments'])}", file=out)
+    ds = status["dataset"]
+    print(f"dataset    {ds['days']} day(s), {ds['files']} file(s), {ds['bytes']} B", file=out)
+    return 0

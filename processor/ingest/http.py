@@ -1,0 +1,232 @@
+"""OTLP/HTTP for the receiver: ``POST /v1/traces`` (protobuf or JSON, optionally gzip) and ``GET /metrics``.
+
+Status codes follow the OTLP/HTTP specification: 200 with an ``ExportTraceServiceResponse`` (in the request's
+encoding) when the records are durable, 400 for a body that is not a request, 401 for a missing or wrong bearer
+token, 413 for a body over the size limit, 415 for another content type, 503 with ``Retry-After`` when the records
+could not be stored (the sender retries). ``GET /metrics`` serves the receiver's counters as Prometheus text (behind
+the same token when one is set).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import socket
+import ssl
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from tokentrail.processor.normalize.otlp import InvalidRequest, parse_json_request, response_json
+
+if TYPE_CHECKING:
+    from tokentrail.processor.ingest.receiver import Receiver
+
+__all__ = ["HttpReceiver", "TRACES_PATH", "METRICS_PATH"]
+
+log = logging.getLogger(__name__)
+
+TRACES_PATH: Final = "/v1/traces"
+METRICS_PATH: Final = "/metrics"
+PROTOBUF: Final = "application/x-protobuf"
+JSON: Final = "application/json"
+RETRY_AFTER_SECONDS: Final = "2"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type, receiver: Receiver, reuse_port: bool, max_body: int):
+        self.receiver = receiver
+        self.reuse_port = reuse_port
+        self.max_body = max_body
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # a dropped client is not our error
+        log.debug("OTLP/HTTP connection from %s failed", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "tokentrail"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        log.debug("otlp-http %s - " + format, self.address_string(), *args)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, content_type: str, extra: dict[str, str] | None = None) -> None:
+        """An error body as OTLP wants it: a google.rpc.Status (JSON or protobuf, matching the request)."""
+        from google.rpc import status_pb2
+
+        code = {400: 3, 401: 16, 413: 8, 415: 3, 404: 5, 405: 12, 503: 14}.get(status, 13)
+        status_message = status_pb2.Status(code=code, message=message)
+        if content_type == PROTOBUF:
+            body = status_message.SerializeToString()
+        else:
+            body = response_json(status_message)
+            content_type = JSON
+        self._send(status, body, content_type, extra)
+
+    def _authorized(self) -> bool:
+        return self.server.receiver.check_token(self.headers.get("Authorization"))
+
+    # -- routes ----------------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+        path = self.path.split("?", 1)[0]
+        if path != METRICS_PATH:
+            self._error(404, f"not found: {path}; OTLP traces go to POST {TRACES_PATH}", JSON)
+            return
+        if not self._authorized():
+            self.server.receiver.metrics.add(requests_unauthenticated=1)
+            self._error(401, "missing or wrong bearer token", JSON, {"WWW-Authenticate": "Bearer"})
+            return
+        receiver = self.server.receiver
+        text = receiver.metrics.render({"receiver_id": receiver.receiver_id})
+        self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def do_POST(self) -> None:  # noqa: N802
+        receiver = self.server.receiver
+        path = self.path.split("?", 1)[0]
+        content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        reply_type = JSON if content_type == JSON else PROTOBUF
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            self.close_connection = True
+            self._error(411, "Content-Length is required", reply_type)
+            return
+        try:
+            length = int(length_text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            self._error(400, f"bad Content-Length {length_text[:40]!r}", reply_type)
+            return
+        if length > self.server.max_body:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
+            self._error(413, f"body of {length} bytes exceeds the limit of {self.server.max_body}", reply_type)
+            return
+        body = self.rfile.read(length)
+        if path != TRACES_PATH:
+            self._error(404, f"not found: {path}; OTLP traces go to POST {TRACES_PATH}", reply_type)
+            return
+        if not self._authorized():
+            receiver.metrics.add(requests_unauthenticated=1)
+            self._error(401, "missing or wrong bearer token", reply_type, {"WWW-Authenticate": "Bearer"})
+            return
+        if content_type not in (PROTOBUF, JSON):
+            receiver.metrics.add(requests_invalid=1)
+            self._error(415, f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type or 'none'!r}", JSON)
+            return
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        try:
+            body = self._decompress(body, encoding)
+        except InvalidRequest as exc:
+            receiver.metrics.add(requests_invalid=1)
+            self._error(400, str(exc), reply_type)
+            return
+        try:
+            if content_type == JSON:
+                try:
+                    request = parse_json_request(body)
+                except InvalidRequest:
+                    receiver.metrics.add(requests_invalid=1)
+                    raise
+                outcome = receiver.export(request)
+                self._send(200, response_json(outcome.response), JSON)
+            else:
+                outcome = receiver.export_bytes(body)
+                self._send(200, outcome.response.SerializeToString(), PROTOBUF)
+        except InvalidRequest as exc:
+            self._error(400, str(exc), reply_type)
+        except OSError as exc:  # not stored: the sender retries
+            receiver.metrics.add(requests_unavailable=1)
+            log.warning("export refused: %s", exc)
+            self._error(503, f"records not stored: {exc}", reply_type, {"Retry-After": RETRY_AFTER_SECONDS})
+        except Exception:
+            log.exception("OTLP/HTTP export failed")
+            self._error(500, "internal error while ingesting spans", reply_type)
+
+    def _decompress(self, body: bytes, encoding: str) -> bytes:
+        limit = self.server.max_body
+        if encoding in ("identity", ""):
+            return body
+        if encoding not in ("gzip", "deflate"):
+            raise InvalidRequest(f"unsupported Content-Encoding {encoding!r} (gzip, deflate or identity)")
+        try:
+            decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+            out = decompressor.decompress(body, limit + 1)  # a zip bomb stops at the limit
+            if len(out) > limit or decompressor.unconsumed_tail:
+                raise InvalidRequest(f"decompressed body exceeds the limit of {limit} bytes")
+            return out
+        except (zlib.error, gzip.BadGzipFile, EOFError) as exc:
+            raise InvalidRequest(f"body is not valid {encoding}: {exc}") from None
+
+
+class HttpReceiver:
+    """The OTLP/HTTP listener of one ``Receiver``, on its own threads."""
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 14318,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        reuse_port: bool = False,
+        max_body_bytes: int = 64 << 20,
+    ) -> None:
+        self._server = _Server((host.strip("[]"), port), _Handler, receiver, reuse_port, max_body_bytes)
+        if tls_cert is not None and tls_key is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(str(tls_cert), str(tls_key))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.tls = tls_cert is not None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self._server.server_address[0]
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    def start(self) -> HttpReceiver:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="tokentrail-otlp-http", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

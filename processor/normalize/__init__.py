@@ -1,0 +1,1 @@
+"""Normalize: OTLP spans of any GenAI dialect become usage records."""

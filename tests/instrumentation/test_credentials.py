@@ -1,0 +1,212 @@
+"""Credential type and fingerprint: which key paid, without the key ever reaching a span."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+import anthropic
+import httpx2
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.helpers.spans import CUSTOMER_KEY, SYSTEM_KEY, TEST_SALT, attrs, genai_spans, only_genai_span
+from tokentrail.instrumentation import _credentials, attribute, instrument, semconv
+from tokentrail.processor.demo.fake_provider import FakeProvider
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+pytestmark = pytest.mark.usefixtures("instrumented")
+
+
+def chat(fake: FakeProvider, key: str) -> None:
+    openai.OpenAI(base_url=fake.openai_base_url, api_key=key, max_retries=0).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+
+
+def credential(exporter: InMemorySpanExporter) -> tuple[str, str]:
+    a = attrs(only_genai_span(exporter))
+    return a[semconv.TOKENTRAIL_CREDENTIAL_TYPE], a[semconv.TOKENTRAIL_CREDENTIAL_ID]
+
+
+def expected_id(key: str, salt: str = TEST_SALT) -> str:
+    return hmac.new(salt.encode(), key.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def test_a_configured_system_key_is_system(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    chat(fake, SYSTEM_KEY)
+    assert credential(exporter) == ("system", expected_id(SYSTEM_KEY))
+
+
+def test_any_other_key_is_byok(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    chat(fake, CUSTOMER_KEY)
+    assert credential(exporter) == ("byok", expected_id(CUSTOMER_KEY))
+
+
+def test_an_explicit_credential_type_wins_over_the_key(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    with attribute(credential="byok"):
+        chat(fake, SYSTEM_KEY)
+    assert credential(exporter) == ("byok", expected_id(SYSTEM_KEY))
+
+
+def test_provider_env_keys_are_system_keys(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    clean_env.setenv("OPENAI_API_KEY", CUSTOMER_KEY)
+    instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT)
+    chat(fake, CUSTOMER_KEY)
+    assert credential(exporter)[0] == "system"
+
+
+def test_tokentrail_system_keys_env_lists_more_system_keys(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    clean_env.setenv(semconv.ENV_SYSTEM_KEYS, f"sk-other, {CUSTOMER_KEY}")
+    instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT)
+    chat(fake, CUSTOMER_KEY)
+    assert credential(exporter)[0] == "system"
+
+
+def test_the_salt_comes_from_the_environment_when_not_given(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    clean_env.setenv(semconv.ENV_FINGERPRINT_SALT, "env-salt")
+    instrument(tracer_provider=instrumented, system_keys=[SYSTEM_KEY])
+    chat(fake, SYSTEM_KEY)
+    assert credential(exporter) == ("system", expected_id(SYSTEM_KEY, "env-salt"))
+
+
+def test_the_same_key_always_has_the_same_id_and_different_keys_differ(
+    fake: FakeProvider, exporter: InMemorySpanExporter
+) -> None:
+    for key in (CUSTOMER_KEY, CUSTOMER_KEY, SYSTEM_KEY):
+        chat(fake, key)
+    ids = [attrs(span)[semconv.TOKENTRAIL_CREDENTIAL_ID] for span in genai_spans(exporter)]
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_x_api_key_header_is_read(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    with httpx2.Client() as client:
+        client.post(
+            fake.base_url + "/v1/messages",
+            json={"model": "claude-x", "max_tokens": 5, "messages": MESSAGES},
+            headers={"x-api-key": CUSTOMER_KEY},
+        )
+    assert credential(exporter) == ("byok", expected_id(CUSTOMER_KEY))
+
+
+def test_a_request_without_a_key_has_no_credential_id(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+    with httpx2.Client() as client:
+        client.post(fake.openai_base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES})
+    a = attrs(only_genai_span(exporter))
+    assert semconv.TOKENTRAIL_CREDENTIAL_ID not in a and semconv.TOKENTRAIL_CREDENTIAL_TYPE not in a
+
+
+def test_the_default_salt_is_used_with_one_warning(caplog: pytest.LogCaptureFixture, clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setattr(_credentials, "_warned_default_salt", False)
+    with caplog.at_level(logging.WARNING, logger=_credentials.__name__):
+        first = _credentials.resolve_salt(None)
+        second = _credentials.resolve_salt(None)
+    assert first == second == _credentials.DEFAULT_FINGERPRINT_SALT.encode()
+    assert len([r for r in caplog.records if "salt" in r.getMessage()]) == 1
+
+
+def test_a_fingerprint_gets_its_friendly_name_from_the_environment(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    clean_env.setenv(semconv.ENV_CREDENTIAL_NAMES, f"{expected_id(SYSTEM_KEY)}=prod-main, 0123456789abcdef=other")
+    instrument(tracer_provider=instrumented, system_keys=[SYSTEM_KEY], fingerprint_salt=TEST_SALT)
+    chat(fake, SYSTEM_KEY)
+    chat(fake, CUSTOMER_KEY)
+    named, unnamed = (attrs(span) for span in genai_spans(exporter))
+    assert named[semconv.TOKENTRAIL_CREDENTIAL_NAME] == "prod-main"
+    assert semconv.TOKENTRAIL_CREDENTIAL_NAME not in unnamed
+
+
+def test_instrument_names_keys_by_fingerprint_or_by_the_key_itself(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    clean_env.setenv(semconv.ENV_CREDENTIAL_NAMES, f"{expected_id(SYSTEM_KEY)}=from-env")
+    instrument(
+        tracer_provider=instrumented,
+        fingerprint_salt=TEST_SALT,
+        credential_names={expected_id(SYSTEM_KEY): "from-code", CUSTOMER_KEY: "acme-byok"},
+    )
+    chat(fake, SYSTEM_KEY)
+    chat(fake, CUSTOMER_KEY)
+    names = [attrs(span)[semconv.TOKENTRAIL_CREDENTIAL_NAME] for span in genai_spans(exporter)]
+    assert names == ["from-code", "acme-byok"]  # the argument wins over the environment
+
+
+def test_a_malformed_credential_names_entry_is_skipped_without_echoing_it(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        names = _credentials.credential_names(b"s", environ={semconv.ENV_CREDENTIAL_NAMES: f"{CUSTOMER_KEY},ab=x"})
+    assert names == {_credentials.fingerprint("ab", b"s"): "x"}
+    assert CUSTOMER_KEY not in caplog.text
+
+
+def _texts_of(spans: object) -> list[str]:
+    texts: list[str] = []
+    for span in spans:  # type: ignore[attr-defined]
+        texts.append(span.name)
+        for name, value in (span.attributes or {}).items():
+            texts.append(name)
+            texts.extend(str(item) for item in (value if isinstance(value, tuple) else (value,)))
+        texts.append(span.status.description or "")
+        for event in span.events:
+            texts.append(event.name)
+            texts.extend(str(value) for value in (event.attributes or {}).values())
+    return texts
+
+
+def test_no_exported_span_or_log_line_contains_any_part_of_an_api_key(
+    fake: FakeProvider,
+    exporter: InMemorySpanExporter,
+    instrumented: TracerProvider,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every interface, streamed and not, failures included, with every logger at DEBUG (where our hooks log
+    their own errors with tracebacks)."""
+    from tokentrail.instrumentation import _parsers
+
+    caplog.set_level(logging.DEBUG)
+    with attribute(user="cust", tags=["plan:pro"]):
+        for key in (SYSTEM_KEY, CUSTOMER_KEY):
+            client = openai.OpenAI(base_url=fake.openai_base_url, api_key=key, max_retries=0)
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+            client.responses.create(model="gpt-5", input="hi")
+            list(client.responses.create(model="gpt-5", input="hi", stream=True))
+            client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi")
+            client.embeddings.create(model="text-embedding-3-small", input="hi")
+            with pytest.raises(openai.RateLimitError):
+                client.chat.completions.create(model="m", messages=MESSAGES, extra_headers={"x-fake-fail": "status:429"})
+            with pytest.raises(openai.APIConnectionError):
+                list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True, extra_headers={"x-fake-fail": "midstream"}))
+        for options in ({"open_telemetry": {"tracer_provider": instrumented}}, {"open_telemetry": False}):
+            anthropic_client = anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key=CUSTOMER_KEY, **options)
+            anthropic_client.messages.create(model="claude-x", max_tokens=5, messages=MESSAGES)
+            for _ in anthropic_client.messages.create(model="claude-x", max_tokens=5, messages=MESSAGES, stream=True):
+                pass
+        # Our own failures log tracebacks at debug level: those must be clean too.
+        def broken(self: object, chunk: bytes) -> None:
+            raise RuntimeError("bug in TokenTrail")
+
+        monkeypatch.setattr(_parsers.SseParser, "feed", broken)
+        list(openai.OpenAI(base_url=fake.openai_base_url, api_key=CUSTOMER_KEY).chat.completions.create(
+            model="m", messages=MESSAGES, stream=True
+        ))
+    spans = exporter.get_finished_spans()
+    assert len(genai_spans(exporter)) >= 20
+    assert any("bug in TokenTrail" in record.getMessage() or record.exc_info for record in caplog.records)
+    blob = "\n".join(_texts_of(spans)) + "\n" + caplog.text + "\n".join(
+        repr(record.__dict__) for record in caplog.records
+    )
+    for key in (SYSTEM_KEY, CUSTOMER_KEY):
+        # Every 8-character window of the key's secret part, not only the whole key.
+        secret = key.removeprefix("sk-")
+        assert not [secret[i : i + 8] for i in range(len(secret) - 7) if secret[i : i + 8] in blob]
