@@ -52,7 +52,6 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
-
 from tokentrail.instrumentation import instrument, semconv, uninstrument
 from tokentrail.processor.demo.fake_provider import FakeProvider
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tokentrail.processor.pricing.catalog import Pricer, catalog_price
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES, parse_overrides
@@ -38,7 +38,7 @@ MODELS = [
 
 def make_records(n: int, seed: int = 1) -> list[UsageRecord]:
     rng = random.Random(seed)
-    ts = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    ts = datetime(2026, 11, 20, 12, tzinfo=UTC)
     out = []
     for i in range(n):
         provider, model = rng.choice(MODELS)

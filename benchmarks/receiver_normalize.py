@@ -14,9 +14,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
-
-from tokentrail.processor.normalize.reader import normalize_bytes, normalize_request
 from tokentrail.processor.normalize.otlp import fast_request_class
+from tokentrail.processor.normalize.reader import normalize_bytes, normalize_request
 
 
 def _kv(key: str, value: object) -> KeyValue:

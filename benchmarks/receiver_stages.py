@@ -14,15 +14,15 @@ import tempfile
 import time
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-from benchmarks.receiver_normalize import build_request
-from tokentrail.processor.storage.dedupe import DedupeWindow, column_keys
-from tokentrail.processor.normalize.reader import normalize_bytes, normalize_request
-from tokentrail.processor.normalize.otlp import parse_export_request
-from tokentrail.processor.pricing.catalog import Pricer
 from tokentrail.processor.ingest.receiver import _raise_gc_threshold, _restore_gc_threshold
+from tokentrail.processor.normalize.otlp import parse_export_request
+from tokentrail.processor.normalize.reader import normalize_bytes, normalize_request
+from tokentrail.processor.pricing.catalog import Pricer
+from tokentrail.processor.storage.dedupe import DedupeWindow, column_keys
 from tokentrail.processor.storage.parquet import flush_wal
 from tokentrail.processor.storage.wal import WriteAheadLog, encode_table
+
+from benchmarks.receiver_normalize import build_request
 
 STAGES = ("scan_normalize", "columns", "dedupe", "price", "arrow_table", "ipc", "wal_append")
 

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from tokentrail.processor.reports.report import MAX_ROWS, ReportQuery, exact_cost, run_report
 from tokentrail.processor.schema import ARROW_SCHEMA, PRICED, UNPRICED
 
@@ -50,7 +49,7 @@ TEAMS = tuple(f"team:{name}" for name in ("growth", "core", "ml", "support", "op
 TAGS = (*PLANS, *FEATURES, *TEAMS)  # 30
 ONE_TAG = "feature:search"
 _US_PER_DAY = 86_400_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _tag_combos(rng: random.Random, n: int = 1000) -> list[list[str]]:
@@ -75,7 +74,7 @@ def _day_table(day: date, n: int, seed: int, users: pa.Array, combos: pa.Array) 
     models = pa.array([f"model-{i:02d}" for i in range(N_MODELS)])
     providers = pa.array([PROVIDERS[i % len(PROVIDERS)] for i in range(N_MODELS)])
     model_idx = _skewed(n, N_MODELS, 2.0, seed + 1)
-    offset = int((datetime(day.year, day.month, day.day, tzinfo=timezone.utc) - _EPOCH) / timedelta(microseconds=1))
+    offset = int((datetime(day.year, day.month, day.day, tzinfo=UTC) - _EPOCH) / timedelta(microseconds=1))
     ts_us = pc.add(pc.cast(pc.floor(pc.multiply(pc.random(n, initializer=seed + 2), _US_PER_DAY - 1)), pa.int64()),
                    offset)
     input_tokens = pc.cast(pc.add(pc.floor(pc.multiply(pc.power(pc.random(n, initializer=seed + 3), 3), 30_000)), 50),

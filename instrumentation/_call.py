@@ -36,11 +36,11 @@ from ._context import (
 )
 from ._decoding import decoding
 from ._endpoints import Endpoint
+from ._metrics import MetricAttributes, Metrics
 from ._parsers import JsonBodyParser, body_parser
 from ._request import WANTED_HEADERS, read_headers, read_request
 from ._sdkspan import sampler_reads_attributes, set_clean
 from ._spans import attribution_attributes, request_attributes, response_attributes
-from ._metrics import MetricAttributes, Metrics
 from ._state import Settings
 from ._usage import BodyParser, ResponseFacts
 

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import _foreign, _state
 from ._context import current_attribution
-from ._state import INSTRUMENTATION_SCOPE as OWN_SCOPE
 from ._spans import attribution_attributes, has_genai_attributes
+from ._state import INSTRUMENTATION_SCOPE as OWN_SCOPE
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from operator import attrgetter
 from typing import Any, Final, Literal
@@ -90,7 +90,7 @@ class UsageRecord:
 
     @property
     def day(self) -> str:
-        return self.timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d")
+        return self.timestamp.astimezone(UTC).strftime("%Y-%m-%d")
 
 
 ARROW_SCHEMA: Final = pa.schema(
@@ -219,7 +219,7 @@ def table_to_records(table: pa.Table) -> list[UsageRecord]:
 
 # -- the receiver's working form: one sequence per column --------------------------------------------------------
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _INT_COST: Final = pa.decimal128(19, 0)  # int64 -> decimal needs 19 digits; the values then fit COST_TYPE's 18
 
 
@@ -240,7 +240,7 @@ def micros_to_datetime(micros: int) -> datetime:
 
 def datetime_to_micros(value: datetime) -> int:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return (value - _EPOCH) // timedelta(microseconds=1)
 
 

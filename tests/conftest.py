@@ -4,19 +4,18 @@ and the instrumentation switched on against them (and off again after each test)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from tokentrail.instrumentation import instrument, semconv, uninstrument
 from tokentrail.instrumentation._credentials import SYSTEM_KEY_ENV_VARS
 from tokentrail.instrumentation._state import INSTRUMENTATION_SCOPE
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
 from tests.helpers.spans import SYSTEM_KEY, TEST_SALT
+
 
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeProvider]:

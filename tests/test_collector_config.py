@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from tokentrail.processor.cli.main import DEFAULT_GRPC_PORT
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "otel-collector.yaml"

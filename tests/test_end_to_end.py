@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
 from tokentrail.instrumentation import attribute, instrument, uninstrument
 from tokentrail.processor.demo.fake_provider import FakeProvider
 from tokentrail.processor.ingest.receiver import Receiver
@@ -258,7 +257,7 @@ def test_unknown_model_lands_unpriced_and_is_counted_in_the_report(pipeline: Pip
     assert unknown["total_cost"] is None and unknown["market_cost"] is None
     assert unknown["input_tokens"] > 0  # the tokens are kept even when the price is not known
 
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     query = ReportQuery.from_params(
         {"start_date": str(today - timedelta(days=1)), "end_date": str(today + timedelta(days=1)), "group_by": "model"}
     )

@@ -28,11 +28,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-from tokentrail.processor.reports.budgets import BUDGET_COLUMNS, BudgetsConfig, budgets_body, budgets_from_params, load_budgets
+from tokentrail.processor.api.openapi import openapi_document
+from tokentrail.processor.reports.budgets import (
+    BUDGET_COLUMNS,
+    BudgetsConfig,
+    budgets_body,
+    budgets_from_params,
+    load_budgets,
+)
 from tokentrail.processor.reports.formatting import exact_json, format_csv
 from tokentrail.processor.reports.margins import MARGIN_COLUMNS, RevenueConfig, load_revenue, margins_from_params
-from tokentrail.processor.api.openapi import openapi_document
-from tokentrail.processor.reports.report import Report, ReportError, ReportParameterError, ReportQuery, report_json, single_param
+from tokentrail.processor.reports.report import (
+    Report,
+    ReportError,
+    ReportParameterError,
+    ReportQuery,
+    report_json,
+    single_param,
+)
 from tokentrail.processor.reports.spikes import SPIKE_COLUMNS, spikes_from_params
 
 __all__ = [

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import metadata
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +23,6 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
-
 from tokentrail.processor.reports.budgets import BudgetsConfig, budgets_body, budgets_from_params, load_budgets
 from tokentrail.processor.reports.formatting import exact_json
 from tokentrail.processor.reports.margins import RevenueConfig, load_revenue, margins_from_params

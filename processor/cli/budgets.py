@@ -9,12 +9,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tokentrail.processor.reports.budgets import BUDGET_COLUMNS, BUDGETS_ENV, budgets_body, budgets_from_params, load_budgets
+from tokentrail.processor import environment
+from tokentrail.processor.reports.budgets import (
+    BUDGET_COLUMNS,
+    BUDGETS_ENV,
+    budgets_body,
+    budgets_from_params,
+    load_budgets,
+)
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
 
 __all__ = ["register"]
 
-DATA_DIR_ENV = "TOKENTRAIL_DATA_DIR"
+DATA_DIR_ENV = environment.DATA_DIR
 _TABLE_COLUMNS = ("budget", "value", "period_start", "amount", "spend", "remaining", "percent", "projected_spend",
                   "crossed")
 

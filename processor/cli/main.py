@@ -22,11 +22,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final, TextIO
 
+from tokentrail.processor import environment
+from tokentrail.processor.api.http import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
 from tokentrail.processor.cli import budgets as budgets_command
 from tokentrail.processor.cli import compact as compact_command
 from tokentrail.processor.cli import margins as margins_command
@@ -35,14 +37,13 @@ from tokentrail.processor.cli import prices as prices_command
 from tokentrail.processor.cli import reprice as reprice_command
 from tokentrail.processor.cli import spikes as spikes_command
 from tokentrail.processor.cli import status as status_command
-from tokentrail.processor.api.http import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
-from tokentrail.processor.reports.formatting import FORMATS, TRUNCATED_NOTE, format_rows
+from tokentrail.processor.pricing.overrides import PRICING_ENV
 from tokentrail.processor.reports import budgets
 from tokentrail.processor.reports.budgets import BUDGETS_ENV, load_budgets
-from tokentrail.processor.storage.dedupe import DEFAULT_WINDOW
+from tokentrail.processor.reports.formatting import FORMATS, TRUNCATED_NOTE, format_rows
 from tokentrail.processor.reports.margins import REVENUE_ENV
-from tokentrail.processor.pricing.overrides import PRICING_ENV
 from tokentrail.processor.reports.report import ReportError, ReportParameterError, ReportQuery, run_report
+from tokentrail.processor.storage.dedupe import DEFAULT_WINDOW
 
 __all__ = [
     "API_TOKEN_ENV",
@@ -53,13 +54,13 @@ __all__ = [
     "main",
 ]
 
-DATA_DIR_ENV: Final = "TOKENTRAIL_DATA_DIR"
-API_TOKEN_ENV: Final = "TOKENTRAIL_API_TOKEN"
+DATA_DIR_ENV: Final = environment.DATA_DIR
+API_TOKEN_ENV: Final = environment.API_TOKEN
 DEFAULT_DATA_DIR: Final = "tokentrail-data"
 # Not 4317: the OTel Collector owns the standard OTLP port and forwards GenAI spans here (otel-collector.yaml).
 DEFAULT_GRPC_PORT: Final = 14317
 DEFAULT_HTTP_PORT: Final = 14318  # likewise not 4318
-INGEST_TOKEN_ENV: Final = "TOKENTRAIL_INGEST_TOKEN"
+INGEST_TOKEN_ENV: Final = environment.INGEST_TOKEN
 DEFAULT_REPORT_DAYS: Final = 7
 
 EXIT_OK: Final = 0
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _default_dates(start: str | None, end: str | None) -> tuple[str, str]:
     """Last DEFAULT_REPORT_DAYS days ending today (UTC), or ending --end-date if only that was given."""
     if end is None:
-        end = datetime.now(timezone.utc).date().isoformat()
+        end = datetime.now(UTC).date().isoformat()
     if start is None:
         try:
             anchor = date.fromisoformat(end)
@@ -279,8 +280,8 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
 
 
 def _serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
-    from tokentrail.processor.pricing.overrides import PricingConfigError
     from tokentrail.processor.ingest.receiver import Receiver  # gRPC and protobuf load only for this command
+    from tokentrail.processor.pricing.overrides import PricingConfigError
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
-from tokentrail.processor.reports.margins import MARGIN_COLUMNS, MARGIN_VIEWS, REVENUE_ENV, load_revenue, margins_from_params
+from tokentrail.processor.reports.margins import (
+    MARGIN_COLUMNS,
+    MARGIN_VIEWS,
+    REVENUE_ENV,
+    load_revenue,
+    margins_from_params,
+)
 
 __all__ = ["register"]
 

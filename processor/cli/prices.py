@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,11 @@ def _when(text: str) -> datetime:
     """A date (noon UTC that day) or an ISO date and time (UTC when no offset is given)."""
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(12), tzinfo=timezone.utc)
+            return datetime.combine(date.fromisoformat(text), time(12), tzinfo=UTC)
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date or date and time (ISO 8601): {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _count(text: str) -> int:
@@ -104,7 +104,7 @@ def _pricer(path: Path | None) -> Any:
 
 
 def _dates(args: argparse.Namespace) -> tuple[date, date]:
-    end = args.end_date or datetime.now(timezone.utc).date()
+    end = args.end_date or datetime.now(UTC).date()
     start = args.start_date or end - timedelta(days=6)
     return start, end
 
@@ -135,7 +135,7 @@ def _explain(args: argparse.Namespace) -> int:
     except PricingConfigError as exc:
         print(f"tokentrail prices explain: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    at = args.at or datetime.now(timezone.utc)
+    at = args.at or datetime.now(UTC)
     result = explain(
         pricer,
         args.provider,

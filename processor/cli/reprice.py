@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def _reprice(args: argparse.Namespace) -> int:
     from tokentrail.processor.pricing.overrides import PricingConfigError
     from tokentrail.processor.storage.reprice import RepriceDay, reprice
 
-    end = args.end_date or datetime.now(timezone.utc).date()
+    end = args.end_date or datetime.now(UTC).date()
     if args.start_date > end:
         print(f"tokentrail reprice: --start-date {args.start_date} is after --end-date {end}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import random
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_DEMO_DIR = Path("tokentrail-data") / "demo"
@@ -49,11 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
     from tokentrail.instrumentation import attribute, instrument, uninstrument
     from tokentrail.processor.demo.fake_provider import FakeProvider
-    from tokentrail.processor.reports.formatting import format_table
     from tokentrail.processor.ingest.receiver import Receiver
+    from tokentrail.processor.reports.formatting import format_table
     from tokentrail.processor.reports.report import ReportQuery, run_report
 
     data_dir: Path = args.data_dir
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         receiver.flush()
         print(f"made {made} LLM calls through the real openai and anthropic SDKs; receiver stats: {receiver.stats}")
 
-    today = datetime.now(timezone.utc).date().isoformat()
+    today = datetime.now(UTC).date().isoformat()
     for title, group_by in [
         ("by model", "model"),
         ("by tag (a request counts in each of its tags: rows do not add up to the total)", "tag"),

@@ -36,13 +36,19 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-
-from tokentrail.processor.storage.dedupe import DEFAULT_WINDOW, Claim, DedupeWindow, DuplicateInFlightFailed, column_keys
+from tokentrail.processor import environment
 from tokentrail.processor.ingest.metrics import STATUS_DIR, Metrics
-from tokentrail.processor.normalize.reader import NormalizeResult, normalize_bytes, normalize_request
 from tokentrail.processor.normalize.otlp import InvalidRequest, parse_export_request
+from tokentrail.processor.normalize.reader import NormalizeResult, normalize_bytes, normalize_request
 from tokentrail.processor.pricing.catalog import Pricer
 from tokentrail.processor.schema import UsageColumns, UsageRecord
+from tokentrail.processor.storage.dedupe import (
+    DEFAULT_WINDOW,
+    Claim,
+    DedupeWindow,
+    DuplicateInFlightFailed,
+    column_keys,
+)
 from tokentrail.processor.storage.parquet import FlushResult, flush_segment, flush_wal
 from tokentrail.processor.storage.wal import WALError, WriteAheadLog, encode_table, list_segments, validate_receiver_id
 
@@ -55,7 +61,7 @@ __all__ = [
     "default_receiver_id",
 ]
 
-INGEST_TOKEN_ENV: Final = "TOKENTRAIL_INGEST_TOKEN"
+INGEST_TOKEN_ENV: Final = environment.INGEST_TOKEN
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +420,6 @@ class Receiver:
         just before a crash may already be in Parquet (its segment flushed and deleted), and the sender retries it
         if the acknowledgement was lost. Compaction would remove such a copy; this keeps it out in the first place."""
         import pyarrow.parquet as pq
-
         from tokentrail.processor.storage.parquet import _identities
 
         cutoff = time.time() - RECENT_SECONDS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from google.protobuf.message import DecodeError
@@ -50,7 +50,7 @@ DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
 DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment"  # the name before semconv 1.27
 STATUS_CODE_ERROR: Final = Status.STATUS_CODE_ERROR
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _DOUBLE: Final = struct.Struct("<d")
 _RESOURCE_KEYS: Final = frozenset({SERVICE_NAME, DEPLOYMENT_ENVIRONMENT_NAME, DEPLOYMENT_ENVIRONMENT})
 

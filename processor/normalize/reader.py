@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from operator import itemgetter
 from typing import Any, Final
@@ -48,9 +48,7 @@ from typing import Any, Final
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
 from tokentrail.instrumentation import semconv as sc
-
 from tokentrail.processor.normalize.otlp import _MEMO as _VALUES  # any_value's memo, read inline on the hot path
 from tokentrail.processor.normalize.otlp import (
     STATUS_CODE_ERROR,
@@ -1456,7 +1454,7 @@ def _all_text(values: tuple[object, ...]) -> bool:
 
 def _iso(nanos: int) -> str:
     try:
-        return datetime.fromtimestamp(nanos / 1e9, timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(nanos / 1e9, UTC).isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return f"{nanos} ns"
 

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import bisect
 import logging
-from decimal import ROUND_HALF_EVEN
 import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,10 +45,33 @@ import genai_prices
 from genai_prices import Usage, calc_price
 from genai_prices import data_snapshot as _snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices, TimeOfDateConstraint
-
-from tokentrail.processor.pricing.model_names import PROVIDER_IDS, Candidate, candidates, canonical_provider, price_context
-from tokentrail.processor.pricing.overrides import BYOK_LIST, NO_OVERRIDES, PRICING_ENV, CustomModel, Overrides, Rule, load_overrides
-from tokentrail.processor.schema import MAX_COST_PICOS, NO_USAGE, PICO_PER_USD, PRICED, UNPRICED, UsageColumns, UsageRecord, to_picos
+from tokentrail.processor import environment
+from tokentrail.processor.pricing.model_names import (
+    PROVIDER_IDS,
+    Candidate,
+    candidates,
+    canonical_provider,
+    price_context,
+)
+from tokentrail.processor.pricing.overrides import (
+    BYOK_LIST,
+    NO_OVERRIDES,
+    PRICING_ENV,
+    CustomModel,
+    Overrides,
+    Rule,
+    load_overrides,
+)
+from tokentrail.processor.schema import (
+    MAX_COST_PICOS,
+    NO_USAGE,
+    PICO_PER_USD,
+    PRICED,
+    UNPRICED,
+    UsageColumns,
+    UsageRecord,
+    to_picos,
+)
 
 __all__ = [
     "AUTO_UPDATE_ENV",
@@ -76,7 +98,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AUTO_UPDATE_ENV: Final = "TOKENTRAIL_PRICES_AUTO_UPDATE"
+AUTO_UPDATE_ENV: Final = environment.PRICES_AUTO_UPDATE
 PRICE_VERSION: Final = f"genai-prices {genai_prices.__version__}"
 
 # How records whose response carried no usage at all were marked before ``price_status = no_usage`` existed (in
@@ -92,7 +114,7 @@ OPTIONAL_FIELDS: Final = (
     "output_audio_tokens",
 )
 
-_UTC: Final = timezone.utc
+_UTC: Final = UTC
 _MIDNIGHT: Final = time(0, tzinfo=_UTC)
 _ZERO: Final = Decimal(0)
 _EPOCH_DAY: Final = date(1970, 1, 1)

@@ -8,24 +8,24 @@ and checks the list price against ``genai_prices.calc_price`` for the matched na
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail.processor.pricing.model_names import canonical_provider, price_context
 from tokentrail.processor.pricing.catalog import (
     _CUSTOM,
     _FAST,
     _LIBRARY,
+    Pricer,
     _Counts,
     _effective_price,
     _market,
     _probe_piece,
     _tier_key,
     _tier_starts,
-    Pricer,
     catalog_price,
 )
+from tokentrail.processor.pricing.model_names import canonical_provider, price_context
 from tokentrail.processor.pricing.overrides import BYOK_LIST, Rates
 
 __all__ = ["Component", "Explanation", "explain"]
@@ -124,7 +124,7 @@ class Explanation:
             row("Model", f"{self.model_given} -> catalog {self.catalog_model}{name} ({how})")
         else:
             row("Model", self.model_given)
-        row("At", f"{self.at.isoformat()} (prices of UTC day {self.at.astimezone(timezone.utc).date()})")
+        row("At", f"{self.at.isoformat()} (prices of UTC day {self.at.astimezone(UTC).date()})")
         tier = self.service_tier or "standard"
         if self.service_tier and self.price_context is None:
             tier += " (the catalog has no variant for it: standard prices)"
@@ -222,7 +222,7 @@ def explain(
     credential_type: str = "system",
 ) -> Explanation:
     if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
+        at = at.replace(tzinfo=UTC)
     pricer._check_snapshot()
     canonical = canonical_provider(provider)
     counts = _Counts(
@@ -258,7 +258,7 @@ def explain(
         price_version=pricer.price_version,
         price_context=dict(context) if context else None,
     )
-    entry = pricer._entry(canonical, model, at.astimezone(timezone.utc).date(), tier_key)
+    entry = pricer._entry(canonical, model, at.astimezone(UTC).date(), tier_key)
     match = entry.match
     if match is not None:
         ex.catalog_model = f"{match.provider.id}/{match.model.id}"

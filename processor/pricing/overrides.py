@@ -53,9 +53,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from tokentrail.processor import environment
 from tokentrail.processor.pricing.model_names import GATEWAYS, canonical_provider
 
-PRICING_ENV: Final = "TOKENTRAIL_PRICING"  # the overrides file, when no --pricing is given
+PRICING_ENV: Final = environment.PRICING
 
 __all__ = [
     "BYOK_LIST",
@@ -254,7 +255,9 @@ def parse_overrides(
     except tomllib.TOMLDecodeError as exc:
         raise PricingConfigError([_syntax_error(source, exc)]) from None
     if catalog_check is None:
-        from tokentrail.processor.pricing.catalog import catalog_knows  # the pricer imports this module: import its check at call time
+        from tokentrail.processor.pricing.catalog import (
+            catalog_knows,  # the pricer imports this module: import its check at call time
+        )
 
         catalog_check = catalog_knows
     return _Parser(text, source, catalog_check).parse(raw, digest)

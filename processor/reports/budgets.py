@@ -52,11 +52,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from tokentrail.processor import environment
 from tokentrail.processor.reports.formatting import decimal_text, exact_json
 from tokentrail.processor.reports.report import (
     MAX_ROWS,
@@ -101,7 +102,7 @@ DEFAULT_STATUS_LIMIT: Final = 100  # rows per "each" budget in a status answer
 RATE_WINDOW_MAX: Final = timedelta(days=7)
 STATE_DIR: Final = "budgets"
 STATE_FILE: Final = "state.json"
-BUDGETS_ENV: Final = "TOKENTRAIL_BUDGETS"
+BUDGETS_ENV: Final = environment.BUDGETS
 
 # Every parameter GET /v1/budgets reads (besides ``format``): the OpenAPI document lists exactly these.
 BUDGET_PARAMETERS: Final = ("budget", "as_of", "limit")
@@ -177,7 +178,7 @@ class Budget:
 
     def period_at(self, moment: datetime) -> Period:
         """The period containing ``moment`` (UTC)."""
-        day = moment.astimezone(timezone.utc).date()
+        day = moment.astimezone(UTC).date()
         if self.period == "daily":
             first, after = day, day + timedelta(days=1)
         elif self.period == "weekly":
@@ -353,11 +354,11 @@ def _headers(value: object, where: str) -> dict[str, str]:
 
 
 def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=timezone.utc)
+    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def parse_as_of(text: str | None, name: str = "as_of") -> datetime:
@@ -370,7 +371,7 @@ def parse_as_of(text: str | None, name: str = "as_of") -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ReportParameterError(f"{name} must be a date (YYYY-MM-DD) or an ISO date-time, got {text!r}") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -727,7 +728,7 @@ class BudgetMonitor:
         sums = self._spend.get(key)
         if sums is None:
             # Loaded before this batch is added: the batch is in the WAL, not yet in Parquet.
-            until = period.end if period.end is not None else datetime(9999, 1, 1, tzinfo=timezone.utc)
+            until = period.end if period.end is not None else datetime(9999, 1, 1, tzinfo=UTC)
             stored = _spend(self.data_dir, budget, period, until, None)
             sums = {value: spend for value, (spend, _) in stored.items()}
             self._spend[key] = sums
@@ -826,7 +827,7 @@ def _alert(
         "amount": budget.amount,
         "currency": CURRENCY,
         "count_byok": budget.count_byok,
-        "at": now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "webhook": budget.webhook,
         "webhook_headers": dict(budget.webhook_headers),
     }

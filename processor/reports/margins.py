@@ -45,11 +45,12 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from tokentrail.processor import environment
 from tokentrail.processor.reports.report import (
     MAX_RANGE_DAYS,
     MAX_ROWS,
@@ -91,7 +92,7 @@ MARGIN_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "upgrade": ("user", "tag", "cost", "allowance", "percent_of_allowance", *_UNIT_COLUMNS),
 }
 DEFAULT_UPGRADE_PERCENT: Final = Decimal(80)
-REVENUE_ENV: Final = "TOKENTRAIL_REVENUE"
+REVENUE_ENV: Final = environment.REVENUE
 
 _PERCENT: Final = Decimal("0.01")
 _HUNDRED: Final = Decimal(100)
@@ -563,7 +564,7 @@ def _decimal_param(params: Params, name: str) -> Decimal | None:
 
 
 def current_month(today: date | None = None) -> tuple[date, date]:
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     return today.replace(day=1), today
 
 

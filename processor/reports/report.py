@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Final, TypeAlias
 
 import duckdb
-
 from tokentrail.processor.reports.formatting import decimal_text, report_json
 from tokentrail.processor.schema import COST_QUANTUM, PARTITION_COLUMN, PRICED, TOKEN_FIELDS
 from tokentrail.processor.storage.parquet import list_day

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
@@ -111,7 +111,7 @@ _STEP: Final = {
     ("hour", "none"): timedelta(hours=1),
 }
 _US: Final = timedelta(microseconds=1)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SCORE: Final = Decimal("0.01")
 
 
@@ -195,11 +195,11 @@ class SpikesResult:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _floor(moment: datetime, unit: timedelta) -> datetime:
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     if unit == _UNIT["day"]:
         return moment.replace(hour=0, minute=0, second=0, microsecond=0)
     return moment.replace(minute=0, second=0, microsecond=0)
@@ -215,7 +215,7 @@ def _median(values: list[Decimal]) -> Decimal:
 
 def find_spikes(data_dir: str | os.PathLike[str], query: SpikeQuery) -> SpikesResult:
     unit = _UNIT[query.window]
-    as_of = query.as_of or datetime.now(timezone.utc)
+    as_of = query.as_of or datetime.now(UTC)
     floor = _floor(as_of, unit)
     if query.partial and as_of > floor:
         start, width = floor, as_of - floor

@@ -36,16 +36,22 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from tokentrail.processor.schema import ARROW_SCHEMA, PARTITION_COLUMN, SchemaMismatch, conform
-from tokentrail.processor.storage.parquet import ABSORBED_FILE, _write_file, day_dir_name, day_lock, list_day, read_absorbed
+from tokentrail.processor.storage.parquet import (
+    ABSORBED_FILE,
+    _write_file,
+    day_dir_name,
+    day_lock,
+    list_day,
+    read_absorbed,
+)
 from tokentrail.processor.storage.wal import fsync_dir, segment_name
 
 __all__ = [
@@ -182,7 +188,7 @@ def rewrite_day(usage_dir: Path, day: date, transform: Callable[[pa.Table], pa.T
 def _check_day(table: pa.Table, day: date) -> None:
     if table.num_rows == 0:
         return
-    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    start = datetime.combine(day, time(0), tzinfo=UTC)
     end = start + timedelta(days=1)
     low, high = pc.min(table["timestamp"]).as_py(), pc.max(table["timestamp"]).as_py()
     if low < start or high >= end:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from itertools import repeat
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Final
 
 from tokentrail.processor.schema import UsageColumns, UsageRecord

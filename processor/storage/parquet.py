@@ -20,9 +20,14 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from tokentrail.processor.schema import ARROW_SCHEMA, PARTITION_COLUMN, UsageRecord, conform, records_to_table
-from tokentrail.processor.storage.wal import WriteAheadLog, fsync_dir, parse_segment_name, read_segment, validate_receiver_id
+from tokentrail.processor.storage.wal import (
+    WriteAheadLog,
+    fsync_dir,
+    parse_segment_name,
+    read_segment,
+    validate_receiver_id,
+)
 
 __all__ = [
     "ABSORBED_FILE",

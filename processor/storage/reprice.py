@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
-
 from tokentrail.processor.pricing.catalog import OPTIONAL_FIELDS, USAGE_MISSING, Pricer
 from tokentrail.processor.schema import COST_TYPE, NO_USAGE, PRICED, to_cost
 
@@ -191,7 +190,6 @@ def reprice(
 
 def _query(data_dir: str | os.PathLike[str], start: date, end: date, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     import duckdb
-
     from tokentrail.processor.reports.report import dataset_files
 
     for attempt in range(3):

@@ -22,13 +22,11 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
-
-from operator import attrgetter
-
 from tokentrail.processor.schema import ARROW_SCHEMA, COST_FIELDS, FIELD_NAMES, UsageRecord, to_cost
 
 __all__ = [

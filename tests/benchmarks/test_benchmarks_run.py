@@ -14,7 +14,6 @@ def test_the_pricing_benchmark_fast_path_agrees_with_the_library_on_its_sample()
 
 def test_the_receiver_benchmark_normalizes_every_span_it_builds() -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
     from tokentrail.processor.normalize.reader import normalize_request
 
     payload = receiver_normalize.build_request(200)

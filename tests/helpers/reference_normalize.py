@@ -10,16 +10,14 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
 from tokentrail.instrumentation import semconv as sc
-
 from tokentrail.processor.normalize.otlp import (
     STATUS_CODE_ERROR,
     NotAnInteger,
@@ -948,7 +946,7 @@ def normalize_span(
 
 def _iso(nanos: int) -> str:
     try:
-        return datetime.fromtimestamp(nanos / 1e9, timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(nanos / 1e9, UTC).isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return f"{nanos} ns"
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from tokentrail.instrumentation import semconv
 
 SYSTEM_KEY = "sk-system-test-0123456789abcdef"

@@ -10,10 +10,10 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-
-from tests.helpers.spans import SYSTEM_KEY, anthropic_tokens, assert_tokens, attrs, only_genai_span
 from tokentrail.instrumentation import attribute, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, anthropic_tokens, assert_tokens, attrs, only_genai_span
 
 MESSAGES = [{"role": "user", "content": "Tell me about the lazy dog, at some length please."}]
 MODEL = "claude-haiku-4-5"

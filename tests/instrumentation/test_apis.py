@@ -13,10 +13,10 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
 from tokentrail.instrumentation import instrument, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx2
 import openai
@@ -13,10 +13,10 @@ import pytest
 from opentelemetry import baggage, context, propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from tests.helpers.spans import SYSTEM_KEY, attrs, genai_spans, only_genai_span
 from tokentrail.instrumentation import attribute, current_attribution, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, attrs, genai_spans, only_genai_span
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 pytestmark = pytest.mark.usefixtures("instrumented")

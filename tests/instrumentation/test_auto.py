@@ -17,7 +17,6 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
 from tokentrail.instrumentation import TokenTrailInstrumentor, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
 

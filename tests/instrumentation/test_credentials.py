@@ -12,10 +12,10 @@ import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from tests.helpers.spans import CUSTOMER_KEY, SYSTEM_KEY, TEST_SALT, attrs, genai_spans, only_genai_span
 from tokentrail.instrumentation import _credentials, attribute, instrument, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import CUSTOMER_KEY, SYSTEM_KEY, TEST_SALT, attrs, genai_spans, only_genai_span
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 pytestmark = pytest.mark.usefixtures("instrumented")

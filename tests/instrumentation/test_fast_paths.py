@@ -23,8 +23,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from tests.helpers.spans import CUSTOMER_KEY, SYSTEM_KEY, TEST_SALT, attrs, genai_spans, only_genai_span
 from tokentrail.instrumentation import (
     _call,
     _context,
@@ -40,6 +38,8 @@ from tokentrail.instrumentation import (
 )
 from tokentrail.instrumentation._endpoints import Endpoint
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import CUSTOMER_KEY, SYSTEM_KEY, TEST_SALT, attrs, genai_spans, only_genai_span
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 ENDPOINT = Endpoint(

@@ -18,10 +18,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-
-from tests.helpers.spans import SYSTEM_KEY, attrs, openai_tokens
 from tokentrail.instrumentation import _state, attribute, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, attrs, openai_tokens
 
 MESSAGES = [{"role": "user", "content": "Say something about foxes."}]
 pytestmark = pytest.mark.usefixtures("instrumented")

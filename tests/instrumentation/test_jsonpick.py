@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-
 from tokentrail.instrumentation import _jsonbody, _parsers, _request, _spans, _usage, semconv
 
 walk = _jsonbody._walk

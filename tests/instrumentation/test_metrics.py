@@ -11,10 +11,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
-
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT
 from tokentrail.instrumentation import instrument, semconv, uninstrument
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -8,10 +8,10 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-
-from tests.helpers.spans import SYSTEM_KEY, assert_tokens, attrs, genai_spans, only_genai_span, openai_tokens
 from tokentrail.instrumentation import semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, assert_tokens, attrs, genai_spans, only_genai_span, openai_tokens
 
 MESSAGES = [{"role": "user", "content": "Say something about foxes."}]
 pytestmark = pytest.mark.usefixtures("instrumented")

@@ -10,12 +10,10 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-
 from tokentrail.instrumentation import semconv
 from tokentrail.instrumentation._credentials import fingerprint, system_key_fingerprints
 from tokentrail.instrumentation._decoding import decoding
 from tokentrail.instrumentation._endpoints import normalise_base_urls, recognise
-from tokentrail.instrumentation._request import FULL_PARSE_LIMIT, read_request
 from tokentrail.instrumentation._parsers import (
     FULL_JSON_BODY,
     MAX_SSE_LINE,
@@ -25,6 +23,7 @@ from tokentrail.instrumentation._parsers import (
     ResponsesStreamParser,
     body_parser,
 )
+from tokentrail.instrumentation._request import FULL_PARSE_LIMIT, read_request
 from tokentrail.instrumentation._usage import ResponseFacts, Usage
 from tokentrail.processor.demo.fake_provider import compress
 

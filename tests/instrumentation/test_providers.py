@@ -7,10 +7,10 @@ import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
 from tokentrail.instrumentation import instrument, semconv
 from tokentrail.instrumentation._endpoints import providers_from_env, recognise
+
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

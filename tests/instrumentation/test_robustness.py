@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import logging
 import json
-import zlib
+import logging
 from collections.abc import Iterator
 
 import httpx
@@ -19,10 +18,10 @@ import openai
 import pytest
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
 from tokentrail.instrumentation import _call, _foreign, instrument, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}

@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
-
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, genai_spans
 from tokentrail.instrumentation import instrument, semconv, uninstrument
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, genai_spans
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 # The attributes the GenAI conventions ask for at span creation, in the order our span carries them.

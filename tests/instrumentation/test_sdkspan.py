@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext
-
 from tokentrail.instrumentation import _sdkspan
 
 KEYS = st.sampled_from(["a", "b", "c", "gen_ai.usage.input_tokens", "user.id", "tokentrail.tags", "x" * 40])

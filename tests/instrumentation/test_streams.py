@@ -14,10 +14,10 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-
-from tests.helpers.spans import SYSTEM_KEY, attrs, genai_spans, only_genai_span
 from tokentrail.instrumentation import semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, attrs, genai_spans, only_genai_span
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 MESSAGES = [{"role": "user", "content": "Tell me a story."}]

@@ -9,10 +9,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, assert_tokens, attrs, genai_spans, only_genai_span, openai_tokens
 from tokentrail.instrumentation import _call, _parsers, instrument, semconv, uninstrument
 from tokentrail.processor.demo.fake_provider import FakeProvider
+
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, assert_tokens, attrs, genai_spans, only_genai_span, openai_tokens
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}

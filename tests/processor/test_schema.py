@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pyarrow as pa
-
 from tokentrail.processor.schema import (
     ARROW_SCHEMA,
     COST_TYPE,
@@ -20,7 +19,7 @@ from tokentrail.processor.schema import (
 
 def record(**overrides: object) -> UsageRecord:
     base: dict[str, object] = dict(
-        timestamp=datetime(2026, 11, 29, 12, 30, 1, 123456, tzinfo=timezone.utc),
+        timestamp=datetime(2026, 11, 29, 12, 30, 1, 123456, tzinfo=UTC),
         trace_id="0af7651916cd43dd8448eb211c80319c",
         span_id="b7ad6b7169203331",
         provider="openai",

@@ -6,7 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 
 import pyarrow.parquet as pq
 import pytest
-
 from tokentrail.processor.api.http import ReportServer
 from tokentrail.processor.reports.report import ReportQuery, report_json, run_report
 from tokentrail.processor.schema import PRICED, UsageRecord, records_to_table
@@ -28,7 +27,7 @@ def write_day(data_dir: Path, day: str, records: list[UsageRecord]) -> None:
 
 def rec(n: int, ts: str, **fields: Any) -> UsageRecord:
     values: dict[str, Any] = {
-        "timestamp": datetime.fromisoformat(ts).replace(tzinfo=timezone.utc),
+        "timestamp": datetime.fromisoformat(ts).replace(tzinfo=UTC),
         "trace_id": f"{n:032x}",
         "span_id": f"{n:016x}",
         "provider": "openai",

@@ -9,7 +9,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,11 @@ from urllib.parse import urlencode
 
 import jsonschema
 import pytest
-from tests.processor.api.test_api import rec, write_day
-
-from tokentrail.processor.cli import main as cli
 from tokentrail.processor.api.http import ReportServer, response_format
+from tokentrail.processor.api.openapi import ENDPOINT_PARAMETERS, openapi_document
+from tokentrail.processor.cli import main as cli
 from tokentrail.processor.reports.budgets import budgets_from_dict, budgets_from_params
 from tokentrail.processor.reports.margins import margins_from_params, revenue_from_dict
-from tokentrail.processor.api.openapi import ENDPOINT_PARAMETERS, openapi_document
 from tokentrail.processor.reports.report import (
     DATE_PARTS,
     GROUPS,
@@ -34,6 +32,8 @@ from tokentrail.processor.reports.report import (
     ReportQuery,
 )
 from tokentrail.processor.reports.spikes import spikes_from_params
+
+from tests.processor.api.test_api import rec, write_day
 
 BUDGETS = budgets_from_dict({"budgets": [{"name": "all", "scope": "total", "amount": 10, "period": "monthly"}]})
 REVENUE = revenue_from_dict({"plans": {"pro": {"monthly": 30}}})
@@ -335,5 +335,5 @@ def test_the_document_needs_no_token(data_dir: Path) -> None:
 
 
 def test_timestamps_in_fixture_are_utc() -> None:
-    assert rec(9, "2025-03-05T08:00:00").timestamp.tzinfo == timezone.utc
-    assert datetime(2025, 3, 5, tzinfo=timezone.utc).isoformat().endswith("+00:00")
+    assert rec(9, "2025-03-05T08:00:00").timestamp.tzinfo == UTC
+    assert datetime(2025, 3, 5, tzinfo=UTC).isoformat().endswith("+00:00")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,17 +13,17 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.server.mcpserver.exceptions import ToolError
-from tests.processor.reports.test_report import rec, write
-
+from tokentrail.processor.api.mcp import build_server
 from tokentrail.processor.reports.formatting import exact_json
 from tokentrail.processor.reports.margins import load_revenue, margins_from_params
-from tokentrail.processor.api.mcp import build_server
 from tokentrail.processor.reports.report import ReportQuery, report_json, run_report
+
+from tests.processor.reports.test_report import rec, write
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> dict[str, Path]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     today = now.strftime("%Y-%m-%dT00:00:00")
     write(tmp_path / "data", [
         rec(today, user_id="big-spender", tags=["plan:pro"], total_cost=Decimal("12.000000000001")),
@@ -49,7 +49,7 @@ async def test_an_agent_asks_which_customers_cost_the_most_this_week(setup: dict
         args=["-m", "tokentrail.processor.cli.main", "mcp", "--data-dir", str(setup["data"]),
               "--budgets", str(setup["budgets"]), "--revenue", str(setup["revenue"])],
     )
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     week_ago = today.fromordinal(today.toordinal() - 6)
     async with stdio_client(server) as (read, write_stream), ClientSession(read, write_stream) as session:
         init = await session.initialize()

@@ -12,7 +12,7 @@ import sys
 import threading
 import types
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,8 @@ from urllib.parse import urlencode
 
 import pyarrow.parquet as pq
 import pytest
-
-from tokentrail.processor.cli import main as cli
 from tokentrail.processor.api.http import ReportServer
+from tokentrail.processor.cli import main as cli
 from tokentrail.processor.reports.report import ReportQuery
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord, records_to_table
 
@@ -51,7 +50,7 @@ def rec(n: int, ts: datetime, **fields: Any) -> UsageRecord:
 
 
 def at(day: str, hour: int = 12) -> datetime:
-    return datetime.fromisoformat(day).replace(hour=hour, tzinfo=timezone.utc)
+    return datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -175,7 +174,7 @@ def test_an_unknown_format_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_default_period_is_the_last_seven_days_ending_today_utc(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     for n, days_ago in enumerate([0, 6, 7], start=1):
         write_day(tmp_path, [rec(n, at((today - timedelta(days=days_ago)).isoformat(), hour=0))])
     code, out, _ = run(capsys, "report", "--data-dir", str(tmp_path), "--format", "json")

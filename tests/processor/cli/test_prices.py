@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from genai_prices import data_snapshot
-
 from tokentrail.processor.cli import main as cli
-from tokentrail.processor.pricing.explain import explain
 from tokentrail.processor.pricing.catalog import PRICE_VERSION, PRICING_ENV, USAGE_MISSING, Pricer, catalog_price
+from tokentrail.processor.pricing.explain import explain
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord
 from tokentrail.processor.storage.parquet import write_partitions
 
 AT = "2026-01-05T10:00:00Z"
-WHEN = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
+WHEN = datetime(2026, 1, 5, 10, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -153,7 +152,7 @@ def test_explain_equals_calc_price_across_a_sample_of_the_catalog() -> None:
 
 def _rec(i: int, **fields: Any) -> UsageRecord:
     base: dict[str, Any] = dict(
-        timestamp=datetime(2026, 3, 1, tzinfo=timezone.utc) + timedelta(hours=i), trace_id=f"{i:032x}",
+        timestamp=datetime(2026, 3, 1, tzinfo=UTC) + timedelta(hours=i), trace_id=f"{i:032x}",
         span_id=f"{i:016x}", provider="openai", model="gpt-4o", input_tokens=100, output_tokens=10,
         market_cost=Decimal("0.001"), total_cost=Decimal("0.001"), price_status=PRICED, price_version="genai-prices 0.0.1",
     )

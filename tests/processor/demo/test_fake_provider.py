@@ -10,7 +10,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-
 from tokentrail.processor.demo.fake_provider import FakeProvider, anthropic_usage, openai_usage, prompt_tokens
 
 MESSAGES = [{"role": "user", "content": "hello"}]

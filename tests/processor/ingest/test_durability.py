@@ -17,12 +17,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tests.helpers.otlp import export, make_request, random_span
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from tests.processor.ingest.test_receiver import read_usage
-
 from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.reports.report import ReportQuery, run_report
+
+from tests.helpers.otlp import export, make_request, random_span
+from tests.processor.ingest.test_receiver import read_usage
 
 PORT_LINE = re.compile(r"OTLP/gRPC on 127\.0\.0\.1:(\d+)")
 HTTP_LINE = re.compile(r"OTLP/HTTP on 127\.0\.0\.1:(\d+)")

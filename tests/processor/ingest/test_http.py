@@ -16,12 +16,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tests.helpers.otlp import make_request, random_span
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from tests.processor.ingest.test_receiver import read_usage
-
 from tokentrail.processor.ingest.receiver import Receiver
+
+from tests.helpers.otlp import make_request, random_span
+from tests.processor.ingest.test_receiver import read_usage
 
 TOKEN = "s3cret-ingest-token"
 
@@ -126,6 +126,7 @@ def test_the_real_otlp_http_exporter_with_gzip_and_a_token(tmp_path: Path) -> No
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
     from tests.helpers.otlp import genai_attributes
 
     with Receiver(tmp_path, grpc_port=0, http_port=0, ingest_token=TOKEN, flush_interval=3600) as receiver:
@@ -256,7 +257,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

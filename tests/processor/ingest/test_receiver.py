@@ -12,18 +12,18 @@ from typing import Any
 import duckdb
 import grpc
 import pytest
-from tests.helpers.otlp import export, export_raw, genai_attributes, make_request, make_span, random_span
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-
 from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.schema import ARROW_SCHEMA, COST_TYPE
 from tokentrail.processor.storage.parquet import part_name
 from tokentrail.processor.storage.wal import WriteAheadLog, list_segments, read_segment
+
+from tests.helpers.otlp import export, export_raw, genai_attributes, make_request, make_span, random_span
 
 
 def read_usage(data_dir: Path) -> list[dict[str, Any]]:

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tests.helpers.otlp import T0_NS, any_value, export, export_raw, genai_attributes, make_request, make_span, random_span
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from tests.processor.ingest.test_receiver import read_usage
-
 from tokentrail.instrumentation import semconv as sc
+from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.normalize.reader import (
     DIALECTS,
     MAX_TAG_CHARS,
@@ -27,8 +25,19 @@ from tokentrail.processor.normalize.reader import (
     MAX_USER_CHARS,
     normalize_request,
 )
-from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.schema import records_to_table
+
+from tests.helpers.otlp import (
+    T0_NS,
+    any_value,
+    export,
+    export_raw,
+    genai_attributes,
+    make_request,
+    make_span,
+    random_span,
+)
+from tests.processor.ingest.test_receiver import read_usage
 
 MB = "x" * (1 << 20)
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from tokentrail.processor.demo.fake_provider import FakeCall, FakeProvider
 from tokentrail.processor.normalize.reader import NormalizeResult, normalize_request
 from tokentrail.processor.schema import UsageRecord

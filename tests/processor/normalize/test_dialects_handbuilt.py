@@ -8,10 +8,10 @@ import json
 import os
 
 import pytest
-from tests.helpers.otlp import make_request, make_span
-
 from tokentrail.processor.normalize.reader import normalize_request
 from tokentrail.processor.schema import UsageRecord
+
+from tests.helpers.otlp import make_request, make_span
 
 
 def records(*spans):  # noqa: ANN002, ANN201

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
-from tests.helpers import reference_normalize
-from tests.helpers.otlp import T0_NS, any_value, genai_attributes, make_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
-from tokentrail.processor.normalize.reader import DIALECTS, MAX_TOKENS, normalize_bytes, normalize_request
 from tokentrail.processor.normalize.otlp import as_fast_request
+from tokentrail.processor.normalize.reader import DIALECTS, MAX_TOKENS, normalize_bytes, normalize_request
 
+from tests.helpers import reference_normalize
+from tests.helpers.otlp import T0_NS, any_value, genai_attributes, make_request
 
 
 def assert_same(request: ExportTraceServiceRequest) -> None:

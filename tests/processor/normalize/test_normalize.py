@@ -3,15 +3,15 @@ rejected one by one and never cost their batch. Also the ingest dedupe window.""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from tests.helpers.otlp import T0_NS, genai_attributes, make_request, make_span
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-
-from tokentrail.processor.storage.dedupe import DedupeWindow
 from tokentrail.processor.normalize.reader import normalize_request
 from tokentrail.processor.schema import NO_USAGE
+from tokentrail.processor.storage.dedupe import DedupeWindow
+
+from tests.helpers.otlp import T0_NS, genai_attributes, make_request, make_span
 
 
 def one(attrs: dict, **span_kwargs: object):
@@ -133,7 +133,7 @@ def test_provider_names_map_to_catalog_ids() -> None:
 
 def test_timestamp_is_span_start_in_utc_microseconds_and_duration_from_end() -> None:
     record = one(genai_attributes(), start_ns=T0_NS + 123_456_789, duration_ns=2_500_000_000)
-    assert record.timestamp == datetime(2025, 6, 1, 12, 0, 0, 123_456, tzinfo=timezone.utc)
+    assert record.timestamp == datetime(2025, 6, 1, 12, 0, 0, 123_456, tzinfo=UTC)
     assert record.duration_ms == pytest.approx(2500.0)
 
 

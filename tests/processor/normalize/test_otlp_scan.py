@@ -8,22 +8,19 @@ also goes through the scanner); here: the wire format itself, bent and broken.""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.otlp import T0_NS, genai_attributes, key_values, make_request, make_span
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
-
-from tokentrail.processor.normalize.reader import NormalizeResult, normalize_bytes, normalize_request
 from tokentrail.processor.normalize.otlp import InvalidRequest, parse_export_request
+from tokentrail.processor.normalize.reader import NormalizeResult, normalize_bytes, normalize_request
 
+from tests.helpers.otlp import T0_NS, genai_attributes, key_values, make_request, make_span
 
 
 def test_the_scanner_is_built() -> None:

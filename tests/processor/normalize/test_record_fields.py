@@ -7,22 +7,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.helpers.otlp import genai_attributes, make_request, make_span
-
-from tokentrail.processor.storage.compaction import compact_day, read_day
+from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.normalize.reader import normalize_request
 from tokentrail.processor.pricing.catalog import Pricer, catalog_price
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES
-from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.reports.report import ReportQuery, run_report
-from tokentrail.processor.storage.reprice import reprice
 from tokentrail.processor.schema import (
     ADDED_COLUMNS,
     ARROW_SCHEMA,
@@ -33,9 +29,13 @@ from tokentrail.processor.schema import (
     records_to_table,
     table_to_records,
 )
+from tokentrail.processor.storage.compaction import compact_day, read_day
 from tokentrail.processor.storage.parquet import day_dir_name, write_partitions
+from tokentrail.processor.storage.reprice import reprice
 
-WHEN = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)  # gpt-5 has flex and batch prices by then
+from tests.helpers.otlp import genai_attributes, make_request, make_span
+
+WHEN = datetime(2026, 11, 20, 12, tzinfo=UTC)  # gpt-5 has flex and batch prices by then
 WHEN_NS = int(WHEN.timestamp()) * 10**9
 
 

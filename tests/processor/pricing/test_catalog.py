@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,7 +17,6 @@ from genai_prices import data_snapshot
 from genai_prices.types import StartDateConstraint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tokentrail.processor.pricing.catalog import Pricer, catalog_price
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord
@@ -111,7 +110,7 @@ def test_every_catalog_model_prices_exactly_as_the_library_on_every_price_date()
         for day in _days(model):
             for tier in _tiers(model):
                 for k in range(4):
-                    when = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(seconds=rng.randrange(86_400))
+                    when = datetime.combine(day, datetime.min.time(), UTC) + timedelta(seconds=rng.randrange(86_400))
                     usage = _usage(rng, one_hour=bool(k % 2))
                     problem = _check(pricer, provider, model.id, when, tier, usage)
                     checked += 1
@@ -144,7 +143,7 @@ def pricer() -> Pricer:
 @given(
     chosen=st.sampled_from(ALL_MODELS),
     usage=usages(),
-    when=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(timezone.utc)),
+    when=st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)),
     tier=st.sampled_from([None, "batch", "flex", "priority", "fast", "default"]),
 )
 def test_random_catalog_models_and_usages_price_exactly(
@@ -159,7 +158,7 @@ def test_random_catalog_models_and_usages_price_exactly(
 
 def rich(**fields: object) -> RichRecord:
     base: dict[str, object] = dict(
-        timestamp=datetime(2026, 11, 20, 12, tzinfo=timezone.utc),
+        timestamp=datetime(2026, 11, 20, 12, tzinfo=UTC),
         trace_id="0" * 32,
         span_id="1" * 16,
         provider="openai",
@@ -206,7 +205,7 @@ def test_one_hour_cache_writes_are_priced_at_the_one_hour_rate(pricer: Pricer) -
 
 
 def test_audio_tokens_are_priced_at_audio_rates_by_the_library(pricer: Pricer) -> None:
-    when = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 20, 12, tzinfo=UTC)
     usage = dict(input_tokens=10_000, output_tokens=2_000, input_audio_tokens=4_000, output_audio_tokens=1_500, cached_input_tokens=3_000, cached_audio_input_tokens=1_000)
     quote = pricer.quote("openai", "gpt-realtime", when, **usage)
     assert quote is not None and not quote.fast
@@ -272,7 +271,7 @@ def _batch(rng: random.Random) -> list[UsageRecord]:
     for i, (provider, model) in enumerate(models):
         tiers = _tiers(model) if hasattr(model, "prices") else [None]
         for k in range(3):
-            when = datetime.combine(BASE_DAY + timedelta(days=rng.randrange(-400, 400)), datetime.min.time(), timezone.utc)
+            when = datetime.combine(BASE_DAY + timedelta(days=rng.randrange(-400, 400)), datetime.min.time(), UTC)
             usage = _usage(rng, one_hour=bool(k % 2))
             if k == 2 and i % 5 == 0:
                 usage.update(input_audio_tokens=rng.randint(0, usage["input_tokens"]), output_audio_tokens=rng.randint(0, 50))

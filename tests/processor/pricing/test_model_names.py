@@ -3,12 +3,12 @@ instrumentations and gateways send them, end to end through the pricer."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from genai_prices import data_snapshot
-
 from tokentrail.processor.pricing import model_names
+from tokentrail.processor.pricing.catalog import Pricer, catalog_price, resolve_name
 from tokentrail.processor.pricing.model_names import (
     CREATORS,
     GATEWAYS,
@@ -21,10 +21,9 @@ from tokentrail.processor.pricing.model_names import (
     load_table,
     price_context,
 )
-from tokentrail.processor.pricing.catalog import Pricer, catalog_price, resolve_name
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES, parse_overrides
 
-T = datetime(2025, 10, 1, 12, tzinfo=timezone.utc)
+T = datetime(2025, 10, 1, 12, tzinfo=UTC)
 CATALOG_IDS = {p.id for p in data_snapshot.get_snapshot().providers}
 
 

@@ -4,12 +4,11 @@ policy, effective dates, and validation that names the line of every problem bef
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
 from tokentrail.processor.pricing.catalog import PRICE_VERSION, PRICING_ENV, Pricer, catalog_price
 from tokentrail.processor.pricing.overrides import (
     BYOK_LIST,
@@ -20,7 +19,7 @@ from tokentrail.processor.pricing.overrides import (
 )
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord
 
-T = datetime(2026, 3, 10, 12, tzinfo=timezone.utc)
+T = datetime(2026, 3, 10, 12, tzinfo=UTC)
 USAGE = dict(input_tokens=10_000, output_tokens=1_000, cached_input_tokens=4_000)
 
 
@@ -95,9 +94,9 @@ discount_percent = 10
 
 def test_a_rule_applies_only_within_its_effective_dates() -> None:
     text = '[[rule]]\nprovider = "openai"\ndiscount_percent = 20\nstart_date = 2026-03-01\nend_date = "2026-03-31"\n'
-    inside = priced(text, timestamp=datetime(2026, 3, 31, 23, 59, tzinfo=timezone.utc))
-    before = priced(text, timestamp=datetime(2026, 2, 28, 23, 59, tzinfo=timezone.utc))
-    after = priced(text, timestamp=datetime(2026, 4, 1, 0, 0, tzinfo=timezone.utc))
+    inside = priced(text, timestamp=datetime(2026, 3, 31, 23, 59, tzinfo=UTC))
+    before = priced(text, timestamp=datetime(2026, 2, 28, 23, 59, tzinfo=UTC))
+    after = priced(text, timestamp=datetime(2026, 4, 1, 0, 0, tzinfo=UTC))
     assert inside.total_cost == inside.market_cost * Decimal("0.8")  # type: ignore[operator]
     assert before.total_cost == before.market_cost
     assert after.total_cost == after.market_cost

@@ -3,7 +3,7 @@ is stored with NULL cost and counted, never as $0."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import genai_prices
@@ -11,7 +11,6 @@ import pytest
 from genai_prices import data_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tokentrail.processor.pricing.catalog import (
     PRICE_VERSION,
     PROVIDER_IDS,
@@ -20,11 +19,11 @@ from tokentrail.processor.pricing.catalog import (
     canonical_provider,
     catalog_price,
 )
-from tokentrail.processor.pricing.overrides import NO_OVERRIDES
 from tokentrail.processor.pricing.model_names import GATEWAYS
+from tokentrail.processor.pricing.overrides import NO_OVERRIDES
 from tokentrail.processor.schema import NO_USAGE, PRICED, UNPRICED, UsageRecord
 
-T = datetime(2025, 10, 1, 12, 30, tzinfo=timezone.utc)
+T = datetime(2025, 10, 1, 12, 30, tzinfo=UTC)
 
 # Real catalog models: flat, date-conditional and tiered, OpenAI and Anthropic (with cache reads and writes), and a
 # few others reached through OTel provider names.
@@ -69,7 +68,7 @@ def usages(draw: st.DrawFn) -> tuple[int, int, int, int]:
 
 
 timestamps = st.datetimes(
-    min_value=datetime(2024, 6, 1), max_value=datetime(2026, 12, 31), timezones=st.just(timezone.utc)
+    min_value=datetime(2024, 6, 1), max_value=datetime(2026, 12, 31), timezones=st.just(UTC)
 )
 
 
@@ -178,8 +177,8 @@ def test_more_cached_than_input_tokens_is_unpriced_not_guessed(pricer: Pricer) -
 
 def test_prices_follow_the_request_date(pricer: Pricer) -> None:
     # o3's price changed on 2025-06-10; each day is resolved on its own.
-    before = pricer.quote("openai", "o3", datetime(2025, 6, 1, tzinfo=timezone.utc), input_tokens=10**6, output_tokens=0)
-    after = pricer.quote("openai", "o3", datetime(2025, 6, 20, tzinfo=timezone.utc), input_tokens=10**6, output_tokens=0)
+    before = pricer.quote("openai", "o3", datetime(2025, 6, 1, tzinfo=UTC), input_tokens=10**6, output_tokens=0)
+    after = pricer.quote("openai", "o3", datetime(2025, 6, 20, tzinfo=UTC), input_tokens=10**6, output_tokens=0)
     assert before is not None and after is not None
     assert before.market_cost != after.market_cost
 

@@ -7,18 +7,23 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from genai_prices import data_snapshot
 from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice, Provider
-
 from tokentrail.processor.pricing import catalog as pricing
-from tokentrail.processor.pricing.catalog import AUTO_UPDATE_ENV, PRICE_VERSION, Pricer, start_auto_update, stop_auto_update
+from tokentrail.processor.pricing.catalog import (
+    AUTO_UPDATE_ENV,
+    PRICE_VERSION,
+    Pricer,
+    start_auto_update,
+    stop_auto_update,
+)
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES
 
-T = datetime(2026, 3, 10, 12, tzinfo=timezone.utc)
+T = datetime(2026, 3, 10, 12, tzinfo=UTC)
 
 
 @pytest.fixture

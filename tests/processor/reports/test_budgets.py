@@ -8,15 +8,13 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.processor.reports.test_report import rec, write
-
 from tokentrail.processor.reports.budgets import (
     DEFAULT_THRESHOLDS,
     BudgetConfigError,
@@ -28,7 +26,9 @@ from tokentrail.processor.reports.budgets import (
 )
 from tokentrail.processor.schema import UNPRICED, UsageRecord
 
-MARCH_16 = datetime(2025, 3, 16, tzinfo=timezone.utc)  # as_of: the end of 2025-03-15
+from tests.processor.reports.test_report import rec, write
+
+MARCH_16 = datetime(2025, 3, 16, tzinfo=UTC)  # as_of: the end of 2025-03-15
 
 
 def config(**budget: Any) -> Any:
@@ -121,9 +121,9 @@ def test_status_gives_spend_remaining_percent_and_projection(tmp_path: Path) -> 
 
 def test_a_new_period_projects_from_the_previous_week(tmp_path: Path) -> None:
     daily_dollar(tmp_path, date(2025, 2, 22), 7)  # $1/day up to Feb 28, nothing in March yet
-    (row,) = status(tmp_path, as_of=datetime(2025, 3, 1, tzinfo=timezone.utc))
+    (row,) = status(tmp_path, as_of=datetime(2025, 3, 1, tzinfo=UTC))
     assert row["period_start"] == "2025-02-01"  # as_of is exclusive: the end of Feb 28 is still February
-    (row,) = status(tmp_path, as_of=datetime(2025, 3, 1, 0, 0, 1, tzinfo=timezone.utc))
+    (row,) = status(tmp_path, as_of=datetime(2025, 3, 1, 0, 0, 1, tzinfo=UTC))
     assert row["spend"] == Decimal(0)
     assert Decimal("30.9") < row["projected_spend"] < Decimal(31)  # 31 days at $1/day, less one second
 
@@ -195,7 +195,7 @@ def test_a_budget_without_period_counts_everything_from_its_start(tmp_path: Path
 
 def test_as_of_leaves_out_later_records(tmp_path: Path) -> None:
     daily_dollar(tmp_path, date(2025, 3, 1), 20)
-    (row,) = status(tmp_path, as_of=datetime(2025, 3, 10, 12, 0, 0, 1, tzinfo=timezone.utc))
+    (row,) = status(tmp_path, as_of=datetime(2025, 3, 10, 12, 0, 0, 1, tzinfo=UTC))
     assert row["spend"] == Decimal(10)
 
 
@@ -216,7 +216,7 @@ class Collecting:
         pass
 
 
-NOW = datetime(2025, 3, 15, 12, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 15, 12, tzinfo=UTC)
 
 
 def spend(dollars: str, ts: datetime = NOW, **fields: Any) -> UsageRecord:
@@ -279,7 +279,7 @@ def test_each_value_has_its_own_thresholds(tmp_path: Path) -> None:
 def test_a_new_period_fires_again(tmp_path: Path) -> None:
     sink = Collecting()
     monitor(tmp_path, sink).observe([spend("60")])
-    april = datetime(2025, 4, 1, 9, tzinfo=timezone.utc)
+    april = datetime(2025, 4, 1, 9, tzinfo=UTC)
     monitor(tmp_path, sink, now=april).observe([spend("60", april)])
     assert [(a["period_start"], a["threshold"]) for a in sink.alerts] == [("2025-03-01", 50), ("2025-04-01", 50)]
 
@@ -485,13 +485,13 @@ def test_requests_without_a_user_are_in_no_each_user_budget(tmp_path: Path) -> N
 
 def test_the_real_receiver_fires_a_budget_alert_to_a_webhook_as_spans_land(tmp_path: Path, hook: Hook) -> None:
     """OTLP/gRPC in, through the receiver's durable-batch listener, out as a webhook POST: the path serve wires."""
+    from tokentrail.processor.ingest.receiver import Receiver
+    from tokentrail.processor.reports.budgets import WebhookNotifier
+
     from tests.helpers.otlp import T0_NS, export, genai_attributes, make_request, make_span
 
-    from tokentrail.processor.reports.budgets import WebhookNotifier
-    from tokentrail.processor.ingest.receiver import Receiver
-
     hook.statuses.clear()
-    span_time = datetime.fromtimestamp(T0_NS / 1e9, tz=timezone.utc)
+    span_time = datetime.fromtimestamp(T0_NS / 1e9, tz=UTC)
     cfg = budgets_from_dict({"webhook": hook.url, "budgets": [
         {"name": "per customer", "scope": "user", "value": "each", "amount": "0.000001", "period": "daily"}]})
     with Receiver(tmp_path, grpc_port=0, receiver_id="budget-test", flush_interval=3600) as receiver:

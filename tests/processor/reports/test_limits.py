@@ -8,8 +8,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tests.processor.reports.test_report import keys, q, rec, write
-
 from tokentrail.processor.reports import report as report_module
 from tokentrail.processor.reports.report import (
     MAX_RANGE_DAYS,
@@ -20,6 +18,8 @@ from tokentrail.processor.reports.report import (
     report_json,
     run_report,
 )
+
+from tests.processor.reports.test_report import keys, q, rec, write
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.processor.reports.test_report import rec, write
-
 from tokentrail.processor.reports.margins import (
     RevenueConfigError,
     load_revenue,
@@ -21,6 +19,8 @@ from tokentrail.processor.reports.margins import (
 )
 from tokentrail.processor.reports.report import ReportParameterError
 from tokentrail.processor.schema import UNPRICED
+
+from tests.processor.reports.test_report import rec, write
 
 REVENUE = revenue_from_dict({
     "plans": {

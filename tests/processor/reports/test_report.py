@@ -4,14 +4,13 @@ as the receiver writes it (``usage/date=YYYY-MM-DD/part-*.parquet``)."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-
 from tokentrail.processor.reports.report import (
     METRICS,
     Report,
@@ -31,7 +30,7 @@ def rec(ts: str, **fields: Any) -> UsageRecord:
     global _seq
     _seq += 1
     defaults: dict[str, Any] = {
-        "timestamp": datetime.fromisoformat(ts).replace(tzinfo=timezone.utc),
+        "timestamp": datetime.fromisoformat(ts).replace(tzinfo=UTC),
         "trace_id": f"{_seq:032x}",
         "span_id": f"{_seq:016x}",
         "provider": "openai",

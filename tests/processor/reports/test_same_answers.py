@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,15 @@ from urllib.request import Request, urlopen
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.processor.reports.test_report import rec, write
-
-from tokentrail.processor.cli import main as cli
 from tokentrail.processor.api.http import ReportServer
+from tokentrail.processor.cli import main as cli
 from tokentrail.processor.reports.budgets import budgets_from_dict
 from tokentrail.processor.reports.formatting import format_csv
 from tokentrail.processor.reports.margins import revenue_from_dict
 from tokentrail.processor.reports.report import METRICS, Report, ReportQuery, report_json, run_report
 from tokentrail.processor.schema import UNPRICED
+
+from tests.processor.reports.test_report import rec, write
 
 USERS = ("alice", "bob", None)
 MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-4-5"), ("openai", "gpt-4.1"))
@@ -35,7 +35,7 @@ TAGS = ("plan:pro", "plan:free", "feature:chat", "feature:search")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("same")
     records = []
-    start = datetime(2025, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 3, 1, tzinfo=UTC)
     for i in range(120):
         provider, model = MODELS[i % 3]
         ts = start + timedelta(hours=7 * i)
@@ -184,7 +184,7 @@ record_strategy = st.fixed_dictionaries({
 def test_for_any_records_the_total_is_the_sum_of_the_days_and_tags_cover_the_tagged(records: list[dict]) -> None:
     root = Path(tempfile.mkdtemp(prefix="tt-same-"))
     try:
-        start = datetime(2025, 3, 1, tzinfo=timezone.utc)
+        start = datetime(2025, 3, 1, tzinfo=UTC)
         write(root, [
             rec((start + timedelta(minutes=r["minute"])).strftime("%Y-%m-%dT%H:%M:%S"), user_id=r["user"],
                 tags=r["tags"], total_cost=r["cost"], market_cost=r["cost"],

@@ -4,20 +4,20 @@ that suddenly spends five times its usual must, and small numbers must not look 
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tokentrail.processor.reports.report import ReportParameterError
+from tokentrail.processor.reports.spikes import SpikeQuery, find_spikes, spikes_from_params
+from tokentrail.processor.schema import UsageRecord
+
 from tests.processor.reports.test_report import rec, write
 
-from tokentrail.processor.reports.report import ReportParameterError
-from tokentrail.processor.schema import UsageRecord
-from tokentrail.processor.reports.spikes import SpikeQuery, find_spikes, spikes_from_params
-
 SATURDAY = date(2025, 3, 15)
-AFTER_SATURDAY = datetime(2025, 3, 16, tzinfo=timezone.utc)  # as_of: the latest complete day is that Saturday
+AFTER_SATURDAY = datetime(2025, 3, 16, tzinfo=UTC)  # as_of: the latest complete day is that Saturday
 
 
 def day_records(day: date, model: str, n: int, rng: random.Random, **fields: Any) -> list[UsageRecord]:
@@ -113,9 +113,9 @@ def test_request_count_and_total_dimensions(weekly: Path) -> None:
 
 
 def test_partial_compares_the_day_so_far_with_the_same_hours_before(weekly: Path) -> None:
-    noon = datetime(2025, 3, 15, 12, tzinfo=timezone.utc)
+    noon = datetime(2025, 3, 15, 12, tzinfo=UTC)
     result = find_spikes(weekly, SpikeQuery(as_of=noon, partial=True, include_all=True))
-    assert (result.window_start, result.window_end) == (datetime(2025, 3, 15, tzinfo=timezone.utc), noon)
+    assert (result.window_start, result.window_end) == (datetime(2025, 3, 15, tzinfo=UTC), noon)
     rows = {row["value"]: row for row in result.rows}
     assert rows["surge"]["spike"] and not rows["steady"]["spike"]
     assert Decimal(2) < rows["steady"]["expected"] < Decimal(4)  # half of a ~$6 Saturday: cut like the window
@@ -143,18 +143,18 @@ def hourly(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_an_hourly_spike_against_the_same_hour_on_previous_days(hourly: Path) -> None:
-    at_three = datetime(2025, 3, 15, 15, 5, tzinfo=timezone.utc)  # latest complete hour: 14:00-15:00
+    at_three = datetime(2025, 3, 15, 15, 5, tzinfo=UTC)  # latest complete hour: 14:00-15:00
     result = find_spikes(hourly, SpikeQuery(dimension="user", window="hour", metric="request_count", as_of=at_three,
                                             include_all=True))
     rows = {row["value"]: row for row in result.rows}
-    assert result.window_start == datetime(2025, 3, 15, 14, tzinfo=timezone.utc)
+    assert result.window_start == datetime(2025, 3, 15, 14, tzinfo=UTC)
     assert rows["bursty"]["spike"] and rows["bursty"]["observed"] == 200
     assert not rows["calm"]["spike"]
     assert len(result.baseline_windows) == 14
 
 
 def test_the_morning_ramp_is_not_a_spike_when_compared_with_other_mornings(hourly: Path) -> None:
-    at_nine = datetime(2025, 3, 15, 9, 0, tzinfo=timezone.utc)  # 08:00-09:00: ten times the night before
+    at_nine = datetime(2025, 3, 15, 9, 0, tzinfo=UTC)  # 08:00-09:00: ten times the night before
     daily = find_spikes(hourly, SpikeQuery(dimension="user", window="hour", metric="request_count", as_of=at_nine))
     assert daily.rows == []
     naive = find_spikes(hourly, SpikeQuery(dimension="user", window="hour", metric="request_count", as_of=at_nine,

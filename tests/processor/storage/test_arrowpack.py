@@ -9,7 +9,6 @@ import pyarrow as pa
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
 from tokentrail.processor import schema
 
 

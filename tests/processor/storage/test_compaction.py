@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
 from tokentrail.processor.cli import main as cli
+from tokentrail.processor.reports.report import ReportQuery, run_report
+from tokentrail.processor.schema import ARROW_SCHEMA, PRICED, UsageRecord
 from tokentrail.processor.storage.compaction import (
     VERSIONS_DIR,
     RewriteError,
@@ -25,13 +26,11 @@ from tokentrail.processor.storage.compaction import (
     read_day,
     rewrite_day,
 )
-from tokentrail.processor.reports.report import ReportQuery, run_report
-from tokentrail.processor.schema import ARROW_SCHEMA, PRICED, UsageRecord
 from tokentrail.processor.storage.parquet import flush_segment, part_name, write_partitions
 from tokentrail.processor.storage.wal import WriteAheadLog, list_segments
 
 DAY = date(2025, 6, 1)
-T = datetime(2025, 6, 1, 8, 0, tzinfo=timezone.utc)
+T = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
 
 def rec(i: int, *, response_id: str | None = None, provider: str = "openai", **overrides: object) -> UsageRecord:

@@ -4,7 +4,6 @@ identities are forgotten first, and an identity forgotten and added again is nev
 from __future__ import annotations
 
 import pytest
-
 from tokentrail.processor.storage.dedupe import DedupeWindow, identity_key, keys_of, record_key
 
 

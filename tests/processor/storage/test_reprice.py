@@ -5,21 +5,20 @@ queries (price versions of a period, unpriced models)."""
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
-from tokentrail.processor.storage import reprice as reprice_module
-from tokentrail.processor.storage.compaction import read_day
 from tokentrail.processor.pricing.catalog import PRICE_VERSION, USAGE_MISSING, Pricer
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES, parse_overrides
 from tokentrail.processor.reports.report import ReportQuery, run_report
-from tokentrail.processor.storage.reprice import price_versions, reprice, reprice_table, unpriced_models
 from tokentrail.processor.schema import NO_USAGE, PRICED, UNPRICED, UsageRecord, table_to_records, to_cost
+from tokentrail.processor.storage import reprice as reprice_module
+from tokentrail.processor.storage.compaction import read_day
 from tokentrail.processor.storage.parquet import write_partitions
+from tokentrail.processor.storage.reprice import price_versions, reprice, reprice_table, unpriced_models
 
 DAY1, DAY2, DAY3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
 OLD = "genai-prices 0.0.1"
@@ -28,7 +27,7 @@ DISCOUNT = '[[rule]]\nprovider = "openai"\ndiscount_percent = 10\n'
 
 def rec(day: date, i: int, **fields: object) -> UsageRecord:
     base: dict[str, object] = dict(
-        timestamp=datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(minutes=i),
+        timestamp=datetime.combine(day, datetime.min.time(), UTC) + timedelta(minutes=i),
         trace_id=f"{day.toordinal():016x}{i:016x}",
         span_id=f"{i:016x}",
         provider="openai",

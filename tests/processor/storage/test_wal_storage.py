@@ -7,19 +7,18 @@ import os
 import shutil
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-
 from tokentrail.processor.schema import ARROW_SCHEMA, COST_TYPE, PRICED, UsageRecord, table_to_records
 from tokentrail.processor.storage.parquet import flush_segment, flush_wal, part_name, write_partitions
 from tokentrail.processor.storage.wal import WALError, WriteAheadLog, list_segments, read_segment
 
-T = datetime(2025, 6, 1, 23, 59, 59, 999_999, tzinfo=timezone.utc)
+T = datetime(2025, 6, 1, 23, 59, 59, 999_999, tzinfo=UTC)
 
 
 def rec(i: int, *, timestamp: datetime = T, **overrides: object) -> UsageRecord:
@@ -287,15 +286,15 @@ def test_the_fast_column_builder_makes_exactly_the_schemas_table() -> None:
 
 def test_tags_are_dictionary_encoded_in_parquet(tmp_path: Path) -> None:
     """Tag filters and tag grouping read the tags column on every report: it must be dictionary-encoded."""
-    import pyarrow.parquet as pq
-    from datetime import datetime, timezone
+    from datetime import datetime
 
+    import pyarrow.parquet as pq
     from tokentrail.processor.schema import UsageRecord
     from tokentrail.processor.storage.parquet import write_partitions
 
     records = [
         UsageRecord(
-            timestamp=datetime(2026, 11, 29, tzinfo=timezone.utc),
+            timestamp=datetime(2026, 11, 29, tzinfo=UTC),
             trace_id=f"{i:032x}",
             span_id=f"{i:016x}",
             provider="openai",

@@ -1,0 +1,34 @@
+"""Every ``TOKENTRAIL_*`` environment variable the processor reads, by name, in one place.
+
+Only the names live here: each is read where its command-line option is defined (an option always wins over its
+variable), so ``tokentrail serve --help`` and this list cannot drift apart. The instrumentation's variables are in
+``tokentrail.instrumentation.semconv`` (the instrumentation must not import the processor)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "API_TOKEN",
+    "BUDGETS",
+    "DATA_DIR",
+    "INGEST_TOKEN",
+    "PRICES_AUTO_UPDATE",
+    "PRICING",
+    "REVENUE",
+]
+
+DATA_DIR: Final = "TOKENTRAIL_DATA_DIR"
+"""Default ``--data-dir`` of every command."""
+API_TOKEN: Final = "TOKENTRAIL_API_TOKEN"
+"""Bearer token the report API requires (``--api-token``)."""
+INGEST_TOKEN: Final = "TOKENTRAIL_INGEST_TOKEN"
+"""Bearer token the OTLP receivers require (``--ingest-token``)."""
+BUDGETS: Final = "TOKENTRAIL_BUDGETS"
+"""Budgets file (``--budgets``)."""
+REVENUE: Final = "TOKENTRAIL_REVENUE"
+"""Revenue file for margins (``--revenue``)."""
+PRICING: Final = "TOKENTRAIL_PRICING"
+"""Pricing overrides file (``--pricing``)."""
+PRICES_AUTO_UPDATE: Final = "TOKENTRAIL_PRICES_AUTO_UPDATE"
+"""``1`` lets genai-prices fetch a newer catalog at start (falls back to the bundled data, saying so)."""
