@@ -1,6 +1,6 @@
-"""Pricing: records priced per second by our cached fast path, as a ratio against `genai_prices.calc_price` per
-record on the same records in the same process (the library is the reference; DESIGN.md §4 asks for ≥ 20×), and the
-same with an overrides file (discount, explicit prices, BYOK at list price): `ratio_with_overrides`."""
+"""Pricing: records priced per second by our cached fast path, as a ratio against `genai_prices.calc_price` per record
+on the same records in the same process (the library is the reference; docs/ARCHITECTURE.md, Performance, asks for ≥
+20×), and the same with an overrides file (discount, explicit prices, BYOK at list price): `ratio_with_overrides`."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ files, fetching the same rows into Python. Both answers are checked equal (``mis
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -33,8 +34,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tokentrail.processor.reports.report import MAX_ROWS, ReportQuery, exact_cost, run_report
+from tokentrail.processor.reports.dataset import exact_cost
+from tokentrail.processor.reports.query import MAX_ROWS, ReportQuery
+from tokentrail.processor.reports.report import run_report
 from tokentrail.processor.schema import ARROW_SCHEMA, PRICED, UNPRICED
+from tokentrail.processor.storage.parquet import COMPRESSION, DICTIONARY_COLUMNS, ROW_GROUP_SIZE
 
 DAYS = 30
 FIRST_DAY = date(2026, 10, 1)
@@ -141,8 +145,6 @@ def _day_table(day: date, n: int, seed: int, users: pa.Array, combos: pa.Array) 
 
 def generate(data_dir: Path, rows: int, *, seed: int = 1) -> None:
     """Write ``rows`` records over ``DAYS`` days into ``data_dir/usage/date=.../part-bench-000001.parquet``."""
-    from tokentrail.processor.storage.parquet import COMPRESSION, DICTIONARY_COLUMNS, ROW_GROUP_SIZE
-
     rng = random.Random(seed)
     users = pa.array([f"cust_{i:06d}" for i in range(max(50, rows // 100))])
     combos = pa.array(_tag_combos(rng), pa.list_(pa.string()))
@@ -248,13 +250,14 @@ def run(rows: int = 10_000_000, *, repeat: int = 3, data_dir: str | os.PathLike[
             query = ReportQuery.from_params(params)
             raw_fn = _raw_runner(root, sql)
             ours_times, raw_times = [], []
-            ours = raw = None
+            ours: list[dict[str, Any]] = []
+            raw: list[tuple[Any, ...]] = []
             for _ in range(repeat):
-                t, ours = _best(lambda: run_report(root, query))
+                t, ours = _best(functools.partial(run_report, root, query))
                 ours_times.append(t)
                 t, raw = _best(raw_fn)
                 raw_times.append(t)
-            if not _same(ours, raw, n_keys):  # type: ignore[arg-type]
+            if not _same(ours, raw, n_keys):
                 mismatches += 1
             out[f"{name}_s"] = round(min(ours_times), 4)
             out[f"{name}_raw_s"] = round(min(raw_times), 4)

@@ -1,4 +1,5 @@
-"""Every ``TOKENTRAIL_*`` environment variable the processor reads, by name, in one place.
+"""Every ``TOKENTRAIL_*`` environment variable the processor reads, by name, in one place (and the data directory's
+default).
 
 Only the names live here: each is read where its command-line option is defined (an option always wins over its
 variable), so ``tokentrail serve --help`` and this list cannot drift apart. The instrumentation's variables are in
@@ -12,6 +13,7 @@ __all__ = [
     "API_TOKEN",
     "BUDGETS",
     "DATA_DIR",
+    "DEFAULT_DATA_DIR",
     "INGEST_TOKEN",
     "PRICES_AUTO_UPDATE",
     "PRICING",
@@ -20,6 +22,9 @@ __all__ = [
 
 DATA_DIR: Final = "TOKENTRAIL_DATA_DIR"
 """Default ``--data-dir`` of every command."""
+DEFAULT_DATA_DIR: Final = "tokentrail-data"
+"""The data directory when neither ``--data-dir`` nor ``TOKENTRAIL_DATA_DIR`` names one (relative to the working
+directory)."""
 API_TOKEN: Final = "TOKENTRAIL_API_TOKEN"
 """Bearer token the report API requires (``--api-token``)."""
 INGEST_TOKEN: Final = "TOKENTRAIL_INGEST_TOKEN"

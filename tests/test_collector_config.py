@@ -7,13 +7,15 @@ which spans the filter drops.
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from tokentrail.processor.cli.main import DEFAULT_GRPC_PORT
+from tokentrail.processor.cli.serve import DEFAULT_GRPC_PORT
+from tokentrail.processor.ingest.receiver import Receiver
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "otel-collector.yaml"
 SECTIONS = {"receivers", "processors", "exporters", "connectors", "extensions"}
@@ -149,8 +151,4 @@ def test_the_filter_keeps_genai_spans(span_conditions: list[str], attributes: di
 
 
 def test_the_cli_default_grpc_port_is_the_receivers_default() -> None:
-    import inspect
-
-    from tokentrail.processor.ingest.receiver import Receiver
-
     assert inspect.signature(Receiver).parameters["grpc_port"].default == DEFAULT_GRPC_PORT

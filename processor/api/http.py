@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
+from tokentrail.processor import environment
 from tokentrail.processor.api.openapi import openapi_document
 from tokentrail.processor.reports.budgets import (
     BUDGET_COLUMNS,
@@ -36,16 +37,13 @@ from tokentrail.processor.reports.budgets import (
     budgets_from_params,
     load_budgets,
 )
-from tokentrail.processor.reports.formatting import exact_json, format_csv
-from tokentrail.processor.reports.margins import MARGIN_COLUMNS, RevenueConfig, load_revenue, margins_from_params
-from tokentrail.processor.reports.report import (
-    Report,
-    ReportError,
-    ReportParameterError,
-    ReportQuery,
-    report_json,
-    single_param,
-)
+from tokentrail.processor.reports.errors import ReportError, ReportParameterError
+from tokentrail.processor.reports.formatting import exact_json, format_csv, report_json
+from tokentrail.processor.reports.margins import MARGIN_COLUMNS, margins_from_params
+from tokentrail.processor.reports.params import single_param
+from tokentrail.processor.reports.query import ReportQuery
+from tokentrail.processor.reports.report import Report
+from tokentrail.processor.reports.revenue import RevenueConfig, load_revenue
 from tokentrail.processor.reports.spikes import SPIKE_COLUMNS, spikes_from_params
 
 __all__ = [
@@ -108,14 +106,14 @@ class _App:
     def budgets_answer(self, params: Mapping[str, list[str]]) -> _Answer:
         if self.budgets is None:
             raise _NotConfigured("no budgets are configured: start the server with --budgets FILE "
-                                 "(or TOKENTRAIL_BUDGETS)")
+                                 f"(or {environment.BUDGETS})")
         rows, truncated = budgets_from_params(self.report.data_dir, self.budgets, params)
         return _Answer(exact_json(budgets_body(rows, truncated)), rows, BUDGET_COLUMNS, truncated)
 
     def margins_answer(self, params: Mapping[str, list[str]]) -> _Answer:
         if self.revenue is None:
             raise _NotConfigured("no revenue file is configured: start the server with --revenue FILE "
-                                 "(or TOKENTRAIL_REVENUE)")
+                                 f"(or {environment.REVENUE})")
         result = margins_from_params(self.report.data_dir, self.revenue, params)
         return _Answer(exact_json(result.body()), result.rows, MARGIN_COLUMNS[result.by], result.truncated)
 

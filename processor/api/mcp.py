@@ -24,9 +24,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from tokentrail.processor.reports.budgets import BudgetsConfig, budgets_body, budgets_from_params, load_budgets
-from tokentrail.processor.reports.formatting import exact_json
-from tokentrail.processor.reports.margins import RevenueConfig, load_revenue, margins_from_params
-from tokentrail.processor.reports.report import Report, ReportError, ReportQuery, report_json
+from tokentrail.processor.reports.errors import ReportError
+from tokentrail.processor.reports.formatting import exact_json, report_json
+from tokentrail.processor.reports.margins import margins_from_params
+from tokentrail.processor.reports.query import ReportQuery
+from tokentrail.processor.reports.report import Report
+from tokentrail.processor.reports.revenue import RevenueConfig, load_revenue
 from tokentrail.processor.reports.spikes import spikes_from_params
 
 __all__ = ["DEFAULT_TOOL_LIMIT", "build_server", "run_stdio"]

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from tokentrail.processor.reports.budgets import BUDGET_COLUMNS, BUDGET_PARAMETERS, PERIODS, SCOPES
 from tokentrail.processor.reports.margins import MARGIN_COLUMNS, MARGIN_PARAMETERS, MARGIN_VIEWS
-from tokentrail.processor.reports.report import (
+from tokentrail.processor.reports.query import (
     COST_METRICS,
     CREDENTIAL_TYPES,
     DATE_PARTS,

@@ -10,18 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from tokentrail.processor import environment
-from tokentrail.processor.reports.budgets import (
-    BUDGET_COLUMNS,
-    BUDGETS_ENV,
-    budgets_body,
-    budgets_from_params,
-    load_budgets,
-)
+from tokentrail.processor.reports.budgets import BUDGET_COLUMNS, budgets_body, budgets_from_params, load_budgets
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
 
 __all__ = ["register"]
 
-DATA_DIR_ENV = environment.DATA_DIR
 _TABLE_COLUMNS = ("budget", "value", "period_start", "amount", "spend", "remaining", "percent", "projected_spend",
                   "crossed")
 
@@ -32,9 +25,9 @@ def register(commands: Any, default_data_dir: Path) -> None:
         help="budget status: spend, remaining, percent and projected spend this period",
         description="Budgets come from a TOML file (see tokentrail.processor.reports.budgets). Periods are UTC.",
     )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {DATA_DIR_ENV})")
-    parser.add_argument("--budgets", default=os.environ.get(BUDGETS_ENV) or None,
-                        help=f"the budgets TOML file (env {BUDGETS_ENV})")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
+    parser.add_argument("--budgets", default=os.environ.get(environment.BUDGETS) or None,
+                        help=f"the budgets TOML file (env {environment.BUDGETS})")
     parser.add_argument("--budget", help="only the budget with this name")
     parser.add_argument("--as-of", help="YYYY-MM-DD (end of that day) or ISO date-time, UTC (default: now)")
     parser.add_argument("--limit", help="rows per budget on each value (default 100)")
@@ -44,7 +37,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if not args.budgets:
-        print(f"tokentrail budgets: error: give the budgets file with --budgets FILE (or {BUDGETS_ENV})",
+        print(f"tokentrail budgets: error: give the budgets file with --budgets FILE (or {environment.BUDGETS})",
               file=sys.stderr)
         return 2
     config = load_budgets(args.budgets)

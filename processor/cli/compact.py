@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tokentrail.processor import environment
 from tokentrail.processor.cli.arguments import day_arg
+from tokentrail.processor.storage.compaction import RewriteError, compact, dataset_days
 
 __all__ = ["register"]
 
@@ -24,7 +26,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
         description="Rewrites every day (or the days chosen) that has at least --min-files files into one file, "
         "keeping one record per call: (provider, response id), else (trace id, span id).",
     )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
     parser.add_argument("--start-date", type=day_arg, help="first day to compact (YYYY-MM-DD, UTC)")
     parser.add_argument("--end-date", type=day_arg, help="last day to compact (inclusive)")
     parser.add_argument(
@@ -35,8 +37,6 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from tokentrail.processor.storage.compaction import RewriteError, compact, dataset_days
-
     usage_dir = args.data_dir / "usage"
     days = [
         d

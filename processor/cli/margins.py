@@ -9,14 +9,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tokentrail.processor import environment
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
 from tokentrail.processor.reports.margins import (
     MARGIN_COLUMNS,
     MARGIN_VIEWS,
-    REVENUE_ENV,
-    load_revenue,
     margins_from_params,
 )
+from tokentrail.processor.reports.revenue import load_revenue
 
 __all__ = ["register"]
 
@@ -30,9 +30,9 @@ def register(commands: Any, default_data_dir: Path) -> None:
         description="Revenue comes from a TOML file (see tokentrail.processor.reports.margins). Dates are inclusive UTC "
         "days; the default period is this month to today.",
     )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
-    parser.add_argument("--revenue", default=os.environ.get(REVENUE_ENV) or None,
-                        help=f"the revenue TOML file (env {REVENUE_ENV})")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
+    parser.add_argument("--revenue", default=os.environ.get(environment.REVENUE) or None,
+                        help=f"the revenue TOML file (env {environment.REVENUE})")
     parser.add_argument("--start-date", help="YYYY-MM-DD (default: the first of --end-date's month)")
     parser.add_argument("--end-date", help="YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--by", default="customer", help=f"one of {', '.join(MARGIN_VIEWS)} (default customer)")
@@ -47,7 +47,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if not args.revenue:
-        print(f"tokentrail margins: error: give the revenue file with --revenue FILE (or {REVENUE_ENV})",
+        print(f"tokentrail margins: error: give the revenue file with --revenue FILE (or {environment.REVENUE})",
               file=sys.stderr)
         return 2
     config = load_revenue(args.revenue)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tokentrail.processor import environment
+
 __all__ = ["register"]
 
 
@@ -19,17 +21,17 @@ def register(commands: Any, default_data_dir: Path) -> None:
         description="Speaks the Model Context Protocol on stdin/stdout until the client closes stdin. Needs the "
         "mcp extra: pip install 'tokentrail[mcp]'.",
     )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
-    parser.add_argument("--budgets", default=os.environ.get("TOKENTRAIL_BUDGETS") or None,
-                        help="budgets TOML file, for the budgets tool (env TOKENTRAIL_BUDGETS)")
-    parser.add_argument("--revenue", default=os.environ.get("TOKENTRAIL_REVENUE") or None,
-                        help="revenue TOML file, for the margins tool (env TOKENTRAIL_REVENUE)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
+    parser.add_argument("--budgets", default=os.environ.get(environment.BUDGETS) or None,
+                        help=f"budgets TOML file, for the budgets tool (env {environment.BUDGETS})")
+    parser.add_argument("--revenue", default=os.environ.get(environment.REVENUE) or None,
+                        help=f"revenue TOML file, for the margins tool (env {environment.REVENUE})")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        from tokentrail.processor.api.mcp import run_stdio
+        from tokentrail.processor.api.mcp import run_stdio  # the mcp extra: optional, and loaded only here
     except ImportError as exc:
         print(f"tokentrail mcp: needs the mcp package ({exc}); pip install 'tokentrail[mcp]'", file=sys.stderr)
         return 1

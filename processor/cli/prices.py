@@ -4,18 +4,23 @@
     tokentrail prices unpriced --start-date 2026-11-01 --end-date 2026-11-30
     tokentrail prices check pricing.toml
     tokentrail prices versions --start-date 2026-11-01 --end-date 2026-11-30
+
+The price catalog (genai-prices) and the dataset readers are imported inside each subcommand's handler: loading
+the catalog takes longer than everything else ``tokentrail --help`` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tokentrail.processor import environment
 from tokentrail.processor.cli.arguments import day_arg
 
 __all__ = ["register"]
@@ -47,7 +52,7 @@ def _count(text: str) -> int:
 
 
 def _pricing_help() -> str:
-    return "overrides file (default: env TOKENTRAIL_PRICING; none when unset)"
+    return f"overrides file (default: env {environment.PRICING}; none when unset)"
 
 
 def register(commands: Any, default_data_dir: Path) -> None:
@@ -78,7 +83,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
     ex.set_defaults(handler=_explain)
 
     un = sub.add_parser("unpriced", help="models with unpriced calls in a period: requests, tokens, why")
-    un.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    un.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
     un.add_argument("--start-date", type=day_arg, help="YYYY-MM-DD, UTC (default: 7 days ending --end-date)")
     un.add_argument("--end-date", type=day_arg, help="YYYY-MM-DD, inclusive (default: today, UTC)")
     un.add_argument("--pricing", type=Path, help=_pricing_help() + "; used to say what is priceable now")
@@ -90,7 +95,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
     ck.set_defaults(handler=_check)
 
     ve = sub.add_parser("versions", help="which price versions produced a period's costs")
-    ve.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    ve.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
     ve.add_argument("--start-date", type=day_arg, help="YYYY-MM-DD, UTC (default: 7 days ending --end-date)")
     ve.add_argument("--end-date", type=day_arg, help="YYYY-MM-DD, inclusive (default: today, UTC)")
     ve.add_argument("--format", choices=("table", "json"), default="table")
@@ -98,7 +103,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
 
 def _pricer(path: Path | None) -> Any:
-    from tokentrail.processor.pricing.catalog import Pricer
+    from tokentrail.processor.pricing.catalog import Pricer  # see the module docstring
 
     return Pricer(overrides=path) if path is not None else Pricer()
 
@@ -127,7 +132,7 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from tokentrail.processor.pricing.explain import explain
+    from tokentrail.processor.pricing.explain import explain  # see the module docstring
     from tokentrail.processor.pricing.overrides import PricingConfigError
 
     try:
@@ -162,7 +167,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _unpriced(args: argparse.Namespace) -> int:
-    from tokentrail.processor.pricing.overrides import PricingConfigError
+    from tokentrail.processor.pricing.overrides import PricingConfigError  # see the module docstring
     from tokentrail.processor.storage.reprice import unpriced_models
 
     start, end = _dates(args)
@@ -185,14 +190,12 @@ def _unpriced(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import os
+    from tokentrail.processor.pricing.overrides import PricingConfigError, load_overrides  # see the module docstring
 
-    from tokentrail.processor.pricing.catalog import PRICING_ENV
-    from tokentrail.processor.pricing.overrides import PricingConfigError, load_overrides
-
-    path = args.file or (Path(os.environ[PRICING_ENV]) if os.environ.get(PRICING_ENV, "").strip() else None)
+    from_env = os.environ.get(environment.PRICING, "").strip()
+    path = args.file or (Path(from_env) if from_env else None)
     if path is None:
-        print(f"tokentrail prices check: no file given and {PRICING_ENV} is not set", file=sys.stderr)
+        print(f"tokentrail prices check: no file given and {environment.PRICING} is not set", file=sys.stderr)
         return EXIT_USAGE
     try:
         overrides = load_overrides(path)
@@ -212,7 +215,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _versions(args: argparse.Namespace) -> int:
-    from tokentrail.processor.storage.reprice import price_versions
+    from tokentrail.processor.storage.reprice import price_versions  # see the module docstring
 
     start, end = _dates(args)
     rows = price_versions(args.data_dir, start, end)

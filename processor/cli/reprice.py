@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tokentrail.processor import environment
 from tokentrail.processor.cli.arguments import day_arg
+from tokentrail.processor.storage.compaction import RewriteError
 
 __all__ = ["register"]
 
@@ -26,10 +28,11 @@ def register(commands: Any, default_data_dir: Path) -> None:
         description="Re-prices every record of the days in range with the bundled (or auto-updated) catalog and the "
         "overrides file, stamping price_version. Dates are inclusive UTC days.",
     )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
     parser.add_argument("--start-date", type=day_arg, required=True, help="first day (YYYY-MM-DD, UTC)")
     parser.add_argument("--end-date", type=day_arg, help="last day, inclusive (default: today, UTC)")
-    parser.add_argument("--pricing", type=Path, help="overrides file (default: env TOKENTRAIL_PRICING; none when unset)")
+    parser.add_argument("--pricing", type=Path,
+                        help=f"overrides file (default: env {environment.PRICING}; none when unset)")
     parser.add_argument(
         "--update-catalog",
         action="store_true",
@@ -41,8 +44,10 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
 
 def _reprice(args: argparse.Namespace) -> int:
-    from tokentrail.processor.pricing.catalog import Pricer, start_auto_update, stop_auto_update
+    # The price catalog (genai-prices) loads only for this command: it takes longer than the rest of the CLI.
+    from tokentrail.processor.pricing.catalog import Pricer
     from tokentrail.processor.pricing.overrides import PricingConfigError
+    from tokentrail.processor.pricing.updates import start_auto_update, stop_auto_update
     from tokentrail.processor.storage.reprice import RepriceDay, reprice
 
     end = args.end_date or datetime.now(UTC).date()
@@ -67,8 +72,6 @@ def _reprice(args: argparse.Namespace) -> int:
                 f"{day.unpriced_after}; total cost {day.total_cost_before} -> {day.total_cost_after}",
                 flush=True,
             )
-
-    from tokentrail.processor.storage.compaction import RewriteError
 
     try:
         results = reprice(args.data_dir, args.start_date, end, pricer=pricer, dry_run=args.dry_run, progress=show)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tokentrail.processor import environment
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
 from tokentrail.processor.reports.spikes import DIMENSIONS, SPIKE_COLUMNS, spikes_from_params
 
@@ -21,7 +22,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
         description="Compares the latest complete window with the median and MAD of the same weekday (days) or "
         "hour of day (hours) before; see tokentrail.processor.reports.spikes.",
     )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
     parser.add_argument("--dimension", default="model", help=f"one of {', '.join(DIMENSIONS)} (default model)")
     parser.add_argument("--window", default="day", help="hour or day (default day)")
     parser.add_argument("--seasonality", help="weekly, daily or none (default: weekly for day, daily for hour)")

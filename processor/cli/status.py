@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "collect_status"]
+from tokentrail.processor import environment
+from tokentrail.processor.ingest.metrics import read_status_files
+from tokentrail.processor.storage.parquet import list_day
+from tokentrail.processor.storage.wal import list_segments
+
+__all__ = ["collect_status", "register"]
 
 STALE_SECONDS = 30.0
 
@@ -22,7 +27,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
         help="receiver counters, WAL backlog and dataset size",
         description="Reads the data directory only: works whether or not receivers are running.",
     )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help="(env TOKENTRAIL_DATA_DIR)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
     parser.set_defaults(handler=_status)
 
@@ -40,10 +45,6 @@ def _alive(pid: object) -> bool:
 
 
 def collect_status(data_dir: Path) -> dict[str, Any]:
-    from tokentrail.processor.ingest.metrics import read_status_files
-    from tokentrail.processor.storage.parquet import list_day
-    from tokentrail.processor.storage.wal import list_segments
-
     now = time.time()
     receivers = []
     for status in read_status_files(data_dir):

@@ -74,10 +74,12 @@ class _Compressor:
 
     def __init__(self, coding: str) -> None:
         self.coding = coding
+        self._chunk: Callable[[bytes], bytes]
+        self._finish: Callable[[], bytes]
         if coding == "gzip":
             packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
             self._chunk = lambda data: packer.compress(data) + packer.flush(zlib.Z_SYNC_FLUSH)
-            self._finish = packer.flush
+            self._finish = lambda: packer.flush()
         elif coding == "br":
             import brotli  # a test dependency, only for this coding
 
@@ -86,7 +88,7 @@ class _Compressor:
             self._finish = brotli_packer.finish
         elif coding == "zstd":
             try:
-                import zstandard
+                import zstandard  # a test dependency, only for this coding
 
                 zstd_packer = zstandard.ZstdCompressor().compressobj()
                 self._chunk = lambda data: zstd_packer.compress(data) + zstd_packer.flush(
@@ -95,9 +97,9 @@ class _Compressor:
                 self._finish = zstd_packer.flush
             except ImportError:
                 try:
-                    from compression.zstd import ZstdCompressor  # type: ignore[import-not-found]
+                    from compression.zstd import ZstdCompressor  # type: ignore[import-not-found]  # Python 3.14+
                 except ImportError:
-                    from backports.zstd import ZstdCompressor  # type: ignore[import-not-found,no-redef]
+                    from backports.zstd import ZstdCompressor
                 block_packer = ZstdCompressor()
                 self._chunk = lambda data: block_packer.compress(data, mode=ZstdCompressor.FLUSH_BLOCK)
                 self._finish = lambda: block_packer.flush()
@@ -452,7 +454,8 @@ class _Handler(BaseHTTPRequestHandler):
         usage = embeddings_usage(body)
         inputs = body.get("input")
         count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
-        dimensions = body.get("dimensions") if isinstance(body.get("dimensions"), int) else EMBEDDING_DIMENSIONS
+        given = body.get("dimensions")
+        dimensions = given if isinstance(given, int) else EMBEDDING_DIMENSIONS
         call = self._record(
             FakeCall(
                 path=path,

@@ -14,7 +14,23 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-DEFAULT_DEMO_DIR = Path("tokentrail-data") / "demo"
+import anthropic
+import openai
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from tokentrail.instrumentation import attribute, instrument, uninstrument
+from tokentrail.processor import environment
+from tokentrail.processor.demo.fake_provider import FakeProvider
+from tokentrail.processor.ingest.receiver import Receiver
+from tokentrail.processor.reports.formatting import format_table
+from tokentrail.processor.reports.query import ReportQuery
+from tokentrail.processor.reports.report import run_report
+
+DEFAULT_DEMO_DIR = Path(environment.DEFAULT_DATA_DIR) / "demo"
 SYSTEM_OPENAI_KEY = "sk-demo-system-openai-000000000000"
 SYSTEM_ANTHROPIC_KEY = "sk-ant-demo-system-000000000000"
 # Keys "brought by customers" (BYOK): any key the service was not configured with.
@@ -43,18 +59,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    import anthropic
-    import openai
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from tokentrail.instrumentation import attribute, instrument, uninstrument
-    from tokentrail.processor.demo.fake_provider import FakeProvider
-    from tokentrail.processor.ingest.receiver import Receiver
-    from tokentrail.processor.reports.formatting import format_table
-    from tokentrail.processor.reports.report import ReportQuery, run_report
-
     data_dir: Path = args.data_dir
     if data_dir.exists():
         shutil.rmtree(data_dir)
@@ -76,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             fingerprint_salt="tokentrail-demo-salt",
         )
         try:
-            made = _make_calls(args.calls, rng, fake, provider, openai, anthropic, attribute)
-            made += asyncio.run(_make_async_calls(rng, fake, provider, openai, anthropic, attribute))
+            made = _make_calls(args.calls, rng, fake, provider)
+            made += asyncio.run(_make_async_calls(rng, fake, provider))
             provider.force_flush(10_000)
         finally:
             uninstrument()
@@ -117,46 +121,47 @@ def _pick_key(rng: random.Random, customer: str, system_key: str) -> str:
     return own if own and rng.random() < 0.6 else system_key
 
 
-def _make_calls(n: int, rng: random.Random, fake, provider, openai, anthropic, attribute) -> int:  # type: ignore[no-untyped-def]
+def _make_calls(n: int, rng: random.Random, fake: FakeProvider, provider: TracerProvider) -> int:
     made = 0
     for i in range(n):
         customer, plan = rng.choice(CUSTOMERS)
         feature = rng.choice(FEATURES)
         stream = rng.random() < 0.4
         words = " ".join(rng.choice(["cost", "token", "budget", "margin", "spike"]) for _ in range(rng.randint(50, 4000)))
-        messages = [{"role": "user", "content": words}]
+        chat: list[ChatCompletionMessageParam] = [{"role": "user", "content": words}]
+        messages: list[MessageParam] = [{"role": "user", "content": words}]
         with attribute(user=customer, tags=[plan, feature]):
             if i % 2 == 0:
                 model = UNKNOWN_MODEL if i == 10 else rng.choice(OPENAI_MODELS)
-                client = openai.OpenAI(
+                openai_client = openai.OpenAI(
                     base_url=fake.openai_base_url, api_key=_pick_key(rng, customer, SYSTEM_OPENAI_KEY), max_retries=0
                 )
                 if stream:
-                    for _ in client.chat.completions.create(
-                        model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+                    for _ in openai_client.chat.completions.create(
+                        model=model, messages=chat, stream=True, stream_options={"include_usage": True}
                     ):
                         pass
                 else:
-                    client.chat.completions.create(model=model, messages=messages)
+                    openai_client.chat.completions.create(model=model, messages=chat)
             else:
                 model = rng.choice(ANTHROPIC_MODELS)
-                client = anthropic.Anthropic(
+                anthropic_client = anthropic.Anthropic(
                     base_url=fake.anthropic_base_url,
                     api_key=_pick_key(rng, customer, SYSTEM_ANTHROPIC_KEY),
                     max_retries=0,
                     open_telemetry={"tracer_provider": provider},
                 )
                 if stream:
-                    with client.messages.stream(model=model, max_tokens=256, messages=messages) as events:
+                    with anthropic_client.messages.stream(model=model, max_tokens=256, messages=messages) as events:
                         for _ in events.text_stream:
                             pass
                 else:
-                    client.messages.create(model=model, max_tokens=256, messages=messages)
+                    anthropic_client.messages.create(model=model, max_tokens=256, messages=messages)
         made += 1
     return made
 
 
-async def _make_async_calls(rng: random.Random, fake, provider, openai, anthropic, attribute) -> int:  # type: ignore[no-untyped-def]
+async def _make_async_calls(rng: random.Random, fake: FakeProvider, provider: TracerProvider) -> int:
     """A few calls from async clients, as an async web service would make them."""
     oa = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_OPENAI_KEY, max_retries=0)
     an = anthropic.AsyncAnthropic(

@@ -1,1 +1,2 @@
-"""Pricing: the genai-prices catalog, the user's overrides, model-name mapping and explanations of a price."""
+"""Pricing: model-name mapping, catalog lookup, the user's overrides, the pricer, catalog updates and explanations of
+a price."""

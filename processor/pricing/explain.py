@@ -12,21 +12,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokentrail.processor.pricing.catalog import (
-    _CUSTOM,
-    _FAST,
-    _LIBRARY,
-    Pricer,
-    _Counts,
-    _effective_price,
-    _market,
-    _probe_piece,
-    _tier_key,
-    _tier_starts,
-    catalog_price,
-)
+from tokentrail.processor.pricing.catalog import Pricer, catalog_price
 from tokentrail.processor.pricing.model_names import canonical_provider, price_context
-from tokentrail.processor.pricing.overrides import BYOK_LIST, Rates
+from tokentrail.processor.pricing.overrides import BYOK_LIST
+from tokentrail.processor.pricing.resolved import (
+    KIND_CUSTOM,
+    KIND_FAST,
+    KIND_LIBRARY,
+    Counts,
+    effective_price,
+    list_price,
+    probe_piece,
+    tier_key,
+    tier_starts,
+)
 
 __all__ = ["Component", "Explanation", "explain"]
 
@@ -184,7 +183,7 @@ def _num(value: Decimal | None) -> str | None:
 
 
 def _rate_components(
-    rates: tuple[Decimal, Decimal, Decimal, Decimal, Decimal], counts: _Counts, base: Decimal = Decimal(0)
+    rates: tuple[Decimal, Decimal, Decimal, Decimal, Decimal], counts: Counts, base: Decimal = Decimal(0)
 ) -> list[Component]:
     """Per-token rates (uncached, read, write 5m, write 1h, output) -> components, skipping zero-token lines that
     have no effect."""
@@ -198,10 +197,6 @@ def _rate_components(
             continue
         out.append(Component(name, tokens, rate * _MILLION, rate * tokens))
     return out
-
-
-def _rates_per_token(rates: Rates) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
-    return tuple(r / _MILLION for r in (rates.input, rates.cached_input, rates.cache_write, rates.cache_write_1h, rates.output))  # type: ignore[return-value]
 
 
 def explain(
@@ -223,9 +218,9 @@ def explain(
 ) -> Explanation:
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    pricer._check_snapshot()
     canonical = canonical_provider(provider)
-    counts = _Counts(
+    entry = pricer.resolve(canonical, model, at.astimezone(UTC).date(), service_tier)
+    counts = Counts(
         input_tokens,
         cached_input_tokens,
         cache_creation_input_tokens,
@@ -245,8 +240,7 @@ def explain(
         "cached_audio_input_tokens": cached_audio_input_tokens,
         "output_audio_tokens": output_audio_tokens,
     }
-    tier_key = _tier_key(service_tier)
-    context = price_context(tier_key)
+    context = price_context(tier_key(service_tier))
     ex = Explanation(
         provider_given=provider,
         provider=canonical,
@@ -258,15 +252,14 @@ def explain(
         price_version=pricer.price_version,
         price_context=dict(context) if context else None,
     )
-    entry = pricer._entry(canonical, model, at.astimezone(UTC).date(), tier_key)
     match = entry.match
     if match is not None:
         ex.catalog_model = f"{match.provider.id}/{match.model.id}"
         ex.catalog_name = match.model.name
         ex.matched_by = match.via
-        price = _effective_price(match, at, context)
+        price = effective_price(match, at, context)
         ex.catalog_prices = str(price)
-        starts = _tier_starts(price)
+        starts = tier_starts(price)
         if starts:
             above = [s for s in starts if input_tokens > s]
             ex.tier = (
@@ -279,18 +272,18 @@ def explain(
             "inconsistent usage: cache reads plus writes exceed the (inclusive) input, or 1-hour writes exceed writes"
         )
         return ex
-    market = _market(entry, counts, at)
+    market = list_price(entry, counts, at)
     if market is None:
         ex.unpriced_reason = entry.reason or "the price catalog cannot price this usage"
         return ex
     ex.market_cost = market[0]
-    if entry.kind == _CUSTOM:
+    if entry.kind == KIND_CUSTOM:
         custom = entry.custom
         assert custom is not None
         ex.method = "custom"
         ex.catalog_model = None
         ex.notes.append(f"list price from the overrides file: {custom.describe()}")
-        ex.components = _rate_components(_rates_per_token(custom.rates), counts)
+        ex.components = _rate_components(custom.rates.per_token, counts)
     elif match is not None:
         ex.method = "fast" if market[1] else "library"
         ex.library_cost = catalog_price(match.ref.provider, match.ref.model, at, service_tier=service_tier, **usage)
@@ -298,21 +291,21 @@ def explain(
             ex.notes.append("audio tokens are priced by the library per record; components are not broken down")
         else:
             low = 0
-            if entry.kind == _FAST and entry.piecewise is not None:
+            if entry.kind == KIND_FAST and entry.piecewise is not None:
                 starts = entry.piecewise.starts
                 above = [s for s in starts if input_tokens > s]
                 low = above[-1] + 1 if above else 0
                 piece = entry.piecewise.piece(input_tokens)
             else:  # the library prices this model per record (e.g. by time of day): rates at this very moment
-                starts = _tier_starts(_effective_price(match, at, context))
+                starts = tier_starts(effective_price(match, at, context))
                 above = [s for s in starts if input_tokens > s]
                 low = above[-1] + 1 if above else 0
-                piece = _probe_piece(match, at, context, low)
+                piece = probe_piece(match, at, context, low)
             rates = (piece.uncached_input, piece.cache_read, piece.cache_write, piece.cache_write_1h, piece.output)
             ex.components = _rate_components(rates, counts, piece.base)
             if sum((c.cost for c in ex.components), Decimal(0)) != ex.market_cost:
                 ex.notes.append("this price is not linear in the tokens (e.g. a billed minimum): the total is the library's")
-        if entry.kind == _LIBRARY:
+        if entry.kind == KIND_LIBRARY:
             ex.notes.append("prices of this model change within a day (or are otherwise not flat): priced by the library per record")
     # What this organisation pays
     if credential_type == "byok":
@@ -324,7 +317,7 @@ def explain(
         ex.override = entry.rule.describe()
         ex.total_cost = entry.rule.total(ex.market_cost, counts.components())
         if entry.rule.rates is not None:
-            ex.total_components = _rate_components(_rates_per_token(entry.rule.rates), counts)
+            ex.total_components = _rate_components(entry.rule.rates.per_token, counts)
     else:
         ex.total_cost = ex.market_cost
     return ex

@@ -17,6 +17,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final
 
+from tokentrail.processor.errors import TokenTrailError
+
 __all__ = [
     "CREATORS",
     "GATEWAYS",
@@ -26,6 +28,7 @@ __all__ = [
     "Candidate",
     "Creator",
     "NameTable",
+    "NameTableError",
     "Rewrite",
     "candidates",
     "canonical_provider",
@@ -93,7 +96,7 @@ class NameTable:
     service_tiers: Mapping[str, Mapping[str, str]]
 
 
-class NameTableError(ValueError):
+class NameTableError(TokenTrailError, ValueError):
     """``model_names.toml`` is malformed (a packaging or editing mistake, caught by the tests)."""
 
 
@@ -130,7 +133,7 @@ def _rewrite(raw: dict[str, Any]) -> Rewrite:
         model=raw["model"],
         provider=raw.get("provider"),
         when_provider=frozenset(when) if when is not None else None,
-        examples=tuple(tuple(e) for e in raw.get("examples", ())),  # type: ignore[misc]
+        examples=tuple(tuple(e) for e in raw.get("examples", ())),
     )
 
 

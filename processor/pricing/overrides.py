@@ -51,12 +51,11 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from tokentrail.processor import environment
+from tokentrail.processor.errors import TokenTrailError
+from tokentrail.processor.pricing.lookup import catalog_knows, catalog_model_ids, catalog_provider_ids
 from tokentrail.processor.pricing.model_names import GATEWAYS, canonical_provider
-
-PRICING_ENV: Final = environment.PRICING
 
 __all__ = [
     "BYOK_LIST",
@@ -83,7 +82,7 @@ MODEL_KEYS: Final = (*_COMMON_KEYS, *PRICE_KEYS)
 TOP_KEYS: Final = ("byok", "aliases", "rule", "model")
 
 
-class PricingConfigError(ValueError):
+class PricingConfigError(TokenTrailError, ValueError):
     """The overrides file is invalid. ``errors`` lists every problem as ``FILE:LINE: problem``."""
 
     def __init__(self, errors: list[str]) -> None:
@@ -185,7 +184,7 @@ class Rule(_Scoped):
 class CustomModel(_Scoped):
     """The list price of a model the catalog does not know."""
 
-    rates: Rates = field(default=None)  # type: ignore[assignment]
+    rates: Rates
 
     def describe(self) -> str:
         note = f" ({self.note})" if self.note else ""
@@ -247,20 +246,14 @@ def load_overrides(path: str | Path, *, catalog_check: CatalogCheck | None = Non
 def parse_overrides(
     text: str, *, source: str = "<pricing>", digest: str | None = None, catalog_check: CatalogCheck | None = None
 ) -> Overrides:
-    """Parses overrides from TOML text. ``catalog_check`` (default: the pricer's) verifies names against the catalog."""
+    """Parses overrides from TOML text. ``catalog_check`` (default: the catalog's) verifies names against the catalog."""
     if digest is None:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PricingConfigError([_syntax_error(source, exc)]) from None
-    if catalog_check is None:
-        from tokentrail.processor.pricing.catalog import (
-            catalog_knows,  # the pricer imports this module: import its check at call time
-        )
-
-        catalog_check = catalog_knows
-    return _Parser(text, source, catalog_check).parse(raw, digest)
+    return _Parser(text, source, catalog_check or catalog_knows).parse(raw, digest)
 
 
 def _syntax_error(source: str, exc: tomllib.TOMLDecodeError) -> str:
@@ -464,13 +457,14 @@ class _Parser:
             return None
         return number
 
-    def _rates(self, kind: str, index: int, table: dict[str, Any]) -> Rates | None | bool:
+    def _rates(self, kind: str, index: int, table: dict[str, Any]) -> Rates | None | Literal[False]:
         """Rates from the price keys; None when there are none; False when they are invalid (already reported)."""
         given = {k: table[k] for k in PRICE_KEYS if k in table}
         if not given:
             return None
-        values = {k: self._number(kind, index, k, v) for k, v in given.items()}
-        if any(v is None for v in values.values()):
+        numbers = {k: self._number(kind, index, k, v) for k, v in given.items()}  # every bad one is reported
+        values = {k: v for k, v in numbers.items() if v is not None}
+        if len(values) < len(numbers):
             return False
         missing = [k for k in ("input_mtok", "output_mtok") if k not in values]
         if missing:
@@ -482,11 +476,11 @@ class _Parser:
         inp = values["input_mtok"]
         write = values.get("cache_write_mtok", inp)
         return Rates(
-            input=inp,  # type: ignore[arg-type]
-            output=values["output_mtok"],  # type: ignore[arg-type]
-            cached_input=values.get("cached_input_mtok", inp),  # type: ignore[arg-type]
-            cache_write=write,  # type: ignore[arg-type]
-            cache_write_1h=values.get("cache_write_1h_mtok", write),  # type: ignore[arg-type]
+            input=inp,
+            output=values["output_mtok"],
+            cached_input=values.get("cached_input_mtok", inp),
+            cache_write=write,
+            cache_write_1h=values.get("cache_write_1h_mtok", write),
         )
 
     def _rule(self, index: int, table: Any) -> Rule | None:
@@ -557,7 +551,7 @@ class _Parser:
             start=scoped["start_date"],
             end=scoped["end_date"],
             note=scoped["note"],
-            rates=rates,  # type: ignore[arg-type]
+            rates=rates,
         )
 
     def _check_names(
@@ -567,10 +561,8 @@ class _Parser:
         aliases: dict[tuple[str, str], tuple[str, str]],
     ) -> None:
         """Names a rule or alias uses must exist: a typo would otherwise silently change nothing on the bill."""
-        from tokentrail.processor.pricing.catalog import catalog_model_ids, catalog_provider_ids
-
         providers = catalog_provider_ids()
-        custom_providers = {m.provider for m in models}
+        custom_providers = {m.provider for m in models if m.provider is not None}
 
         def custom_knows(provider: str | None, model: str) -> bool:
             return any(

@@ -1,1 +1,2 @@
-"""Reports: the query model and its SQL over the Parquet dataset, budgets, margins, spikes and output formats."""
+"""Reports over the Parquet dataset: the query model (``query``), its SQL (``sql``), the dataset reader
+(``dataset``), the report itself (``report``), budgets, margins (with the revenue file), spikes, and output formats."""

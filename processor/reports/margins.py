@@ -1,24 +1,6 @@
 """Margins and unit economics: what customers, plans and features bring in against what their LLM calls cost.
 
-A revenue file (TOML) prices plans and customers::
-
-    plan_tag_prefix = "plan:"         # default: a customer's plan is the value of their "plan:<name>" tag
-    feature_tag_prefix = "feature:"   # default: a request's feature is the value of its "feature:<name>" tag
-
-    [plans.free]
-    monthly = 0                 # USD per customer per month
-    allowance = 2               # USD of LLM cost per customer per month the plan is meant to carry
-    upgrade_at_percent = 80     # "near the upgrade point" from this share of the allowance (default 80)
-
-    [plans.pro]
-    monthly = 49
-
-    [plans.api]
-    per_request = 0.002         # usage pricing; may be combined with monthly
-    per_1k_tokens = 0.01        # per 1,000 tokens (input + output)
-
-    [customers.cust_42]         # a customer's own contract replaces their plan's pricing
-    monthly = 1200
+The revenue file (plans, customers, tag prefixes) is read by ``reports.revenue``.
 
 **Revenue** of a customer over a period: their contract (or plan) applied to their requests, with monthly amounts
 prorated by the days of each calendar month the period covers (a full month earns exactly ``monthly``).
@@ -42,28 +24,17 @@ from __future__ import annotations
 
 import calendar
 import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, Final
 
-from tokentrail.processor import environment
-from tokentrail.processor.reports.report import (
-    MAX_RANGE_DAYS,
-    MAX_ROWS,
-    USAGE_SOURCE,
-    Params,
-    ReportError,
-    ReportParameterError,
-    date_param,
-    exact_cost,
-    int_param,
-    scan_dataset,
-    single_param,
-)
+from tokentrail.processor.reports.dataset import USAGE_SOURCE, exact_cost, scan_dataset
+from tokentrail.processor.reports.errors import ReportParameterError
+from tokentrail.processor.reports.params import Params, date_param, int_param, single_param
+from tokentrail.processor.reports.query import MAX_RANGE_DAYS, MAX_ROWS
+from tokentrail.processor.reports.revenue import DEFAULT_UPGRADE_PERCENT, RevenueConfig
 from tokentrail.processor.schema import COST_QUANTUM, PARTITION_COLUMN
 
 __all__ = [
@@ -71,10 +42,6 @@ __all__ = [
     "MARGIN_PARAMETERS",
     "MARGIN_VIEWS",
     "MarginsResult",
-    "Pricing",
-    "RevenueConfig",
-    "RevenueConfigError",
-    "load_revenue",
     "margins",
     "margins_from_params",
 ]
@@ -91,111 +58,10 @@ MARGIN_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "feature": ("feature", *_MONEY_COLUMNS, *_UNIT_COLUMNS),
     "upgrade": ("user", "tag", "cost", "allowance", "percent_of_allowance", *_UNIT_COLUMNS),
 }
-DEFAULT_UPGRADE_PERCENT: Final = Decimal(80)
-REVENUE_ENV: Final = environment.REVENUE
 
 _PERCENT: Final = Decimal("0.01")
 _HUNDRED: Final = Decimal(100)
 _THOUSAND: Final = Decimal(1000)
-
-
-class RevenueConfigError(ReportError, ValueError):
-    """The revenue file is missing, not TOML, or prices something wrongly; the message says where."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pricing:
-    monthly: Decimal = Decimal(0)
-    per_request: Decimal = Decimal(0)
-    per_1k_tokens: Decimal = Decimal(0)
-    allowance: Decimal | None = None  # plans only: LLM cost per customer per month the plan is meant to carry
-    upgrade_at_percent: Decimal = DEFAULT_UPGRADE_PERCENT
-
-    def usage_revenue(self, requests: int, tokens: int) -> Decimal:
-        return self.per_request * requests + self.per_1k_tokens * Decimal(tokens) / _THOUSAND
-
-
-@dataclass(frozen=True, slots=True)
-class RevenueConfig:
-    plans: Mapping[str, Pricing] = field(default_factory=dict)
-    customers: Mapping[str, Pricing] = field(default_factory=dict)
-    plan_tag_prefix: str = "plan:"
-    feature_tag_prefix: str = "feature:"
-
-
-def load_revenue(source: str | os.PathLike[str] | RevenueConfig) -> RevenueConfig:
-    if isinstance(source, RevenueConfig):
-        return source
-    path = Path(source)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RevenueConfigError(f"cannot read the revenue file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RevenueConfigError(f"{path} is not valid TOML: {exc}") from None
-    try:
-        return revenue_from_dict(data)
-    except RevenueConfigError as exc:
-        raise RevenueConfigError(f"{path}: {exc}") from None
-
-
-def revenue_from_dict(data: Mapping[str, Any]) -> RevenueConfig:
-    unknown = set(data) - {"currency", "plan_tag_prefix", "feature_tag_prefix", "plans", "customers"}
-    if unknown:
-        raise RevenueConfigError(
-            f"unknown top-level keys {sorted(unknown)}; expected plan_tag_prefix, feature_tag_prefix, [plans.*], "
-            "[customers.*]"
-        )
-    for name in ("plan_tag_prefix", "feature_tag_prefix"):
-        if name in data and (not isinstance(data[name], str) or not data[name]):
-            raise RevenueConfigError(f"{name} must be a non-empty string")
-    plans = {name: _pricing(entry, f"plans.{name}", plan=True) for name, entry in _tables(data, "plans").items()}
-    customers = {
-        name: _pricing(entry, f"customers.{name}", plan=False) for name, entry in _tables(data, "customers").items()
-    }
-    return RevenueConfig(
-        plans=plans,
-        customers=customers,
-        plan_tag_prefix=data.get("plan_tag_prefix", "plan:"),
-        feature_tag_prefix=data.get("feature_tag_prefix", "feature:"),
-    )
-
-
-def _tables(data: Mapping[str, Any], name: str) -> Mapping[str, Mapping[str, Any]]:
-    tables = data.get(name, {})
-    if not isinstance(tables, Mapping) or not all(isinstance(v, Mapping) for v in tables.values()):
-        raise RevenueConfigError(f"{name} must be tables, e.g. [{name}.example]")
-    return tables
-
-
-def _pricing(entry: Mapping[str, Any], where: str, *, plan: bool) -> Pricing:
-    allowed = {"monthly", "per_request", "per_1k_tokens", *(("allowance", "upgrade_at_percent") if plan else ())}
-    unknown = set(entry) - allowed
-    if unknown:
-        raise RevenueConfigError(f"{where}: unknown keys {sorted(unknown)}; expected {sorted(allowed)}")
-    values = {name: _decimal(entry[name], f"{where}.{name}") for name in allowed if name in entry}
-    for name, value in values.items():
-        if value < 0:
-            raise RevenueConfigError(f"{where}.{name} must not be negative")
-    return Pricing(**values)
-
-
-def _decimal(value: object, where: str) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RevenueConfigError(f"{where} must be a number, got {value!r}")
-    try:
-        number = Decimal(repr(value) if isinstance(value, float) else str(value))
-    except InvalidOperation:
-        raise RevenueConfigError(f"{where} must be a number, got {value!r}") from None
-    if not number.is_finite():
-        raise RevenueConfigError(f"{where} must be a finite number")
-    return number
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Computation
 
 
 def months_fraction(start: date, end: date) -> Decimal:
@@ -303,8 +169,8 @@ class MarginsResult:
     by: str
     start_date: date
     end_date: date
-    rows: list[dict[str, object]]
-    totals: dict[str, object]
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any]
     truncated: bool = False
 
     def body(self) -> dict[str, object]:
@@ -358,37 +224,38 @@ def margins(
         return _finish(by, start_date, end_date, rows, {"customers": len(rows)}, limit)
 
     customers = _per_customer(data_dir, start_date, end_date, config)
-    for user in config.customers:  # a contract earns its revenue in a period without requests too
-        customers.setdefault(user, (_Usage(), None))
-    customer_rows: list[dict[str, object]] = []
+    for contracted in config.customers:  # a contract earns its revenue in a period without requests too
+        customers.setdefault(contracted, (_Usage(), None))
+    customer_rows: list[dict[str, Any]] = []
+    known: list[tuple[str | None, Decimal | None, _Usage]] = []  # (plan, revenue, usage) of each customer row
     monthly_of: dict[str | None, Decimal] = {}
-    for user, (usage, plan) in customers.items():
-        revenue, monthly = _revenue_of(config, user, plan, usage, months)
+    for user, (usage, customer_plan) in customers.items():
+        revenue, monthly = _revenue_of(config, user, customer_plan, usage, months)
         if monthly is not None:
             monthly_of[user] = monthly
-        customer_rows.append(_row({"user": user, "plan": plan}, revenue, usage))
+        customer_rows.append(_row({"user": user, "plan": customer_plan}, revenue, usage))
+        known.append((customer_plan, revenue, usage))
+    totals = _totals(known)
 
     if by == "customer":
         rows = sorted(customer_rows, key=_margin_order)
-        return _finish(by, start_date, end_date, rows, _totals(customer_rows), limit)
+        return _finish(by, start_date, end_date, rows, totals, limit)
 
     if by == "plan":
         plans: dict[str | None, tuple[Decimal | None, _Usage, int]] = {}
-        for row in customer_rows:
-            plan = row["plan"]  # type: ignore[assignment]
-            revenue, usage, count = plans.get(plan, (None, _Usage(), 0))  # type: ignore[arg-type]
-            usage.add(_usage_of(row))
-            row_revenue = row["revenue"]
+        for plan, row_revenue, row_usage in known:
+            revenue, usage, count = plans.get(plan, (None, _Usage(), 0))
+            usage.add(row_usage)
             if row_revenue is not None:
-                revenue = (revenue or Decimal(0)) + row_revenue  # type: ignore[operator]
-            plans[plan] = (revenue, usage, count + 1)  # type: ignore[index]
+                revenue = (revenue or Decimal(0)) + row_revenue
+            plans[plan] = (revenue, usage, count + 1)
         rows = []
         for plan, (revenue, usage, count) in plans.items():
             row = _row({"plan": plan, "customers": count}, revenue, usage)
             row["cost_per_customer"] = _money(usage.cost / count) if count else None
             rows.append(row)
         rows.sort(key=_margin_order)
-        return _finish(by, start_date, end_date, rows, _totals(customer_rows), limit)
+        return _finish(by, start_date, end_date, rows, totals, limit)
 
     # by == "feature": usage revenue where earned, monthly revenue by request share within the customer.
     per_feature = _per_customer_feature(data_dir, start_date, end_date, config)
@@ -397,10 +264,10 @@ def margins(
         feature_requests[user] = feature_requests.get(user, 0) + usage.requests
     features: dict[str | None, tuple[Decimal | None, _Usage]] = {}
     for user, feature, usage in per_feature:
-        _, plan = customers.get(user, (_Usage(), None))
+        _, customer_plan = customers.get(user, (_Usage(), None))
         pricing = config.customers.get(user) if user is not None else None
-        if pricing is None and plan is not None:
-            pricing = config.plans.get(plan)
+        if pricing is None and customer_plan is not None:
+            pricing = config.plans.get(customer_plan)
         revenue, total_usage = features.get(feature, (None, _Usage()))
         total_usage.add(usage)
         if pricing is not None:
@@ -413,16 +280,10 @@ def margins(
         for feature, (revenue, usage) in features.items()
     ]
     rows.sort(key=_margin_order)
-    return _finish(by, start_date, end_date, rows, _totals(customer_rows), limit)
+    return _finish(by, start_date, end_date, rows, totals, limit)
 
 
-def _usage_of(row: Mapping[str, object]) -> _Usage:
-    return _Usage(
-        row["cost"], row["request_count"], row["tokens"], row["unpriced_request_count"]  # type: ignore[arg-type]
-    )
-
-
-def _row(keys: dict[str, object], revenue: Decimal | None, usage: _Usage) -> dict[str, object]:
+def _row(keys: dict[str, object], revenue: Decimal | None, usage: _Usage) -> dict[str, Any]:
     margin = _money(revenue - usage.cost) if revenue is not None else None
     return {
         **keys,
@@ -439,27 +300,29 @@ def _row(keys: dict[str, object], revenue: Decimal | None, usage: _Usage) -> dic
 
 def _margin_order(row: Mapping[str, object]) -> tuple[int, Decimal, Decimal]:
     """Worst margin first (the rows to act on); rows without revenue after, by cost."""
-    margin = row["margin"]
+    margin, cost = row["margin"], row["cost"]
+    assert isinstance(cost, Decimal) and (margin is None or isinstance(margin, Decimal))  # as _row makes them
     if margin is None:
-        return (1, -row["cost"], Decimal(0))  # type: ignore[operator]
-    return (0, margin, -row["cost"])  # type: ignore[return-value, operator]
+        return (1, -cost, Decimal(0))
+    return (0, margin, -cost)
 
 
-def _totals(customer_rows: list[dict[str, object]]) -> dict[str, object]:
+def _totals(customers: list[tuple[str | None, Decimal | None, _Usage]]) -> dict[str, Any]:
+    """Over every customer row ``(plan, revenue, usage)``; the margin over those whose revenue is known."""
     usage = _Usage()
     revenue = Decimal(0)
     cost_with_revenue = Decimal(0)
     unknown = 0
-    for row in customer_rows:
-        usage.add(_usage_of(row))
-        if row["revenue"] is None:
+    for _, row_revenue, row_usage in customers:
+        usage.add(row_usage)
+        if row_revenue is None:
             unknown += 1
         else:
-            revenue += row["revenue"]  # type: ignore[operator]
-            cost_with_revenue += row["cost"]  # type: ignore[operator]
+            revenue += row_revenue
+            cost_with_revenue += row_usage.cost
     margin = _money(revenue - cost_with_revenue)
     return {
-        "customers": len(customer_rows),
+        "customers": len(customers),
         "customers_without_revenue": unknown,
         "revenue": _money(revenue),
         "cost": usage.cost,
@@ -472,7 +335,7 @@ def _totals(customer_rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def _finish(
-    by: str, start: date, end: date, rows: list[dict[str, object]], totals: dict[str, object], limit: int
+    by: str, start: date, end: date, rows: list[dict[str, Any]], totals: dict[str, Any], limit: int
 ) -> MarginsResult:
     return MarginsResult(by, start, end, rows[:limit], totals, truncated=len(rows) > limit)
 
@@ -487,7 +350,7 @@ def _near_upgrade(
     allowance: Decimal | None,
     threshold: Decimal | None,
     percent: Decimal | None,
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     plan_name: str | None = None
     if tag is None:
         plan_name = next((name for name, p in config.plans.items() if p.allowance is not None), None)

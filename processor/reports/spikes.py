@@ -32,21 +32,12 @@ import statistics
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Any, Final
 
-from tokentrail.processor.reports.budgets import parse_as_of
-from tokentrail.processor.reports.report import (
-    COST_METRICS,
-    MAX_ROWS,
-    METRICS,
-    USAGE_SOURCE,
-    Params,
-    ReportParameterError,
-    exact_cost,
-    int_param,
-    scan_dataset,
-    single_param,
-)
+from tokentrail.processor.reports.dataset import USAGE_SOURCE, exact_cost, scan_dataset
+from tokentrail.processor.reports.errors import ReportParameterError
+from tokentrail.processor.reports.params import Params, int_param, parse_as_of, single_param
+from tokentrail.processor.reports.query import COST_METRICS, MAX_ROWS, METRICS
 
 __all__ = [
     "DIMENSIONS",
@@ -92,7 +83,9 @@ DEFAULT_BASELINE: Final = {
     ("hour", "weekly"): 4,
     ("hour", "none"): 24,
 }
-DEFAULT_MIN_INCREASE: Final = {"total_cost": Decimal("0.01"), "market_cost": Decimal("0.01"), "request_count": 1}
+DEFAULT_MIN_INCREASE: Final[dict[str, Decimal]] = {
+    "total_cost": Decimal("0.01"), "market_cost": Decimal("0.01"), "request_count": Decimal(1)
+}
 
 _COLUMNS: Final = {
     "model": "model",
@@ -153,7 +146,7 @@ class SpikeQuery:
         if not isinstance(self.threshold, Decimal) or not self.threshold.is_finite() or self.threshold <= 0:
             raise ReportParameterError(f"threshold must be a number above 0, got {self.threshold!r}")
         if self.min_increase is None:
-            object.__setattr__(self, "min_increase", Decimal(DEFAULT_MIN_INCREASE.get(self.metric, 1000)))
+            object.__setattr__(self, "min_increase", DEFAULT_MIN_INCREASE.get(self.metric, Decimal(1000)))
         elif not isinstance(self.min_increase, Decimal) or not self.min_increase.is_finite() or self.min_increase < 0:
             raise ReportParameterError(f"min_increase must be a number of 0 or more, got {self.min_increase!r}")
         if not 1 <= self.limit <= MAX_ROWS:
@@ -161,7 +154,7 @@ class SpikeQuery:
 
     @property
     def step(self) -> timedelta:
-        return _STEP[(self.window, self.seasonality)]  # type: ignore[index]
+        return _STEP[(self.window, self.seasonality)]  # type: ignore[index]  # never None after __post_init__
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +163,7 @@ class SpikesResult:
     window_start: datetime
     window_end: datetime
     baseline_windows: list[datetime]  # the baseline windows that had records (their starts)
-    rows: list[dict[str, object]]
+    rows: list[dict[str, Any]]
     truncated: bool = False
     note: str | None = None
 
@@ -256,20 +249,17 @@ def find_spikes(data_dir: str | os.PathLike[str], query: SpikeQuery) -> SpikesRe
         by_window.setdefault(int(k), {})[value] = (amount, int(requests))
     present = sorted(k for k in by_window if 1 <= k <= n)
     baseline_starts = [windows[k] for k in present]
-    result_kwargs = {"query": query, "window_start": start, "window_end": start + width,
-                     "baseline_windows": baseline_starts}
     if len(present) < MIN_BASELINE:
         return SpikesResult(
-            rows=[],
+            query, start, start + width, baseline_starts, rows=[],
             note=f"only {len(present)} of {n} baseline windows have any records; at least {MIN_BASELINE} are needed",
-            **result_kwargs,  # type: ignore[arg-type]
         )
     current = by_window.get(0, {})
     values = set(current)
     for k in present:
         values.update(by_window[k])
-    floor_spread = query.min_increase / query.threshold  # type: ignore[operator]
-    rows: list[dict[str, object]] = []
+    floor_spread = query.min_increase / query.threshold  # type: ignore[operator]  # never None after __post_init__
+    scored: list[tuple[Decimal, dict[str, Any]]] = []  # (score, row)
     nothing = (Decimal(0), 0)
     for value in values:
         observed = current.get(value, nothing)[0]
@@ -283,21 +273,20 @@ def find_spikes(data_dir: str | os.PathLike[str], query: SpikeQuery) -> SpikesRe
         spike = score >= query.threshold
         if not spike and not query.include_all:
             continue
-        rows.append(
-            {
-                "dimension": query.dimension,
-                "value": value,
-                "observed": _number(observed, query.metric),
-                "expected": _number(expected, query.metric),
-                "mad": _number(mad, query.metric),
-                "score": score,
-                "ratio": (observed / expected).quantize(_SCORE) if expected else None,
-                "spike": spike,
-            }
-        )
-    rows.sort(key=lambda r: (-r["score"], str(r["value"])))  # type: ignore[operator]
+        scored.append((score, {
+            "dimension": query.dimension,
+            "value": value,
+            "observed": _number(observed, query.metric),
+            "expected": _number(expected, query.metric),
+            "mad": _number(mad, query.metric),
+            "score": score,
+            "ratio": (observed / expected).quantize(_SCORE) if expected else None,
+            "spike": spike,
+        }))
+    scored.sort(key=lambda s: (-s[0], str(s[1]["value"])))
+    rows = [row for _, row in scored]
     return SpikesResult(
-        rows=rows[: query.limit], truncated=len(rows) > query.limit, **result_kwargs  # type: ignore[arg-type]
+        query, start, start + width, baseline_starts, rows=rows[: query.limit], truncated=len(rows) > query.limit
     )
 
 

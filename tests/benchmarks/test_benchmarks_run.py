@@ -3,7 +3,10 @@ never time: timed assertions are flaky."""
 
 from __future__ import annotations
 
-from benchmarks import pricing_batch, receiver_normalize
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tokentrail.processor.normalize.reader import normalize_request
+
+from benchmarks import pricing_batch, receiver_normalize, receiver_stages
 
 
 def test_the_pricing_benchmark_fast_path_agrees_with_the_library_on_its_sample() -> None:
@@ -13,9 +16,6 @@ def test_the_pricing_benchmark_fast_path_agrees_with_the_library_on_its_sample()
 
 
 def test_the_receiver_benchmark_normalizes_every_span_it_builds() -> None:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from tokentrail.processor.normalize.reader import normalize_request
-
     payload = receiver_normalize.build_request(200)
     result = normalize_request(ExportTraceServiceRequest.FromString(payload))
     assert len(result.records) == 200 and result.rejected == 0
@@ -23,8 +23,6 @@ def test_the_receiver_benchmark_normalizes_every_span_it_builds() -> None:
 
 
 def test_the_receiver_stage_benchmark_measures_every_stage() -> None:
-    from benchmarks import receiver_stages
-
     result = receiver_stages.run(requests=3, batch=200)
     for name in receiver_stages.STAGES:
         assert result[f"{name}_us_min"] >= 0

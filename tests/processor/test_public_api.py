@@ -8,7 +8,6 @@ import importlib
 from pathlib import Path
 
 import pytest
-
 import tokentrail.processor as processor
 
 
@@ -32,3 +31,7 @@ def test_the_type_checking_imports_name_the_same_modules() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
         processor.no_such_thing  # noqa: B018
+
+
+def test_all_lists_the_error_root_and_every_export() -> None:
+    assert sorted(processor.__all__) == sorted(["TokenTrailError", *processor._EXPORTS])

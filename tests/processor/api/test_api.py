@@ -6,40 +6,19 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import pyarrow.parquet as pq
 import pytest
 from tokentrail.processor.api.http import ReportServer
-from tokentrail.processor.reports.report import ReportQuery, report_json, run_report
-from tokentrail.processor.schema import PRICED, UsageRecord, records_to_table
+from tokentrail.processor.reports.formatting import report_json
+from tokentrail.processor.reports.query import ReportQuery
+from tokentrail.processor.reports.report import run_report
 
-
-def write_day(data_dir: Path, day: str, records: list[UsageRecord]) -> None:
-    folder = data_dir / "usage" / f"date={day}"
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(records_to_table(records), folder / "part-r1-000001.parquet")
-
-
-def rec(n: int, ts: str, **fields: Any) -> UsageRecord:
-    values: dict[str, Any] = {
-        "timestamp": datetime.fromisoformat(ts).replace(tzinfo=UTC),
-        "trace_id": f"{n:032x}",
-        "span_id": f"{n:016x}",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "input_tokens": 100,
-        "output_tokens": 20,
-        "total_cost": Decimal("0.000000000001"),
-        "market_cost": Decimal("0.000000000002"),
-        "price_status": PRICED,
-    }
-    values.update(fields)
-    return UsageRecord(**values)
+from tests.helpers.reports import rec_n as rec
+from tests.helpers.reports import write_day
 
 
 @pytest.fixture

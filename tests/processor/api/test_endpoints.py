@@ -21,8 +21,8 @@ from tokentrail.processor.api.http import ReportServer, response_format
 from tokentrail.processor.api.openapi import ENDPOINT_PARAMETERS, openapi_document
 from tokentrail.processor.cli import main as cli
 from tokentrail.processor.reports.budgets import budgets_from_dict, budgets_from_params
-from tokentrail.processor.reports.margins import margins_from_params, revenue_from_dict
-from tokentrail.processor.reports.report import (
+from tokentrail.processor.reports.margins import margins_from_params
+from tokentrail.processor.reports.query import (
     DATE_PARTS,
     GROUPS,
     MAX_RANGE_DAYS,
@@ -31,9 +31,11 @@ from tokentrail.processor.reports.report import (
     QUERY_PARAMETERS,
     ReportQuery,
 )
+from tokentrail.processor.reports.revenue import revenue_from_dict
 from tokentrail.processor.reports.spikes import spikes_from_params
 
-from tests.processor.api.test_api import rec, write_day
+from tests.helpers.reports import rec_n as rec
+from tests.helpers.reports import write_day
 
 BUDGETS = budgets_from_dict({"budgets": [{"name": "all", "scope": "total", "amount": 10, "period": "monthly"}]})
 REVENUE = revenue_from_dict({"plans": {"pro": {"monthly": 30}}})

@@ -14,11 +14,13 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.server.mcpserver.exceptions import ToolError
 from tokentrail.processor.api.mcp import build_server
-from tokentrail.processor.reports.formatting import exact_json
-from tokentrail.processor.reports.margins import load_revenue, margins_from_params
-from tokentrail.processor.reports.report import ReportQuery, report_json, run_report
+from tokentrail.processor.reports.formatting import exact_json, report_json
+from tokentrail.processor.reports.margins import margins_from_params
+from tokentrail.processor.reports.query import ReportQuery
+from tokentrail.processor.reports.report import run_report
+from tokentrail.processor.reports.revenue import load_revenue
 
-from tests.processor.reports.test_report import rec, write
+from tests.helpers.reports import rec, write
 
 
 @pytest.fixture

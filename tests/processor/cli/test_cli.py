@@ -22,8 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 from tokentrail.processor.api.http import ReportServer
 from tokentrail.processor.cli import main as cli
-from tokentrail.processor.reports.report import ReportQuery
+from tokentrail.processor.reports.query import ReportQuery
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord, records_to_table
+
+from tests.helpers.otlp import export, make_request, random_span
 
 
 def write_day(data_dir: Path, records: list[UsageRecord]) -> None:
@@ -215,7 +217,6 @@ def test_serve_ingests_and_answers_until_sigterm_then_stops_with_everything_on_d
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The real receiver and report API: a span exported while serving is in the report after SIGTERM."""
-    from tests.helpers.otlp import export, make_request, random_span
 
     grpc_port, api_port = _free_port(), _free_port()
     health: list[int] = []

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from genai_prices import data_snapshot
+from tokentrail.processor import environment
 from tokentrail.processor.cli import main as cli
-from tokentrail.processor.pricing.catalog import PRICE_VERSION, PRICING_ENV, USAGE_MISSING, Pricer, catalog_price
+from tokentrail.processor.pricing.catalog import PRICE_VERSION, USAGE_MISSING, Pricer, catalog_price
 from tokentrail.processor.pricing.explain import explain
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord
@@ -24,7 +25,7 @@ WHEN = datetime(2026, 1, 5, 10, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def no_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(PRICING_ENV, raising=False)
+    monkeypatch.delenv(environment.PRICING, raising=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -211,9 +212,9 @@ def test_prices_check(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkey
     bad.write_text('[[rule]]\nprovider = "openai"\ndiscount_percent = 10\n\n[[rule]]\nprovider = "opnai"\ndiscount_percent = 5\n')
     code, _, err = run(capsys, "prices", "check", str(bad))
     assert code == 1 and f"{bad}:6: provider 'opnai'" in err
-    monkeypatch.setenv(PRICING_ENV, str(good))
+    monkeypatch.setenv(environment.PRICING, str(good))
     assert run(capsys, "prices", "check")[0] == 0
-    monkeypatch.delenv(PRICING_ENV)
+    monkeypatch.delenv(environment.PRICING)
     assert run(capsys, "prices", "check")[0] == 2
 
 

@@ -5,18 +5,34 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from typing import Any
 
 import anthropic
 import httpx
 import openai
 import pytest
-from tokentrail.processor.demo.fake_provider import FakeProvider, anthropic_usage, openai_usage, prompt_tokens
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
+from tokentrail.processor.demo.fake_provider import (
+    FakeCall,
+    FakeProvider,
+    anthropic_usage,
+    openai_usage,
+    prompt_tokens,
+)
 
-MESSAGES = [{"role": "user", "content": "hello"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+MESSAGES: list[MessageParam] = [{"role": "user", "content": "hello"}]
 
 
-def sse_data(text: str) -> list[dict]:
+def sse_data(text: str) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+
+def usage_of(call: FakeCall) -> dict[str, Any]:
+    """The usage the fake sent for ``call`` (the test fails here if it sent none)."""
+    assert call.usage is not None
+    return call.usage
 
 
 def test_base_urls_point_at_the_running_server() -> None:
@@ -63,7 +79,7 @@ def test_anthropic_input_tokens_exclude_the_nonzero_cache_traffic() -> None:
 
 def test_openai_sdk_reads_a_chat_completion_and_the_call_is_recorded(fake: FakeProvider) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="sk-a")
-    completion = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    completion = client.chat.completions.create(model="gpt-4o-mini", messages=CHAT)
     call = fake.last_call
     assert call.path == "/v1/chat/completions"
     assert (call.model, call.stream, call.include_usage) == ("gpt-4o-mini", False, False)
@@ -76,7 +92,7 @@ def test_openai_stream_with_include_usage_ends_with_an_empty_choices_usage_chunk
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="sk-a")
     chunks = list(
         client.chat.completions.create(
-            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            model="gpt-4o", messages=CHAT, stream=True, stream_options={"include_usage": True}
         )
     )
     call = fake.last_call
@@ -101,8 +117,8 @@ def test_anthropic_sdk_reads_a_message(fake: FakeProvider) -> None:
     message = client.messages.create(model="claude-x", max_tokens=100, messages=MESSAGES)
     call = fake.last_call
     assert call.path == "/v1/messages" and call.response_id == message.id and message.id.startswith("msg_")
-    assert message.usage.input_tokens == call.usage["input_tokens"]
-    assert message.usage.cache_read_input_tokens == call.usage["cache_read_input_tokens"]
+    assert message.usage.input_tokens == usage_of(call)["input_tokens"]
+    assert message.usage.cache_read_input_tokens == usage_of(call)["cache_read_input_tokens"]
     # This SDK version sends the key as a bearer token; older ones used x-api-key.
     assert "sk-ant" in (call.headers.get("x-api-key"), call.headers.get("authorization", "").removeprefix("Bearer "))
 
@@ -115,7 +131,7 @@ def test_anthropic_stream_has_start_usage_and_a_cumulative_final_delta(fake: Fak
     events = sse_data(response.text)
     assert [event["type"] for event in events][:2] == ["message_start", "content_block_start"]
     assert [event["type"] for event in events][-3:] == ["content_block_stop", "message_delta", "message_stop"]
-    usage = fake.last_call.usage
+    usage = usage_of(fake.last_call)
     start = events[0]["message"]["usage"]
     assert start["output_tokens"] == 1
     assert start["input_tokens"] == usage["input_tokens"]
@@ -128,19 +144,19 @@ def test_anthropic_sdk_accumulates_the_stream(fake: FakeProvider) -> None:
     client = anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key="sk-ant", open_telemetry=False)
     with client.messages.stream(model="claude-x", max_tokens=100, messages=MESSAGES) as stream:
         message = stream.get_final_message()
-    assert message.usage.output_tokens == fake.last_call.usage["output_tokens"]
+    assert message.usage.output_tokens == usage_of(fake.last_call)["output_tokens"]
     assert message.stop_reason == "end_turn"
 
 
 def test_any_model_name_is_echoed(fake: FakeProvider) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="sk-a")
-    assert client.chat.completions.create(model="acme-private-9", messages=MESSAGES).model == "acme-private-9"
+    assert client.chat.completions.create(model="acme-private-9", messages=CHAT).model == "acme-private-9"
 
 
 def test_response_ids_are_unique(fake: FakeProvider) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="sk-a")
     for _ in range(3):
-        client.chat.completions.create(model="m", messages=MESSAGES)
+        client.chat.completions.create(model="m", messages=CHAT)
     assert len({call.response_id for call in fake.calls}) == 3
 
 
@@ -176,7 +192,7 @@ def test_unknown_paths_are_404_and_not_recorded(fake: FakeProvider) -> None:
 def test_openai_sdk_reads_a_response_and_its_stream(fake: FakeProvider) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
     response = client.responses.create(model="gpt-5", input="hello", service_tier="flex")
-    assert response.usage.input_tokens == prompt_tokens({"input": "hello"}, "responses")  # type: ignore[union-attr]
+    assert response.usage.input_tokens == prompt_tokens({"input": "hello"}, "responses")  # type: ignore[union-attr]  # the fake always sends it
     assert (response.status, response.service_tier, response.id) == ("completed", "flex", fake.last_call.response_id)
     events = list(client.responses.create(model="gpt-5", input="hello", stream=True))
     assert [events[0].type, events[-1].type] == ["response.created", "response.completed"]
@@ -186,20 +202,20 @@ def test_openai_sdk_reads_a_response_and_its_stream(fake: FakeProvider) -> None:
 def test_a_responses_limit_below_the_output_ends_incomplete(fake: FakeProvider) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
     response = client.responses.create(model="gpt-5", input="hello", max_output_tokens=3)
-    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"  # type: ignore[union-attr]
-    assert response.usage.output_tokens == 3  # type: ignore[union-attr]
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"  # type: ignore[union-attr]  # the fake always sends it
+    assert response.usage.output_tokens == 3  # type: ignore[union-attr]  # the fake always sends it
 
 
 def test_a_failed_responses_stream_ends_with_response_failed(fake: FakeProvider) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
     events = list(client.responses.create(model="gpt-5", input="x", stream=True, extra_headers={"x-fake-fail": "failed"}))
-    assert events[-1].type == "response.failed" and events[-1].response.error.code == "server_error"  # type: ignore[union-attr]
+    assert events[-1].type == "response.failed" and events[-1].response.error.code == "server_error"  # type: ignore[union-attr]  # the fake always sends it
 
 
 def test_openai_sdk_reads_a_legacy_completion_and_its_stream(fake: FakeProvider) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
     completion = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once")
-    assert completion.usage.prompt_tokens == prompt_tokens({"prompt": "Once"}, "completions")  # type: ignore[union-attr]
+    assert completion.usage.prompt_tokens == prompt_tokens({"prompt": "Once"}, "completions")  # type: ignore[union-attr]  # the fake always sends it
     chunks = list(
         client.completions.create(model="m", prompt="Once", stream=True, stream_options={"include_usage": True})
     )
@@ -211,13 +227,13 @@ def test_openai_sdk_reads_a_legacy_completion_and_its_stream(fake: FakeProvider)
 def test_openai_sdk_reads_embeddings_in_either_format(fake: FakeProvider, encoding_format: str | None) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key="k")
     extra = {} if encoding_format is None else {"encoding_format": encoding_format}
-    result = client.embeddings.create(model="e", input=["a", "b", "c"], dimensions=4, **extra)  # type: ignore[arg-type]
+    result = client.embeddings.create(model="e", input=["a", "b", "c"], dimensions=4, **extra)  # type: ignore[arg-type]  # optional SDK argument
     vectors = [
         struct.unpack("<4f", base64.b64decode(item.embedding)) if isinstance(item.embedding, str) else item.embedding
         for item in result.data
     ]
     assert [len(vector) for vector in vectors] == [4, 4, 4]
-    assert result.usage.prompt_tokens == result.usage.total_tokens == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]
+    assert result.usage.prompt_tokens == result.usage.total_tokens == usage_of(fake.last_call)["prompt_tokens"]
 
 
 def test_a_one_hour_cache_request_splits_the_cache_writes() -> None:

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from genai_prices import data_snapshot
@@ -18,8 +19,8 @@ from genai_prices.types import StartDateConstraint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokentrail.processor.pricing.catalog import Pricer, catalog_price
-from tokentrail.processor.pricing.overrides import NO_OVERRIDES
-from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord
+from tokentrail.processor.pricing.overrides import NO_OVERRIDES, parse_overrides
+from tokentrail.processor.schema import PRICED, UNPRICED, UsageColumns, UsageRecord, from_picos
 
 SNAPSHOT = data_snapshot.get_snapshot()
 ALL_MODELS = [(p.id, m) for p in SNAPSHOT.providers for m in p.models]
@@ -53,7 +54,7 @@ def _tiers(model: object) -> list[str | None]:
 def _days(model: object) -> list[date]:
     """The base day, and each day a price starts and the day before it."""
     days = {BASE_DAY}
-    constraints = [c.constraint for c in model.prices] if isinstance(model.prices, list) else []  # type: ignore[attr-defined]
+    constraints = [c.constraint for c in model.prices] if isinstance(model.prices, list) else []  # type: ignore[attr-defined]  # a catalog ModelInfo
     constraints += [v.constraint for v in getattr(model, "price_variants", None) or ()]
     for c in constraints:
         if isinstance(c, StartDateConstraint):
@@ -61,7 +62,7 @@ def _days(model: object) -> list[date]:
     return sorted(days)
 
 
-def _usage(rng: random.Random, one_hour: bool) -> dict[str, int]:
+def _usage(rng: random.Random, one_hour: bool) -> dict[str, Any]:
     inp = rng.choice(
         [rng.randint(0, 5_000), rng.randint(0, 2_000_000), rng.randint(199_990, 200_010), rng.randint(271_990, 272_010)]
     )
@@ -150,7 +151,7 @@ def test_random_catalog_models_and_usages_price_exactly(
     pricer: Pricer, chosen: tuple[str, object], usage: dict[str, int], when: datetime, tier: str | None
 ) -> None:
     provider, model = chosen
-    assert _check(pricer, provider, model.id, when, tier, usage) is None  # type: ignore[attr-defined]
+    assert _check(pricer, provider, model.id, when, tier, usage) is None  # type: ignore[attr-defined]  # a catalog ModelInfo
 
 
 # -- semantics -------------------------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def rich(**fields: object) -> RichRecord:
         output_tokens=1_000_000,
     )
     base.update(fields)
-    return RichRecord(**base)  # type: ignore[arg-type]
+    return RichRecord(**base)  # type: ignore[arg-type]  # fields of mixed types
 
 
 def test_service_tier_on_the_record_selects_the_catalogs_price_variant(pricer: Pricer) -> None:
@@ -178,12 +179,13 @@ def test_service_tier_on_the_record_selects_the_catalogs_price_variant(pricer: P
     assert standard.market_cost == Decimal("11.25")
     assert flex.market_cost == Decimal("5.625")
     assert batch.market_cost == catalog_price("openai", "gpt-5", batch.timestamp, input_tokens=10**6, output_tokens=10**6, service_tier="batch")
-    assert batch.market_cost < standard.market_cost  # type: ignore[operator]
+    assert batch.market_cost is not None and standard.market_cost is not None
+    assert batch.market_cost < standard.market_cost
     assert unknown.market_cost == standard.market_cost  # a tier the catalog does not price: standard rates
     fast = rich(provider="anthropic", model="claude-fable-5-2", service_tier="fast")
     plain = rich(provider="anthropic", model="claude-fable-5-2")
     assert pricer.price(fast) and pricer.price(plain)
-    assert fast.market_cost == 2 * plain.market_cost  # type: ignore[operator]
+    assert fast.market_cost == 2 * plain.market_cost  # type: ignore[operator]  # priced above: not None
 
 
 def test_one_hour_cache_writes_are_priced_at_the_one_hour_rate(pricer: Pricer) -> None:
@@ -206,7 +208,7 @@ def test_one_hour_cache_writes_are_priced_at_the_one_hour_rate(pricer: Pricer) -
 
 def test_audio_tokens_are_priced_at_audio_rates_by_the_library(pricer: Pricer) -> None:
     when = datetime(2026, 11, 20, 12, tzinfo=UTC)
-    usage = dict(input_tokens=10_000, output_tokens=2_000, input_audio_tokens=4_000, output_audio_tokens=1_500, cached_input_tokens=3_000, cached_audio_input_tokens=1_000)
+    usage: dict[str, Any] = dict(input_tokens=10_000, output_tokens=2_000, input_audio_tokens=4_000, output_audio_tokens=1_500, cached_input_tokens=3_000, cached_audio_input_tokens=1_000)
     quote = pricer.quote("openai", "gpt-realtime", when, **usage)
     assert quote is not None and not quote.fast
     assert quote.market_cost == catalog_price("openai", "gpt-realtime", when, **usage)
@@ -283,7 +285,7 @@ def _batch(rng: random.Random) -> list[UsageRecord]:
                     trace_id=f"{len(records):032x}",
                     span_id=f"{len(records):016x}",
                     provider=provider,
-                    model=model.id,  # type: ignore[attr-defined]
+                    model=model.id,
                     credential_type=rng.choice(["system", "system", "byok"]),
                     service_tier=rng.choice(tiers),
                     price_status="no_usage" if rng.random() < 0.02 else UNPRICED,
@@ -295,9 +297,6 @@ def _batch(rng: random.Random) -> list[UsageRecord]:
 
 @pytest.mark.parametrize("overrides", ["none", "overrides"])
 def test_pricing_a_batch_of_columns_gives_every_record_the_price_pricing_it_alone_gives(overrides: str) -> None:
-    from tokentrail.processor.pricing.overrides import parse_overrides
-    from tokentrail.processor.schema import UsageColumns, from_picos
-
     chosen = NO_OVERRIDES if overrides == "none" else parse_overrides(BATCH_OVERRIDES)
     records = _batch(random.Random(7))
     columns = UsageColumns.from_records(records)
@@ -308,8 +307,9 @@ def test_pricing_a_batch_of_columns_gives_every_record_the_price_pricing_it_alon
     for i, r in enumerate(records):
         got = (from_picos(columns["market_cost"][i]), from_picos(columns["total_cost"][i]), columns["price_status"][i],
                columns["price_version"][i])
-        want = (r.market_cost, r.total_cost, r.price_status, r.price_version)
-        want = (*(None if v is None else v.quantize(Decimal("1E-12")) for v in want[:2]), *want[2:])  # the stored form
+        # The costs in their stored form (pico-dollars)
+        want = (*(None if v is None else v.quantize(Decimal("1E-12")) for v in (r.market_cost, r.total_cost)),
+                r.price_status, r.price_version)
         if got != want:
             mismatches.append(f"{r.provider}/{r.model} {r}: {got} != {want}")
     assert not mismatches, f"{len(mismatches)} mismatches, e.g.:\n" + "\n".join(mismatches[:5])

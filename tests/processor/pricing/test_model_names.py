@@ -4,11 +4,13 @@ instrumentations and gateways send them, end to end through the pricer."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from genai_prices import data_snapshot
 from tokentrail.processor.pricing import model_names
-from tokentrail.processor.pricing.catalog import Pricer, catalog_price, resolve_name
+from tokentrail.processor.pricing.catalog import Pricer, catalog_price
+from tokentrail.processor.pricing.lookup import resolve_name
 from tokentrail.processor.pricing.model_names import (
     CREATORS,
     GATEWAYS,
@@ -219,7 +221,7 @@ def test_a_mapped_name_costs_what_the_library_says_for_the_name_it_mapped_to(
     provider: str, model: str, catalog_provider: str, catalog_model: str, via: tuple[str, ...]
 ) -> None:
     pricer = Pricer(overrides=NO_OVERRIDES)
-    usage = dict(input_tokens=12_345, output_tokens=678, cached_input_tokens=2_000)
+    usage: dict[str, Any] = dict(input_tokens=12_345, output_tokens=678, cached_input_tokens=2_000)
     quote = pricer.quote(canonical_provider(provider), model, T, **usage)
     match = resolve_name(provider, model)
     assert quote is not None and match is not None

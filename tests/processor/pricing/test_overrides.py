@@ -9,7 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tokentrail.processor.pricing.catalog import PRICE_VERSION, PRICING_ENV, Pricer, catalog_price
+from tokentrail.processor import environment
+from tokentrail.processor.ingest.receiver import Receiver
+from tokentrail.processor.pricing import overrides as pricing_overrides
+from tokentrail.processor.pricing.catalog import PRICE_VERSION, Pricer, catalog_price
 from tokentrail.processor.pricing.overrides import (
     BYOK_LIST,
     NO_OVERRIDES,
@@ -26,11 +29,11 @@ USAGE = dict(input_tokens=10_000, output_tokens=1_000, cached_input_tokens=4_000
 def record(**fields: object) -> UsageRecord:
     base: dict[str, object] = dict(timestamp=T, trace_id="0" * 32, span_id="1" * 16, provider="openai", model="gpt-4o", **USAGE)
     base.update(fields)
-    return UsageRecord(**base)  # type: ignore[arg-type]
+    return UsageRecord(**base)  # type: ignore[arg-type]  # fields of mixed types
 
 
 def list_price(provider: str = "openai", model: str = "gpt-4o", when: datetime = T, **usage: int) -> Decimal:
-    return catalog_price(provider, model, when, **(usage or USAGE))  # type: ignore[arg-type]
+    return catalog_price(provider, model, when, **(usage or USAGE))  # type: ignore[arg-type]  # fields of mixed types
 
 
 def priced(overrides_text: str, **fields: object) -> UsageRecord:
@@ -85,11 +88,11 @@ discount_percent = 10
 """
     mini = priced(text, model="gpt-4o-mini-2024-07-18")
     other = priced(text, model="gpt-4o")
-    assert mini.total_cost == mini.market_cost / 2  # type: ignore[operator]
-    assert other.total_cost == other.market_cost * Decimal("0.9")  # type: ignore[operator]
+    assert mini.total_cost == mini.market_cost / 2  # type: ignore[operator]  # priced above: not None
+    assert other.total_cost == other.market_cost * Decimal("0.9")  # type: ignore[operator]  # priced above: not None
     # the catalog id matches too: "openai/gpt-4o-mini" arrived prefixed, catalogued as gpt-4o-mini
     prefixed = priced(text, model="openai/gpt-4o-mini")
-    assert prefixed.total_cost == prefixed.market_cost / 2  # type: ignore[operator]
+    assert prefixed.total_cost == prefixed.market_cost / 2  # type: ignore[operator]  # priced above: not None
 
 
 def test_a_rule_applies_only_within_its_effective_dates() -> None:
@@ -97,7 +100,7 @@ def test_a_rule_applies_only_within_its_effective_dates() -> None:
     inside = priced(text, timestamp=datetime(2026, 3, 31, 23, 59, tzinfo=UTC))
     before = priced(text, timestamp=datetime(2026, 2, 28, 23, 59, tzinfo=UTC))
     after = priced(text, timestamp=datetime(2026, 4, 1, 0, 0, tzinfo=UTC))
-    assert inside.total_cost == inside.market_cost * Decimal("0.8")  # type: ignore[operator]
+    assert inside.total_cost == inside.market_cost * Decimal("0.8")  # type: ignore[operator]  # priced above: not None
     assert before.total_cost == before.market_cost
     assert after.total_cost == after.market_cost
 
@@ -152,7 +155,7 @@ def test_a_custom_model_gets_a_list_price_and_a_rule_can_discount_it() -> None:
     assert r.price_status == PRICED
     assert r.market_cost == r.total_cost == Decimal("0.006") + Decimal("0.0004") + Decimal("0.003")
     discounted = priced(CUSTOM + '[[rule]]\nprovider = "acme"\ndiscount_percent = 50\n', provider="acme", model="acme-llm-9")
-    assert discounted.total_cost == discounted.market_cost / 2  # type: ignore[operator]
+    assert discounted.total_cost == discounted.market_cost / 2  # type: ignore[operator]  # priced above: not None
 
 
 def test_a_custom_model_never_replaces_the_catalog_list_price(caplog: pytest.LogCaptureFixture) -> None:
@@ -185,31 +188,29 @@ def test_price_version_names_the_overrides_file_by_hash(tmp_path: Path) -> None:
 def test_pricer_reads_the_overrides_path_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "pricing.toml"
     path.write_text('[[rule]]\nprovider = "openai"\ndiscount_percent = 25\n')
-    monkeypatch.setenv(PRICING_ENV, str(path))
+    monkeypatch.setenv(environment.PRICING, str(path))
     r = record()
     Pricer().price(r)
-    assert r.total_cost == r.market_cost * Decimal("0.75")  # type: ignore[operator]
-    monkeypatch.delenv(PRICING_ENV)
+    assert r.total_cost == r.market_cost * Decimal("0.75")  # type: ignore[operator]  # priced above: not None
+    monkeypatch.delenv(environment.PRICING)
     assert Pricer().overrides is NO_OVERRIDES
 
 
 def test_a_bad_file_in_the_environment_stops_the_pricer_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "pricing.toml"
     path.write_text('[[rule]]\nprovider = "openai"\ndiscount_percent = 101\n')
-    monkeypatch.setenv(PRICING_ENV, str(path))
+    monkeypatch.setenv(environment.PRICING, str(path))
     with pytest.raises(PricingConfigError, match=rf"{path}:3: discount_percent must be 0 to 100"):
         Pricer()
-    monkeypatch.setenv(PRICING_ENV, str(tmp_path / "missing.toml"))
+    monkeypatch.setenv(environment.PRICING, str(tmp_path / "missing.toml"))
     with pytest.raises(PricingConfigError, match="cannot read"):
         Pricer()
 
 
 def test_the_receiver_refuses_to_start_with_a_bad_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tokentrail.processor.ingest.receiver import Receiver
-
     path = tmp_path / "pricing.toml"
     path.write_text("[[rule]]\nprovider = 'openai'\n")
-    monkeypatch.setenv(PRICING_ENV, str(path))
+    monkeypatch.setenv(environment.PRICING, str(path))
     with pytest.raises(PricingConfigError, match="needs discount_percent or explicit prices"):
         Receiver(tmp_path / "data", grpc_port=0)
 
@@ -372,8 +373,6 @@ output_mtok = 2
 
 
 def test_the_documented_example_is_a_valid_file() -> None:
-    from tokentrail.processor.pricing import overrides as pricing_overrides
-
     doc = pricing_overrides.__doc__ or ""
     example = doc.split("Example::\n", 1)[1].split("\n\n``market_cost``", 1)[0]
     overrides = parse_overrides("\n".join(line[4:] for line in example.splitlines()))

@@ -5,21 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import genai_prices
 import pytest
 from genai_prices import data_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokentrail.processor.pricing.catalog import (
-    PRICE_VERSION,
-    PROVIDER_IDS,
-    USAGE_MISSING,
-    Pricer,
-    canonical_provider,
-    catalog_price,
-)
-from tokentrail.processor.pricing.model_names import GATEWAYS
+from tokentrail.processor.pricing.catalog import PRICE_VERSION, USAGE_MISSING, Pricer, catalog_price
+from tokentrail.processor.pricing.model_names import GATEWAYS, PROVIDER_IDS, canonical_provider
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES
 from tokentrail.processor.schema import NO_USAGE, PRICED, UNPRICED, UsageRecord
 
@@ -89,7 +83,7 @@ def test_fast_price_equals_calc_price_exactly(
     pricer: Pricer, provider: str, model: str, usage: tuple[int, int, int, int], when: datetime
 ) -> None:
     input_tokens, cache_read, cache_write, output = usage
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         input_tokens=input_tokens,
         output_tokens=output,
         cached_input_tokens=cache_read,
@@ -101,10 +95,10 @@ def test_fast_price_equals_calc_price_exactly(
 
 
 def test_flat_and_tiered_prices_take_the_fast_path_and_time_of_day_prices_do_not(pricer: Pricer) -> None:
-    usage = dict(input_tokens=300_000, output_tokens=10, cached_input_tokens=1000)
-    assert pricer.quote("openai", "gpt-4o", T, **usage).fast  # type: ignore[union-attr]
-    assert pricer.quote("anthropic", "claude-sonnet-4-5", T, **usage).fast  # type: ignore[union-attr]
-    assert not pricer.quote("deepseek", "deepseek-chat", T, **usage).fast  # type: ignore[union-attr]
+    usage: dict[str, Any] = dict(input_tokens=300_000, output_tokens=10, cached_input_tokens=1000)
+    assert pricer.quote("openai", "gpt-4o", T, **usage).fast  # type: ignore[union-attr]  # these models are priced
+    assert pricer.quote("anthropic", "claude-sonnet-4-5", T, **usage).fast  # type: ignore[union-attr]  # these models are priced
+    assert not pricer.quote("deepseek", "deepseek-chat", T, **usage).fast  # type: ignore[union-attr]  # these models are priced
 
 
 def record(**overrides: object) -> UsageRecord:
@@ -119,7 +113,7 @@ def record(**overrides: object) -> UsageRecord:
         cached_input_tokens=4_000,
     )
     fields.update(overrides)
-    return UsageRecord(**fields)  # type: ignore[arg-type]
+    return UsageRecord(**fields)  # type: ignore[arg-type]  # fields of mixed types
 
 
 def test_system_credential_pays_the_list_price(pricer: Pricer) -> None:

@@ -13,15 +13,11 @@ from decimal import Decimal
 import pytest
 from genai_prices import data_snapshot
 from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice, Provider
-from tokentrail.processor.pricing import catalog as pricing
-from tokentrail.processor.pricing.catalog import (
-    AUTO_UPDATE_ENV,
-    PRICE_VERSION,
-    Pricer,
-    start_auto_update,
-    stop_auto_update,
-)
+from tokentrail.processor import environment
+from tokentrail.processor.pricing import catalog, updates
+from tokentrail.processor.pricing.catalog import PRICE_VERSION, Pricer
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES
+from tokentrail.processor.pricing.updates import start_auto_update, stop_auto_update
 
 T = datetime(2026, 3, 10, 12, tzinfo=UTC)
 
@@ -36,8 +32,8 @@ def unreachable_url() -> str:
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(pricing, "_warned_offline", False)
-    monkeypatch.delenv(AUTO_UPDATE_ENV, raising=False)
+    monkeypatch.setattr(updates, "_warned_offline", False)
+    monkeypatch.delenv(environment.PRICES_AUTO_UPDATE, raising=False)
     yield
     stop_auto_update()
     data_snapshot.set_custom_snapshot(None)
@@ -45,10 +41,10 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def test_without_the_opt_in_nothing_is_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[object] = []
-    monkeypatch.setattr(pricing, "start_auto_update", lambda **kw: started.append(kw))
+    monkeypatch.setattr(catalog, "start_auto_update", lambda **kw: started.append(kw))
     Pricer(overrides=NO_OVERRIDES)
     assert started == []
-    monkeypatch.setenv(AUTO_UPDATE_ENV, "1")
+    monkeypatch.setenv(environment.PRICES_AUTO_UPDATE, "1")
     Pricer(overrides=NO_OVERRIDES)
     assert started == [{}]
 

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tokentrail.processor.cli import main as cli
+from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.reports.budgets import (
     DEFAULT_THRESHOLDS,
     BudgetConfigError,
     BudgetMonitor,
+    WebhookNotifier,
     attach,
     budget_status,
     budgets_from_dict,
@@ -26,7 +29,8 @@ from tokentrail.processor.reports.budgets import (
 )
 from tokentrail.processor.schema import UNPRICED, UsageRecord
 
-from tests.processor.reports.test_report import rec, write
+from tests.helpers.otlp import T0_NS, export, genai_attributes, make_request, make_span
+from tests.helpers.reports import rec, write
 
 MARCH_16 = datetime(2025, 3, 16, tzinfo=UTC)  # as_of: the end of 2025-03-15
 
@@ -375,8 +379,6 @@ def hook() -> Iterator[Hook]:
 
 
 def test_the_webhook_gets_a_json_post_retried_until_it_succeeds(tmp_path: Path, hook: Hook) -> None:
-    from tokentrail.processor.reports.budgets import WebhookNotifier
-
     notifier = WebhookNotifier(backoff=0.01)
     m = monitor(tmp_path, notifier, webhook=hook.url, webhook_headers={"X-Secret": "s"})
     m.observe([spend("123.456789012345")])
@@ -395,8 +397,6 @@ def test_the_webhook_gets_a_json_post_retried_until_it_succeeds(tmp_path: Path, 
 
 
 def test_an_alert_not_delivered_before_shutdown_is_sent_after_the_restart(tmp_path: Path, hook: Hook) -> None:
-    from tokentrail.processor.reports.budgets import WebhookNotifier
-
     down = "http://127.0.0.1:9/hook"  # nothing listens on the discard port
     m = monitor(tmp_path, WebhookNotifier(attempts=100, backoff=30), webhook=down,
                 webhook_headers={"Authorization": "Bearer secret"})
@@ -422,8 +422,6 @@ def test_an_alert_not_delivered_before_shutdown_is_sent_after_the_restart(tmp_pa
 def test_a_webhook_that_keeps_failing_is_given_up_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tokentrail.processor.reports.budgets import WebhookNotifier
-
     hook = Hook([500, 500, 500])
     try:
         m = monitor(tmp_path, WebhookNotifier(attempts=2, backoff=0.01), webhook=hook.url)
@@ -444,8 +442,6 @@ def test_a_webhook_that_keeps_failing_is_given_up_and_logged(
 
 def test_cli_budgets_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from tokentrail.processor.cli import main as cli
-
     daily_dollar(tmp_path, date(2025, 3, 1), 20, user_id="alice")
     path = tmp_path / "budgets.toml"
     path.write_text('[[budgets]]\nname = "company"\namount = 20\n'
@@ -460,8 +456,6 @@ def test_cli_budgets_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_cli_budgets_needs_the_file_and_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from tokentrail.processor.cli import main as cli
-
     monkeypatch.delenv("TOKENTRAIL_BUDGETS", raising=False)
     assert cli.main(["budgets", "--data-dir", str(tmp_path)]) == 2
     assert "--budgets FILE" in capsys.readouterr().err
@@ -485,10 +479,7 @@ def test_requests_without_a_user_are_in_no_each_user_budget(tmp_path: Path) -> N
 
 def test_the_real_receiver_fires_a_budget_alert_to_a_webhook_as_spans_land(tmp_path: Path, hook: Hook) -> None:
     """OTLP/gRPC in, through the receiver's durable-batch listener, out as a webhook POST: the path serve wires."""
-    from tokentrail.processor.ingest.receiver import Receiver
-    from tokentrail.processor.reports.budgets import WebhookNotifier
 
-    from tests.helpers.otlp import T0_NS, export, genai_attributes, make_request, make_span
 
     hook.statuses.clear()
     span_time = datetime.fromtimestamp(T0_NS / 1e9, tz=UTC)

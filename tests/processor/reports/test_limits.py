@@ -8,18 +8,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tokentrail.processor.reports import report as report_module
-from tokentrail.processor.reports.report import (
-    MAX_RANGE_DAYS,
-    MAX_ROWS,
-    Report,
-    ReportParameterError,
-    ReportQuery,
-    report_json,
-    run_report,
-)
+from tokentrail.processor.cli import main as cli
+from tokentrail.processor.reports import query as query_module
+from tokentrail.processor.reports.errors import ReportParameterError
+from tokentrail.processor.reports.formatting import report_json
+from tokentrail.processor.reports.query import MAX_RANGE_DAYS, MAX_ROWS, ReportQuery
+from tokentrail.processor.reports.report import Report, run_report
 
-from tests.processor.reports.test_report import keys, q, rec, write
+from tests.helpers.reports import keys, q, rec, write
 
 
 @pytest.fixture
@@ -71,7 +67,7 @@ def test_a_result_cut_by_limit_says_it_is_truncated(users: Path) -> None:
 
 
 def test_results_are_bounded_at_max_rows_even_without_a_limit(users: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "MAX_ROWS", 2)
+    monkeypatch.setattr(query_module, "MAX_ROWS", 2)
     rows = run_report(users, q(group_by="user"))
     assert (len(rows), rows.truncated) == (2, True)
 
@@ -108,7 +104,7 @@ def test_a_date_range_of_max_days_is_allowed_and_one_more_is_not() -> None:
 )
 def test_a_bad_order_or_limit_is_a_parameter_error(params: dict[str, object], message: str) -> None:
     with pytest.raises(ReportParameterError, match=message.replace("(", r"\(")):
-        ReportQuery.from_params({"start_date": "2025-03-01", "end_date": "2025-03-31", **params})  # type: ignore
+        ReportQuery.from_params({"start_date": "2025-03-01", "end_date": "2025-03-31", **params})  # type: ignore[dict-item]  # wrong types on purpose
 
 
 def test_order_by_and_limit_round_trip_through_parameters() -> None:
@@ -128,8 +124,6 @@ def test_python_api_takes_order_by_and_limit(users: Path) -> None:
 
 
 def test_cli_takes_order_by_and_limit_and_notes_truncation(users: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tokentrail.processor.cli import main as cli
-
     base = ["report", "--data-dir", str(users), "--start-date", "2025-03-01", "--end-date", "2025-03-31",
             "--group-by", "user", "--order-by", "total_cost", "--limit", "2"]
     assert cli.main([*base, "--format", "json"]) == 0

@@ -9,18 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tokentrail.processor.reports.margins import (
-    RevenueConfigError,
-    load_revenue,
-    margins,
-    margins_from_params,
-    months_fraction,
-    revenue_from_dict,
-)
-from tokentrail.processor.reports.report import ReportParameterError
+from tokentrail.processor.cli import main as cli
+from tokentrail.processor.reports.errors import ReportParameterError
+from tokentrail.processor.reports.margins import margins, margins_from_params, months_fraction
+from tokentrail.processor.reports.revenue import RevenueConfigError, load_revenue, revenue_from_dict
 from tokentrail.processor.schema import UNPRICED
 
-from tests.processor.reports.test_report import rec, write
+from tests.helpers.reports import rec, write
 
 REVENUE = revenue_from_dict({
     "plans": {
@@ -30,7 +25,7 @@ REVENUE = revenue_from_dict({
     },
     "customers": {"acme": {"monthly": 1000}, "newco": {"monthly": 100}},
 })
-MARCH = {"start_date": date(2025, 3, 1), "end_date": date(2025, 3, 31)}
+MARCH: dict[str, Any] = {"start_date": date(2025, 3, 1), "end_date": date(2025, 3, 31)}
 
 
 def at(day: int, hour: int = 12) -> str:
@@ -203,8 +198,6 @@ def test_limit_cuts_rows_and_says_so(data: Path) -> None:
 
 
 def test_cli_margins_prints_a_table(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tokentrail.processor.cli import main as cli
-
     path = tmp_path / "revenue.toml"
     path.write_text("[plans.pro]\nmonthly = 30\n[plans.free]\nmonthly = 0\nallowance = 2\n")
     assert cli.main(["margins", "--data-dir", str(data), "--revenue", str(path), "--start-date", "2025-03-01",

@@ -4,64 +4,20 @@ as the receiver writes it (``usage/date=YYYY-MM-DD/part-*.parquet``)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
-from tokentrail.processor.reports.report import (
-    METRICS,
-    Report,
-    ReportParameterError,
-    ReportQuery,
-    build_sql,
-    report_json,
-    run_report,
-)
-from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord, records_to_table
+from tokentrail.processor.reports.errors import ReportParameterError
+from tokentrail.processor.reports.formatting import report_json
+from tokentrail.processor.reports.query import METRICS, ReportQuery
+from tokentrail.processor.reports.report import Report, run_report
+from tokentrail.processor.reports.sql import build_sql
+from tokentrail.processor.schema import UNPRICED
 
-_seq = 0
-
-
-def rec(ts: str, **fields: Any) -> UsageRecord:
-    """A priced record at ``ts`` (UTC); cost defaults to $1 total, $2 market."""
-    global _seq
-    _seq += 1
-    defaults: dict[str, Any] = {
-        "timestamp": datetime.fromisoformat(ts).replace(tzinfo=UTC),
-        "trace_id": f"{_seq:032x}",
-        "span_id": f"{_seq:016x}",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "input_tokens": 10,
-        "output_tokens": 5,
-        "total_cost": Decimal("1"),
-        "market_cost": Decimal("2"),
-        "price_status": PRICED,
-    }
-    defaults.update(fields)
-    return UsageRecord(**defaults)
-
-
-def write(data_dir: Path, records: list[UsageRecord], part: str = "part-r1-000001") -> None:
-    """Write records into their day partitions as the receiver does (the date lives only in the path)."""
-    by_day: dict[str, list[UsageRecord]] = {}
-    for record in records:
-        by_day.setdefault(record.day, []).append(record)
-    for day, day_records in by_day.items():
-        folder = data_dir / "usage" / f"date={day}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(records_to_table(day_records), folder / f"{part}.parquet")
-
-
-def q(start: str = "2025-03-01", end: str = "2025-03-31", **params: str) -> ReportQuery:
-    return ReportQuery.from_params({"start_date": start, "end_date": end, **params})
-
-
-def keys(rows: list[dict[str, Any]], *names: str) -> list[tuple[Any, ...]]:
-    return [tuple(row[n] for n in names) for row in rows]
+from tests.helpers.reports import keys, q, rec, write
 
 
 @pytest.fixture
@@ -418,7 +374,7 @@ def test_a_query_built_in_code_is_validated_as_strictly() -> None:
     with pytest.raises(ReportParameterError, match="unknown group_by 'colour'"):
         ReportQuery(start_date=date(2025, 3, 1), end_date=date(2025, 3, 2), group_by=("colour",))
     with pytest.raises(ReportParameterError, match="start_date must be a date"):
-        ReportQuery(start_date=datetime(2025, 3, 1), end_date=date(2025, 3, 2))  # type: ignore[arg-type]
+        ReportQuery(start_date=datetime(2025, 3, 1), end_date=date(2025, 3, 2))
 
 
 def test_parameters_accept_lists_as_parse_qs_gives_them() -> None:

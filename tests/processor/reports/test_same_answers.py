@@ -16,15 +16,18 @@ from urllib.request import Request, urlopen
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tokentrail.processor.api import openapi
 from tokentrail.processor.api.http import ReportServer
 from tokentrail.processor.cli import main as cli
+from tokentrail.processor.reports import report
 from tokentrail.processor.reports.budgets import budgets_from_dict
-from tokentrail.processor.reports.formatting import format_csv
-from tokentrail.processor.reports.margins import revenue_from_dict
-from tokentrail.processor.reports.report import METRICS, Report, ReportQuery, report_json, run_report
+from tokentrail.processor.reports.formatting import format_csv, report_json
+from tokentrail.processor.reports.query import METRICS, ReportQuery
+from tokentrail.processor.reports.report import Report, run_report
+from tokentrail.processor.reports.revenue import revenue_from_dict
 from tokentrail.processor.schema import UNPRICED
 
-from tests.processor.reports.test_report import rec, write
+from tests.helpers.reports import rec, write
 
 USERS = ("alice", "bob", None)
 MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-4-5"), ("openai", "gpt-4.1"))
@@ -109,7 +112,8 @@ def test_cli_http_and_python_return_the_same_rows(
     csv_text = format_csv(python_rows, query.columns)
     assert http(server, "/v1/report", params, accept="text/csv") == csv_text
     assert cli_out(capsys, "report", "--data-dir", str(data_dir), "--format", "csv", *cli_args(params)) == csv_text
-    keyword = Report(data_dir).query(**{k: (int(v) if k == "limit" else v) for k, v in params.items()})
+    keywords: dict[str, Any] = {k: (int(v) if k == "limit" else v) for k, v in params.items()}
+    keyword = Report(data_dir).query(**keywords)
     assert keyword == python_rows and keyword.truncated == python_rows.truncated
 
 
@@ -150,8 +154,6 @@ def test_tag_rows_do_not_add_up_to_the_total(data_dir: Path) -> None:
 def test_the_docs_say_tag_rows_overlap() -> None:
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     assert "tag rows do not add up to the total" in readme
-    from tokentrail.processor.api import openapi
-    from tokentrail.processor.reports import report
 
     assert "tag rows do not add up to the total" in " ".join((report.__doc__ or "").split())
     assert "tag rows do not add up to the total" in str(openapi.openapi_document())

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tokentrail.processor.reports.report import ReportParameterError
+from tokentrail.processor.cli import main as cli
+from tokentrail.processor.reports.errors import ReportParameterError
 from tokentrail.processor.reports.spikes import SpikeQuery, find_spikes, spikes_from_params
 from tokentrail.processor.schema import UsageRecord
 
-from tests.processor.reports.test_report import rec, write
+from tests.helpers.reports import rec, write
 
 SATURDAY = date(2025, 3, 15)
 AFTER_SATURDAY = datetime(2025, 3, 16, tzinfo=UTC)  # as_of: the latest complete day is that Saturday
@@ -214,8 +215,6 @@ def test_parameters_reach_the_query(weekly: Path) -> None:
 
 
 def test_cli_spikes_prints_what_it_compared_and_the_spikes(weekly: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tokentrail.processor.cli import main as cli
-
     assert cli.main(["spikes", "--data-dir", str(weekly), "--as-of", "2025-03-15"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("total_cost by model, 2025-03-15T00:00:00Z to 2025-03-16T00:00:00Z, against 6 weekly")

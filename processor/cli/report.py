@@ -1,0 +1,86 @@
+"""``tokentrail report``: the same rows as ``GET /v1/report``, as a table, JSON (byte for byte the HTTP body) or
+CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from tokentrail.processor import environment
+from tokentrail.processor.reports.formatting import FORMATS, TRUNCATED_NOTE, format_rows
+from tokentrail.processor.reports.query import MAX_ROWS, ReportQuery
+from tokentrail.processor.reports.report import run_report
+
+__all__ = ["DEFAULT_REPORT_DAYS", "register"]
+
+DEFAULT_REPORT_DAYS: Final = 7
+
+
+def register(commands: Any, default_data_dir: Path) -> None:
+    report = commands.add_parser(
+        "report",
+        help="cost and usage for a period, grouped like GET /v1/report",
+        description="Dates are inclusive UTC days. Grouping by tag counts a request in each of its tags, so tag "
+        "rows do not add up to the total.",
+    )
+    report.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
+    report.add_argument("--start-date", help=f"YYYY-MM-DD (default: {DEFAULT_REPORT_DAYS} days ending --end-date)")
+    report.add_argument("--end-date", help="YYYY-MM-DD (default: today, UTC)")
+    report.add_argument(
+        "--group-by",
+        help="comma-separated: day (default), user, model, tag, provider, credential_type, service, api, "
+        "environment, operation; 'none' for one total row",
+    )
+    report.add_argument("--date-part", help="time bucket added to every row: hour, day, week, month")
+    report.add_argument("--user-id")
+    report.add_argument("--model")
+    report.add_argument("--provider")
+    report.add_argument("--credential-type", help="byok or system")
+    report.add_argument("--tags", help="comma-separated tags to filter on")
+    report.add_argument("--tags-match", help="any (default) or all of --tags")
+    report.add_argument("--order-by", help="a metric or row key, optionally :asc or :desc (e.g. total_cost:desc)")
+    report.add_argument("--limit", help=f"at most this many rows (1-{MAX_ROWS})")
+    report.add_argument("--format", choices=FORMATS, default="table")
+    report.set_defaults(handler=_run)
+
+
+def _default_dates(start: str | None, end: str | None) -> tuple[str, str]:
+    """Last DEFAULT_REPORT_DAYS days ending today (UTC), or ending --end-date if only that was given."""
+    if end is None:
+        end = datetime.now(UTC).date().isoformat()
+    if start is None:
+        try:
+            anchor = date.fromisoformat(end)
+        except ValueError:
+            return end, end  # let the query's validation name the bad --end-date
+        start = (anchor - timedelta(days=DEFAULT_REPORT_DAYS - 1)).isoformat()
+    return start, end
+
+
+def _run(args: argparse.Namespace) -> int:
+    start, end = _default_dates(args.start_date, args.end_date)
+    params = {
+        "start_date": start,
+        "end_date": end,
+        "group_by": args.group_by,
+        "date_part": args.date_part,
+        "user_id": args.user_id,
+        "model": args.model,
+        "provider": args.provider,
+        "credential_type": args.credential_type,
+        "tags": args.tags,
+        "tags_match": args.tags_match,
+        "order_by": args.order_by,
+        "limit": args.limit,
+    }
+    # Through from_params, like the HTTP API: the same parameter gets the same validation and message.
+    query = ReportQuery.from_params({name: value for name, value in params.items() if value is not None})
+    rows = run_report(args.data_dir, query)
+    text = format_rows(rows, args.format, query.columns)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if getattr(rows, "truncated", False) and args.format == "csv":  # json and table say so themselves
+        print(f"tokentrail report: {TRUNCATED_NOTE}", file=sys.stderr)
+    return 0

@@ -1,0 +1,233 @@
+"""``tokentrail serve``: the OTLP receiver (gRPC and HTTP) and the report API in one process, until SIGINT or
+SIGTERM; budget alerts as records land when given a budgets file."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from tokentrail.processor import environment
+from tokentrail.processor.api.http import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
+from tokentrail.processor.reports import budgets
+from tokentrail.processor.reports.budgets import load_budgets
+from tokentrail.processor.storage.dedupe import DEFAULT_WINDOW
+
+__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "register", "run"]
+
+# Not 4317: the OTel Collector owns the standard OTLP port and forwards GenAI spans here (otel-collector.yaml).
+DEFAULT_GRPC_PORT: Final = 14317
+DEFAULT_HTTP_PORT: Final = 14318  # likewise not 4318
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+
+logger = logging.getLogger(__name__)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
+def register(commands: Any, default_data_dir: Path) -> None:
+    serve = commands.add_parser("serve", help="run the OTLP receiver and the report API until interrupted")
+    serve.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
+    serve.add_argument("--host", default=DEFAULT_API_HOST, help="address both listeners bind to")
+    serve.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="OTLP/gRPC receiver port")
+    serve.add_argument("--api-port", type=_port, default=DEFAULT_API_PORT, help="report API port")
+    serve.add_argument(
+        "--api-token",
+        default=os.environ.get(environment.API_TOKEN) or None,
+        help=f"require 'Authorization: Bearer TOKEN' on /v1/report (env {environment.API_TOKEN})",
+    )
+    serve.add_argument(
+        "--http-port",
+        type=_port,
+        default=DEFAULT_HTTP_PORT,
+        help="OTLP/HTTP receiver port (POST /v1/traces, GET /metrics); 0 picks a free port",
+    )
+    serve.add_argument("--no-http", action="store_true", help="do not listen for OTLP/HTTP")
+    serve.add_argument(
+        "--ingest-token",
+        default=os.environ.get(environment.INGEST_TOKEN) or None,
+        help=f"require 'authorization: Bearer TOKEN' on OTLP gRPC and HTTP (env {environment.INGEST_TOKEN})",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve OTLP gRPC and HTTP over TLS")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--receiver-id",
+        help="unique per receiver process sharing --data-dir (names its WAL and Parquet files; default: host name)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: several `tokentrail serve` processes (each with its own --receiver-id) share the ports",
+    )
+    serve.add_argument(
+        "--max-disk-bytes",
+        type=int,
+        help="refuse new records (UNAVAILABLE / 503, the sender retries) once WAL + Parquet would exceed this",
+    )
+    serve.add_argument("--no-api", action="store_true", help="do not serve the report API (e.g. extra receivers)")
+    serve.add_argument(
+        "--budgets",
+        type=Path,
+        default=os.environ.get(environment.BUDGETS) or None,
+        help=f"budgets TOML: threshold alerts as records land, GET /v1/budgets (env {environment.BUDGETS})",
+    )
+    serve.add_argument(
+        "--revenue",
+        type=Path,
+        default=os.environ.get(environment.REVENUE) or None,
+        help=f"revenue TOML for GET /v1/margins (env {environment.REVENUE})",
+    )
+    serve.add_argument(
+        "--pricing",
+        type=Path,
+        default=None,
+        help=f"price overrides TOML (env {environment.PRICING}); validated at start, a bad file stops the receiver",
+    )
+    serve.add_argument(
+        "--flush-interval", type=float, default=1.0, help="seconds between WAL-to-Parquet flushes (default 1)"
+    )
+    serve.add_argument(
+        "--dedupe-window",
+        type=int,
+        default=DEFAULT_WINDOW,
+        help="identities remembered to drop retried spans at ingest (default 1,000,000: about 130-155 MB)",
+    )
+    serve.set_defaults(handler=run)
+
+
+def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT and SIGTERM set ``stop``; returns a function restoring the previous handlers."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # Python delivers signals to the main thread only; the caller stops us otherwise
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return restore
+
+
+def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    # gRPC, protobuf and the price catalog load only for this command: the other commands start without them.
+    from tokentrail.processor.ingest.receiver import Receiver
+    from tokentrail.processor.pricing.overrides import PricingConfigError
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = stop or threading.Event()
+    restore = _install_stop_signals(stop)  # before anything starts: a signal mid-startup still stops cleanly
+    data_dir: Path = args.data_dir
+    tls_cert = args.tls_cert
+    tls_key = args.tls_key
+    if (tls_cert is None) != (tls_key is None):
+        print("tokentrail serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        restore()
+        return EXIT_USAGE
+    http_port = None if args.no_http else args.http_port
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with _pricing_file(args.pricing):
+            receiver = Receiver(
+                data_dir,
+                host=args.host,
+                grpc_port=args.grpc_port,
+                receiver_id=args.receiver_id,
+                reuse_port=args.reuse_port,
+                http_port=http_port,
+                ingest_token=args.ingest_token,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                max_disk_bytes=args.max_disk_bytes,
+                flush_interval=args.flush_interval,
+                dedupe_window=args.dedupe_window,
+            )
+        # Loaded once, before anything listens: a bad file stops the start, and both users see the same budgets.
+        budget_config = load_budgets(args.budgets) if args.budgets else None
+        api = None if args.no_api else ReportServer(
+            data_dir,
+            host=args.host,
+            port=args.api_port,
+            token=args.api_token,
+            budgets=budget_config,
+            revenue=args.revenue,
+        )
+        monitor = budgets.attach(receiver, budget_config, data_dir) if budget_config is not None else None
+        receiver.start()
+        try:
+            if api is not None:
+                api.start()
+            try:
+                grpc_port = receiver.grpc_port
+                bound_http = receiver.http_port
+                http = f", OTLP/HTTP on {args.host}:{bound_http}" if bound_http is not None else ""
+                report = f", report API on {api.url}/v1/report" if api is not None else ""
+                print(
+                    f"tokentrail: receiver {receiver.receiver_id}: OTLP/gRPC on {args.host}:{grpc_port}{http}{report}, "
+                    f"data in {data_dir}/ (Ctrl-C to stop)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
+                    pass
+            finally:
+                if api is not None:
+                    api.stop()
+        finally:
+            receiver.stop()  # the receiver finishes what it acknowledged before returning
+            if monitor is not None:
+                monitor.close()  # after the receiver: the last batches' alerts still go out
+    except PricingConfigError as exc:  # a bad overrides file is a usage error, said before anything listens
+        print(f"tokentrail serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, RuntimeError, ValueError) as exc:  # a port in use, a receiver id in use, a bad TLS file
+        print(f"tokentrail serve: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        restore()
+    print("tokentrail: stopped", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _pricing_file(path: Path | None) -> Iterator[None]:
+    """Name the overrides file while the receiver is built: its Pricer reads ``TOKENTRAIL_PRICING`` then, the one
+    way in whether the file comes from here or the environment. Restored after, so nothing leaks to later users."""
+    if path is None:
+        yield
+        return
+    previous = os.environ.get(environment.PRICING)
+    os.environ[environment.PRICING] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(environment.PRICING, None)
+        else:
+            os.environ[environment.PRICING] = previous

@@ -1,0 +1,114 @@
+"""The usage dataset as every report reads it: the Parquet files of a range of UTC days, found by directory name
+(partition pruning before DuckDB opens anything), read in one DuckDB query with every user value a parameter.
+
+The report, budgets, margins and spikes all go through ``scan_dataset``: the same files, the same pruning, the same
+retry when compaction swaps a file between listing and reading, and costs back as exact ``Decimal``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from datetime import date
+from decimal import Context, Decimal
+from pathlib import Path
+from typing import Any, Final
+
+from tokentrail.processor.reports.errors import ReportError
+from tokentrail.processor.schema import COST_QUANTUM, PARTITION_COLUMN
+from tokentrail.processor.storage.parquet import list_day
+
+__all__ = ["USAGE_DIR", "USAGE_SOURCE", "dataset_files", "exact_cost", "scan_dataset"]
+
+USAGE_DIR: Final = "usage"  # DATA_DIR/usage/date=YYYY-MM-DD/part-*.parquet, written by the receiver
+# The records, as every query reads them: the partition date from the path, typed, files listed by the caller.
+USAGE_SOURCE: Final = (
+    f"read_parquet($files, hive_partitioning = true, hive_types = {{'{PARTITION_COLUMN}': DATE}}, union_by_name = true)"
+)
+
+_PARTITION_RE: Final = re.compile(rf"{PARTITION_COLUMN}=(\d{{4}}-\d{{2}}-\d{{2}})")
+_SUM_CONTEXT: Final = Context(prec=60)  # wider than DECIMAL(38, 12): quantizing a sum never rounds it
+
+
+def dataset_files(data_dir: str | os.PathLike[str], start_date: date, end_date: date) -> list[str]:
+    """Parquet files of the days in range, found by directory name: pruning before DuckDB opens anything.
+
+    Each day is one consistent listing (``storage.list_day``), never part of a version a rewrite is deleting.
+    """
+    root = Path(data_dir) / USAGE_DIR
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    files: list[str] = []
+    for entry in entries:
+        match = _PARTITION_RE.fullmatch(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        try:
+            day = date.fromisoformat(match.group(1))
+        except ValueError:
+            continue
+        if not start_date <= day <= end_date:
+            continue
+        files.extend(os.path.join(entry.path, name) for name in list_day(entry.path))
+    files.sort()
+    return files
+
+
+def scan_dataset(
+    data_dir: str | os.PathLike[str],
+    start_date: date,
+    end_date: date,
+    sql: str,
+    params: Mapping[str, object],
+    *,
+    days: Iterable[date] | None = None,
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``sql`` over the dataset's files of ``start_date..end_date`` (or only of ``days``), as
+    ``(column names, rows)``; ``([], [])`` when no file is in range. Values are as DuckDB gives them (``Any``).
+    ``sql`` reads the records with ``FROM {USAGE_SOURCE}`` (``$files`` is filled here) and passes every user value
+    as a named parameter.
+
+    The budgets, margins and spikes queries go through here, as the report does: the same files, the same
+    partition pruning, the same retry when compaction swaps a file between listing and reading."""
+    import duckdb  # slow to import: loaded by the first query, so `tokentrail --help` and the receiver never pay for it
+
+    wanted = set(days) if days is not None else None
+    attempts = 3
+    for attempt in range(attempts):
+        files = dataset_files(data_dir, start_date, end_date)
+        if wanted is not None:
+            files = [f for f in files if _file_day(f) in wanted]
+        if not files:
+            return [], []
+        try:
+            # One connection per query: DuckDB connections are not shared across threads, and opening one is cheap.
+            with duckdb.connect(":memory:") as con:
+                # A server's stderr is for its log: DuckDB draws a progress bar on long queries unless told not to.
+                con.execute("SET enable_progress_bar = false")
+                cursor = con.execute(sql, {**params, "files": files})
+                names = [d[0] for d in cursor.description]
+                return names, cursor.fetchall()
+        except duckdb.IOException:
+            # Compaction replaces small files with a merged one; a file listed a moment ago may be gone.
+            # List again, but only for that reason: any other I/O error is real.
+            if attempt == attempts - 1 or all(os.path.exists(f) for f in files):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _file_day(path: str) -> date | None:
+    match = _PARTITION_RE.fullmatch(os.path.basename(os.path.dirname(path)))
+    return date.fromisoformat(match.group(1)) if match else None
+
+
+def exact_cost(value: object) -> Decimal:
+    """A summed cost as an exact ``Decimal`` at the stored scale; NULL (nothing priced) is 0. (DuckDB may hand back
+    ``3E-12``; the stored scale, pico-dollars, reads better and compares the same.)"""
+    if value is None:
+        return Decimal(0).quantize(COST_QUANTUM)
+    if not isinstance(value, Decimal):
+        raise ReportError(f"cost came back as {type(value).__name__}, not Decimal")  # never via float
+    return value.quantize(COST_QUANTUM, context=_SUM_CONTEXT)
