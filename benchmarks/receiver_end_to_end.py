@@ -1,6 +1,8 @@
 """Receiver end to end: sustained spans/s through OTLP/gRPC in -> normalize -> dedupe -> price -> WAL (fsync, then
 ack) -> Parquet out, for one `tokentrail serve` process and for two sharing the port (SO_REUSEPORT), as ratios
-against plain ``ExportTraceServiceRequest.ParseFromString`` of the same payloads in this process.
+against two baselines measured in the same run: a parse-only gRPC server (``serve_parse_only``: the same gRPC server
+setup in its own process, whose Export only parses the request and answers, the floor any Python OTLP receiver pays)
+and plain ``ExportTraceServiceRequest.ParseFromString`` of the same payloads in this process.
 
 The receivers run as real subprocesses (their own GIL); the senders here push pre-serialized payloads over several
 connections. A run ends when every payload is acknowledged AND every span is in a Parquet file (written by the
@@ -26,7 +28,57 @@ from benchmarks.receiver_normalize import build_request
 
 _BANNER = re.compile(r"OTLP/gRPC on 127\.0\.0\.1:(\d+)")
 _METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_ROOT = Path(__file__).resolve().parent.parent
 FLUSH_INTERVAL = 0.25
+# As `tokentrail serve` configures its gRPC server (``Receiver``'s defaults), so the baseline differs only in the work.
+GRPC_WORKERS = 8
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+def serve_parse_only() -> None:
+    """The baseline server: gRPC as the receiver sets it up, an Export that parses the request and answers. Prints
+    the receiver's banner line on stderr and serves until SIGTERM."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    def export(data: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        ExportTraceServiceRequest.FromString(data)
+        return ExportTraceServiceResponse()
+
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=GRPC_WORKERS),
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+    )
+    handler = grpc.unary_unary_rpc_method_handler(
+        export, request_deserializer=None, response_serializer=ExportTraceServiceResponse.SerializeToString
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, {"Export": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    print(f"parse-only: OTLP/gRPC on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    server.stop(5).wait()
+
+
+def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], int]:
+    """A server subprocess and the port its banner names; its stderr is drained afterwards so it never blocks."""
+    path = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    stderr = proc.stderr
+    assert stderr is not None
+    for line in stderr:
+        m = _BANNER.search(line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in stderr], daemon=True).start()
+            return proc, int(m.group(1))
+    raise RuntimeError(f"server did not start (exit {proc.poll()}): {args[1:4]}")
 
 
 def _start(data_dir: Path, receiver_id: str, port: int, reuse: bool) -> tuple[subprocess.Popen[str], int]:
@@ -51,14 +103,22 @@ def _start(data_dir: Path, receiver_id: str, port: int, reuse: bool) -> tuple[su
     ]
     if reuse:
         args.append("--reuse-port")
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        m = _BANNER.search(line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
-            return proc, int(m.group(1))
-    raise RuntimeError(f"receiver did not start (exit {proc.poll()})")
+    return _spawn(args)
+
+
+def _parse_only_grpc(payloads: list[bytes], n_spans: int, connections: int) -> float:
+    """Spans/s acknowledged by the parse-only server, sent exactly as to the receivers."""
+    command = "from benchmarks.receiver_end_to_end import serve_parse_only; serve_parse_only()"
+    proc, port = _spawn([sys.executable, "-c", command])
+    try:
+        _send_all(port, payloads[:2], 1, 1)
+        t0 = time.perf_counter()
+        _send_all(port, payloads[2:], connections, 2)
+        elapsed = time.perf_counter() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return (n_spans - 2 * (n_spans // len(payloads))) / elapsed
 
 
 def _send_all(port: int, payloads: list[bytes], connections: int, threads_per_connection: int) -> None:
@@ -76,7 +136,7 @@ def _send_all(port: int, payloads: list[bytes], connections: int, threads_per_co
     queue = list(reversed(payloads))
     errors: list[BaseException] = []
 
-    def worker(call: object) -> None:
+    def worker(call: grpc.UnaryUnaryMultiCallable) -> None:
         while True:
             with lock:
                 if not queue:
@@ -84,7 +144,7 @@ def _send_all(port: int, payloads: list[bytes], connections: int, threads_per_co
                 payload = queue.pop()
             for attempt in range(50):  # UNAVAILABLE (backpressure) is retried, as the Collector would
                 try:
-                    call(payload, timeout=60)  # type: ignore[operator]
+                    call(payload, timeout=60)
                     break
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 49:
@@ -173,6 +233,7 @@ def run(
         ExportTraceServiceRequest.FromString(p)
     parse = n_spans / (time.perf_counter() - t0)
 
+    parse_grpc = _parse_only_grpc(payloads, n_spans, connections)
     one_ack, one, one_rows = _end_to_end(payloads, n_spans, 1, connections)
     # The same payloads again: the data dir is new, so nothing deduplicates.
     two_ack, two, two_rows = _end_to_end(payloads, n_spans, 2, connections)
@@ -180,9 +241,12 @@ def run(
     return {
         "spans": float(n_spans),
         "protobuf_parse_spans_per_s": parse,
+        "parse_only_grpc_spans_per_s": parse_grpc,
         "one_process_ack_spans_per_s": one_ack,
         "one_process_spans_per_s": one,
         "one_process_ratio_vs_parse": one / parse,
+        # The issue-10 floor: >= 0.13 (docs/ARCHITECTURE.md, Performance).
+        "one_process_ratio_vs_parse_only_grpc": one / parse_grpc,
         "two_processes_spans_per_s": two,
         "two_processes_ack_spans_per_s": two_ack,
         "two_processes_speedup": two / one,

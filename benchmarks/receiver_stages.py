@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from tokentrail.processor.ingest.receiver import _raise_gc_threshold, _restore_gc_threshold
+from tokentrail.processor.ingest.gc_tuning import raise_gc_threshold, restore_gc_threshold
 from tokentrail.processor.normalize.otlp import parse_export_request
 from tokentrail.processor.normalize.reader import normalize_bytes, normalize_request
 from tokentrail.processor.pricing.catalog import Pricer
@@ -28,11 +28,11 @@ STAGES = ("scan_normalize", "columns", "dedupe", "price", "arrow_table", "ipc", 
 
 
 def run(requests: int = 40, batch: int = 1_000) -> dict[str, float]:
-    _raise_gc_threshold()
+    raise_gc_threshold()
     try:
         return _run(requests, batch)
     finally:
-        _restore_gc_threshold()
+        restore_gc_threshold()
 
 
 def _run(requests: int, batch: int) -> dict[str, float]:

@@ -15,6 +15,7 @@ from operator import attrgetter
 from typing import Any, Final, Literal
 
 import pyarrow as pa
+from tokentrail.processor.errors import TokenTrailError
 
 # 18 digits fits Parquet's INT64 physical type (compact, fast to sum) and still holds $999,999 per call.
 # Scale 12 (pico-dollars) is exact for every per-token rate in the catalog (e.g. $0.01875/MTok = 18,750 p$).
@@ -156,8 +157,12 @@ ADDED_COLUMNS: Final[dict[str, object]] = {
 }
 
 
-class SchemaMismatch(ValueError):
+class SchemaMismatch(TokenTrailError, ValueError):
     """A table that cannot be read as usage records (a required column is missing, null or of another type)."""
+
+
+class CostOutOfRange(TokenTrailError, ValueError):
+    """A cost the cost column cannot hold (18 digits: $999,999.999999999999 a call)."""
 
 
 def conform(table: pa.Table) -> pa.Table:
@@ -198,14 +203,11 @@ def to_cost(value: Decimal | None) -> Decimal | None:
     return value.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
-def records_to_table(records: list[UsageRecord]) -> pa.Table:
-    """Column-wise conversion: one Python list per column is ~10x faster than row dicts."""
-    columns: dict[str, list[object]] = {name: [] for name in FIELD_NAMES}
-    for record in records:
-        for name in FIELD_NAMES:
-            columns[name].append(getattr(record, name))
+def records_to_table(records: Sequence[UsageRecord]) -> pa.Table:
+    """Column by column (``attrgetter`` loops in C, not a dict per row), costs rounded as stored."""
+    columns: dict[str, list[Any]] = {name: list(map(attrgetter(name), records)) for name in FIELD_NAMES}
     for name in COST_FIELDS:
-        columns[name] = [to_cost(v) for v in columns[name]]  # type: ignore[arg-type]
+        columns[name] = [to_cost(v) for v in columns[name]]
     return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
 
 
@@ -220,7 +222,8 @@ def table_to_records(table: pa.Table) -> list[UsageRecord]:
 # -- the receiver's working form: one sequence per column --------------------------------------------------------
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_INT_COST: Final = pa.decimal128(19, 0)  # int64 -> decimal needs 19 digits; the values then fit COST_TYPE's 18
+_INT_COST: Final = pa.decimal128(19, 0)  # int64 -> decimal needs 19 digits
+_COST_DIGITS: Final = pa.decimal128(COST_PRECISION, 0)  # COST_TYPE's unscaled values
 
 
 def to_picos(value: Decimal | None) -> int | None:
@@ -248,8 +251,8 @@ class UsageColumns:
     """Usage records as one sequence per field (``FIELD_NAMES`` order): what the receiver works on, so no object is
     built per record. Two columns differ from ``UsageRecord``: ``timestamp`` holds integer microseconds since the
     epoch (UTC), and the costs (``COST_FIELDS``) integer pico-dollars or None, the unscaled values of their decimal
-    columns, so Arrow builds both from integers (DESIGN section 7: a decimal column from int64 costs 6 ms per million
-    rows, from ``Decimal`` objects 200 ms)."""
+    columns, so Arrow builds both from integers (a decimal column from ``Decimal`` objects is several times slower:
+    docs/ARCHITECTURE.md, Performance)."""
 
     __slots__ = ("data", "length")
 
@@ -286,26 +289,27 @@ class UsageColumns:
         return UsageColumns({name: [column[i] for i in indices] for name, column in self.data.items()}, len(indices))
 
     def to_table(self) -> pa.Table:
-        arrays = []
+        """The columns as an Arrow table in ``ARROW_SCHEMA``, each built by ``pyarrow.array`` with its schema type
+        (integer timestamps are microseconds). Raises ``CostOutOfRange`` for a cost the column cannot hold."""
         n = self.length
+        arrays = []
         for schema_field in ARROW_SCHEMA:
             name, kind = schema_field.name, schema_field.type
             values = self.data[name]
-            if name in COST_FIELDS:
-                array = _packed(values, pa.int64(), n)
-                if array is None:
-                    array = pa.array(values, pa.int64())
-                if array.null_count < len(array) and len(array):
-                    _check_cost_range(array, name)
-                array = array.cast(_INT_COST).view(kind)
-            elif n > 1 and name in _CONSTANT_PRONE and values.count(values[0]) == n:
-                # One value for the whole batch (same objects mostly: the count is a pointer comparison each).
-                array = pa.nulls(n, kind) if values[0] is None else pa.repeat(pa.scalar(values[0], kind), n)
+            if n > 1 and values[0] == values[-1] and values.count(values[0]) == n:
+                # One value for the whole batch (a service's calls to one model, no reported cost): built once, not
+                # per row. The count is mostly a pointer comparison per row; first against last skips varied columns.
+                value = values[0]
+                if value is None:
+                    arrays.append(pa.nulls(n, kind))
+                elif name in COST_FIELDS:
+                    arrays.append(pa.repeat(_cost_array(name, [value])[0], n))
+                else:
+                    arrays.append(pa.repeat(pa.scalar(value, kind), n))
+            elif name in COST_FIELDS:
+                arrays.append(_cost_array(name, values))
             else:
-                array = _packed(values, kind, n)
-                if array is None:
-                    array = pa.array(values, kind)  # timestamps: ints are microseconds
-            arrays.append(array)
+                arrays.append(pa.array(values, kind))
         return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 
     def to_records(self) -> list[UsageRecord]:
@@ -317,62 +321,11 @@ class UsageColumns:
         return [UsageRecord(**dict(zip(FIELD_NAMES, row))) for row in zip(*(data[name] for name in FIELD_NAMES))]
 
 
-try:
-    from tokentrail.processor.storage import _arrowpack
-except ImportError:  # installed without a C compiler: pyarrow.array converts every column, only slower
-    _arrowpack = None
-
-_STRING: Final = pa.string()
-_STRING_LIST: Final = pa.list_(pa.string())
-
-
-def _packed(values: Sequence[Any], kind: pa.DataType, n: int) -> pa.Array | None:
-    """The column built from buffers ``_arrowpack.c`` writes in one pass (str, int, float and list-of-str columns of
-    exactly those types), or None: the caller then uses ``pyarrow.array``, which also gives the error for a value
-    of the wrong type."""
-    if _arrowpack is None or n == 0:
-        return None
+def _cost_array(name: str, picos: Sequence[int | None]) -> pa.Array:
+    """A cost column from integer pico-dollars: int64, widened to a 19-digit decimal (what int64 needs), narrowed to
+    18 digits (which checks every value fits) and read as the 12-digit scale: exact, and no ``Decimal`` per row."""
     try:
-        if kind == _STRING:
-            validity, offsets, data, nulls = _arrowpack.pack_strings(values)
-            buffers = [_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)]
-            return pa.Array.from_buffers(kind, n, buffers, null_count=nulls)
-        if pa.types.is_int64(kind) or pa.types.is_timestamp(kind):
-            validity, data, nulls = _arrowpack.pack_int64(values)
-            return pa.Array.from_buffers(kind, n, [_buffer(validity), pa.py_buffer(data)], null_count=nulls)
-        if pa.types.is_float64(kind):
-            validity, data, nulls = _arrowpack.pack_float64(values)
-            return pa.Array.from_buffers(kind, n, [_buffer(validity), pa.py_buffer(data)], null_count=nulls)
-        if kind == _STRING_LIST:
-            validity, list_offsets, offsets, data, nulls = _arrowpack.pack_string_lists(values)
-            strings = pa.Array.from_buffers(
-                _STRING, (len(offsets) // 4) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=0
-            )
-            return pa.Array.from_buffers(
-                kind, n, [_buffer(validity), pa.py_buffer(list_offsets)], null_count=nulls, children=[strings]
-            )
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return None
+        return pa.array(picos, pa.int64()).cast(_INT_COST).cast(_COST_DIGITS).view(COST_TYPE)
+    except (pa.ArrowInvalid, OverflowError) as exc:
+        raise CostOutOfRange(f"{name} outside the cost column's range ({COST_PRECISION} digits): {exc}") from exc
 
-
-def _buffer(data: bytes | None) -> pa.Buffer | None:
-    return None if data is None else pa.py_buffer(data)
-
-
-# Columns that are often one value for a whole request (a service's calls to one model): built from one value.
-_CONSTANT_PRONE: Final = frozenset(
-    {
-        "service", "environment", "source", "api", "operation", "provider", "model", "request_model",
-        "credential_type", "cache_creation_1h_input_tokens", "input_audio_tokens", "output_audio_tokens",
-        "service_tier", "currency", "price_status", "price_version", "status", "error_type",
-    }
-)
-
-
-def _check_cost_range(array: pa.Array, name: str) -> None:
-    import pyarrow.compute as pc
-
-    low, high = pc.min_max(array).values()
-    if low.as_py() <= -MAX_COST_PICOS or high.as_py() >= MAX_COST_PICOS:
-        raise ValueError(f"{name} outside the cost column's range (18 digits)")

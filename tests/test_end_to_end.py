@@ -9,21 +9,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-import anthropic
-import duckdb
-import openai
 import pytest
+from anthropic import Anthropic, AsyncAnthropic
 from genai_prices import Usage, calc_price
+from openai import AsyncOpenAI, OpenAI
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tokentrail.instrumentation import attribute, instrument, uninstrument
-from tokentrail.processor.demo.fake_provider import FakeProvider
+from tokentrail.processor.demo.fake_provider import FakeCall, FakeProvider
 from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.reports.report import ReportQuery, run_report
+
+from tests.helpers.receiver import read_usage
 
 SYSTEM_KEY = "sk-system-0123456789abcdef"
 CUSTOMER_KEY = "sk-customer-byok-fedcba9876543210"
@@ -40,33 +41,24 @@ class Pipeline:
         """Push every finished span through OTLP and the receiver onto disk, then read back all records."""
         assert self.provider.force_flush(10_000)
         self.receiver.flush()
-        files = sorted((self.data_dir / "usage").glob("date=*/*.parquet"))
-        if not files:
-            return []
-        con = duckdb.connect()
-        rel = con.execute(
-            "SELECT * FROM read_parquet(?, hive_partitioning = true) ORDER BY timestamp",
-            [[str(f) for f in files]],
-        )
-        names = [d[0] for d in rel.description]
-        return [dict(zip(names, row)) for row in rel.fetchall()]
+        return read_usage(self.data_dir)
 
-    def openai(self, key: str = SYSTEM_KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.fake.openai_base_url, api_key=key, max_retries=0)
+    def openai(self, key: str = SYSTEM_KEY) -> OpenAI:
+        return OpenAI(base_url=self.fake.openai_base_url, api_key=key, max_retries=0)
 
-    def async_openai(self, key: str = SYSTEM_KEY) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=self.fake.openai_base_url, api_key=key, max_retries=0)
+    def async_openai(self, key: str = SYSTEM_KEY) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.fake.openai_base_url, api_key=key, max_retries=0)
 
-    def anthropic(self, key: str = SYSTEM_KEY) -> anthropic.Anthropic:
-        return anthropic.Anthropic(
+    def anthropic(self, key: str = SYSTEM_KEY) -> Anthropic:
+        return Anthropic(
             base_url=self.fake.anthropic_base_url,
             api_key=key,
             max_retries=0,
             open_telemetry={"tracer_provider": self.provider},
         )
 
-    def async_anthropic(self, key: str = SYSTEM_KEY) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(
+    def async_anthropic(self, key: str = SYSTEM_KEY) -> AsyncAnthropic:
+        return AsyncAnthropic(
             base_url=self.fake.anthropic_base_url,
             api_key=key,
             max_retries=0,
@@ -88,9 +80,10 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
             provider.shutdown()
 
 
-def expected_tokens(call: Any) -> dict[str, int]:
+def expected_tokens(call: FakeCall) -> dict[str, int]:
     """The fake provider's usage in the provider's own dialect, converted to inclusive OTel semantics."""
     usage = call.usage
+    assert usage is not None, "the fake's response carried no usage"
     if call.path.endswith("/chat/completions"):
         return {
             "input_tokens": usage["prompt_tokens"],
@@ -124,7 +117,7 @@ def library_price(record: dict[str, Any]) -> Decimal:
 
 
 def assert_landed_as(
-    record: dict[str, Any], call: Any, *, provider: str, user: str, tags: list[str], credential: str
+    record: dict[str, Any], call: FakeCall, *, provider: str, user: str, tags: list[str], credential: str
 ) -> None:
     for name, value in expected_tokens(call).items():
         assert record[name] == value, name
@@ -143,7 +136,12 @@ def assert_landed_as(
         assert record["total_cost"] == record["market_cost"]
 
 
-CTX = {"user": "cust_42", "tags": ["plan:pro", "feature:chat"]}
+class Attribution(TypedDict):
+    user: str
+    tags: list[str]
+
+
+CTX: Attribution = {"user": "cust_42", "tags": ["plan:pro", "feature:chat"]}
 
 
 def test_openai_chat_lands_one_priced_record(pipeline: Pipeline) -> None:
@@ -200,6 +198,7 @@ def test_anthropic_message_lands_one_priced_record_with_inclusive_input(pipeline
     (record,) = pipeline.land()
     call = pipeline.fake.calls[-1]
     assert_landed_as(record, call, provider="anthropic", credential="system", **CTX)
+    assert call.usage is not None
     assert record["input_tokens"] > call.usage["input_tokens"]  # the cache traffic was added, not lost
 
 
@@ -235,7 +234,7 @@ async def test_async_anthropic_message_and_stream_land_priced_records(pipeline: 
 
 
 def test_anthropic_without_its_native_spans_still_lands_one_record(pipeline: Pipeline) -> None:
-    client = anthropic.Anthropic(
+    client = Anthropic(
         base_url=pipeline.fake.anthropic_base_url, api_key=SYSTEM_KEY, max_retries=0, open_telemetry=False
     )
     with attribute(**CTX):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tokentrail.processor import environment
-from tokentrail.processor.ingest.metrics import read_status_files
+from tokentrail.processor.ingest.status import read_status_files
 from tokentrail.processor.storage.parquet import list_day
 from tokentrail.processor.storage.wal import list_segments
 

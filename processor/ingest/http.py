@@ -15,16 +15,18 @@ import socket
 import ssl
 import threading
 import zlib
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from google.rpc import status_pb2  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
+from tokentrail.processor.ingest.auth import bearer_matches
+from tokentrail.processor.ingest.metrics import Metrics
+from tokentrail.processor.ingest.pipeline import Pipeline
 from tokentrail.processor.normalize.otlp import InvalidRequest, parse_json_request, response_json
 
-if TYPE_CHECKING:
-    from tokentrail.processor.ingest.receiver import Receiver
-
-__all__ = ["HttpReceiver", "TRACES_PATH", "METRICS_PATH"]
+__all__ = ["METRICS_PATH", "TRACES_PATH", "HttpReceiver"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,21 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type, receiver: Receiver, reuse_port: bool, max_body: int):
-        self.receiver = receiver
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        pipeline: Pipeline,
+        metrics: Metrics,
+        token: str | None,
+        labels: Mapping[str, str],
+        reuse_port: bool,
+        max_body: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.token = token
+        self.labels = labels
         self.reuse_port = reuse_port
         self.max_body = max_body
         if ":" in address[0]:
@@ -77,8 +92,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str, content_type: str, extra: dict[str, str] | None = None) -> None:
         """An error body as OTLP wants it: a google.rpc.Status (JSON or protobuf, matching the request)."""
-        from google.rpc import status_pb2
-
         code = {400: 3, 401: 16, 413: 8, 415: 3, 404: 5, 405: 12, 503: 14}.get(status, 13)
         status_message = status_pb2.Status(code=code, message=message)
         if content_type == PROTOBUF:
@@ -89,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, body, content_type, extra)
 
     def _authorized(self) -> bool:
-        return self.server.receiver.check_token(self.headers.get("Authorization"))
+        return bearer_matches(self.server.token, self.headers.get("Authorization"))
 
     # -- routes ----------------------------------------------------------------------------------------------
 
@@ -99,15 +112,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"not found: {path}; OTLP traces go to POST {TRACES_PATH}", JSON)
             return
         if not self._authorized():
-            self.server.receiver.metrics.add(requests_unauthenticated=1)
+            self.server.metrics.add(requests_unauthenticated=1)
             self._error(401, "missing or wrong bearer token", JSON, {"WWW-Authenticate": "Bearer"})
             return
-        receiver = self.server.receiver
-        text = receiver.metrics.render({"receiver_id": receiver.receiver_id})
+        text = self.server.metrics.render(self.server.labels)
         self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def do_POST(self) -> None:  # noqa: N802
-        receiver = self.server.receiver
+        pipeline, metrics = self.server.pipeline, self.server.metrics
         path = self.path.split("?", 1)[0]
         content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         reply_type = JSON if content_type == JSON else PROTOBUF
@@ -133,18 +145,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"not found: {path}; OTLP traces go to POST {TRACES_PATH}", reply_type)
             return
         if not self._authorized():
-            receiver.metrics.add(requests_unauthenticated=1)
+            metrics.add(requests_unauthenticated=1)
             self._error(401, "missing or wrong bearer token", reply_type, {"WWW-Authenticate": "Bearer"})
             return
         if content_type not in (PROTOBUF, JSON):
-            receiver.metrics.add(requests_invalid=1)
+            metrics.add(requests_invalid=1)
             self._error(415, f"Content-Type must be {PROTOBUF} or {JSON}, got {content_type or 'none'!r}", JSON)
             return
         encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         try:
             body = self._decompress(body, encoding)
         except InvalidRequest as exc:
-            receiver.metrics.add(requests_invalid=1)
+            metrics.add(requests_invalid=1)
             self._error(400, str(exc), reply_type)
             return
         try:
@@ -152,20 +164,20 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     request = parse_json_request(body)
                 except InvalidRequest:
-                    receiver.metrics.add(requests_invalid=1)
+                    metrics.add(requests_invalid=1)
                     raise
-                outcome = receiver.export(request)
+                outcome = pipeline.export(request)
                 self._send(200, response_json(outcome.response), JSON)
             else:
-                outcome = receiver.export_bytes(body)
+                outcome = pipeline.export_bytes(body)
                 self._send(200, outcome.response.SerializeToString(), PROTOBUF)
         except InvalidRequest as exc:
             self._error(400, str(exc), reply_type)
-        except OSError as exc:  # not stored: the sender retries
-            receiver.metrics.add(requests_unavailable=1)
+        except OSError as exc:  # WALError, Backpressure, DiskFull: not stored, the sender retries
+            metrics.add(requests_unavailable=1)
             log.warning("export refused: %s", exc)
             self._error(503, f"records not stored: {exc}", reply_type, {"Retry-After": RETRY_AFTER_SECONDS})
-        except Exception:
+        except Exception:  # noqa: BLE001 - a bug answers 500 with its traceback logged, never a dropped connection
             log.exception("OTLP/HTTP export failed")
             self._error(500, "internal error while ingesting spans", reply_type)
 
@@ -186,12 +198,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HttpReceiver:
-    """The OTLP/HTTP listener of one ``Receiver``, on its own threads."""
+    """The OTLP/HTTP listener of one receiver, on its own threads. ``labels`` go on every ``/metrics`` sample."""
 
     def __init__(
         self,
-        receiver: Receiver,
+        pipeline: Pipeline,
+        metrics: Metrics,
         *,
+        token: str | None = None,
+        labels: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int = 14318,
         tls_cert: Path | None = None,
@@ -199,7 +214,9 @@ class HttpReceiver:
         reuse_port: bool = False,
         max_body_bytes: int = 64 << 20,
     ) -> None:
-        self._server = _Server((host.strip("[]"), port), _Handler, receiver, reuse_port, max_body_bytes)
+        self._server = _Server(
+            (host.strip("[]"), port), _Handler, pipeline, metrics, token, dict(labels or {}), reuse_port, max_body_bytes
+        )
         if tls_cert is not None and tls_key is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -215,6 +232,8 @@ class HttpReceiver:
     @property
     def url(self) -> str:
         host = self._server.server_address[0]
+        if isinstance(host, bytes):  # typeshed allows it; an AF_INET/AF_INET6 socket gives str
+            host = host.decode()
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def start(self) -> HttpReceiver:

@@ -1,23 +1,19 @@
 """The receiver's own counters: spans received / accepted / rejected / deduplicated / skipped, unpriced records,
-dropped fields, WAL bytes, flush lag. Exposed as Prometheus text on ``GET /metrics`` and written to
-``DATA_DIR/status/<receiver>.json`` for ``tokentrail status``.
+dropped fields, WAL bytes, flush lag. Exposed as Prometheus text on ``GET /metrics`` and in the status file
+(``ingest.status``) for ``tokentrail status``.
 
 Counters are plain integers behind one lock: an Export updates them once per request, not per span.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Final
 
-__all__ = ["COUNTERS", "GAUGES", "STATUS_DIR", "Metrics", "read_status_files", "render_prometheus"]
+__all__ = ["COUNTERS", "GAUGES", "Metrics", "render_prometheus"]
 
-STATUS_DIR: Final = "status"
 PREFIX: Final = "tokentrail_receiver_"
 
 # name -> help. Counters only ever grow (per process); gauges are sampled when read.
@@ -80,20 +76,12 @@ class Metrics:
         for name, read in self._gauges.items():
             try:
                 values[name] = float(read())
-            except Exception:  # a gauge must never break /metrics
+            except Exception:  # noqa: BLE001 - a gauge must never break /metrics: NaN says it failed
                 values[name] = float("nan")
         return values
 
     def render(self, labels: Mapping[str, str] | None = None) -> str:
         return render_prometheus(self.snapshot(), labels)
-
-    def write_status(self, path: Path, extra: Mapping[str, object]) -> None:
-        """Atomically replaces ``path`` with this receiver's snapshot (read by ``tokentrail status``)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        body = {**extra, "updated_at": time.time(), "metrics": self.snapshot()}
-        tmp.write_text(json.dumps(body, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, path)
 
 
 def _label_text(labels: Mapping[str, str] | None) -> str:
@@ -119,21 +107,3 @@ def render_prometheus(values: Mapping[str, float], labels: Mapping[str, str] | N
             full = f"{PREFIX}{name}"
             lines += [f"# HELP {full} {help_text}", f"# TYPE {full} gauge", f"{full}{label_text} {values[name]:g}"]
     return "\n".join(lines) + "\n"
-
-
-def read_status_files(data_dir: Path) -> list[dict[str, object]]:
-    """Every receiver's last status snapshot under ``data_dir/status``."""
-    out: list[dict[str, object]] = []
-    directory = data_dir / STATUS_DIR
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if not name.endswith(".json") or name.startswith("."):
-            continue
-        try:
-            out.append(json.loads((directory / name).read_text()))
-        except (OSError, ValueError):
-            continue
-    return out

@@ -8,53 +8,23 @@ retry when compaction swaps a file between listing and reading, and costs back a
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Context, Decimal
-from pathlib import Path
 from typing import Any, Final
 
 from tokentrail.processor.reports.errors import ReportError
 from tokentrail.processor.schema import COST_QUANTUM, PARTITION_COLUMN
-from tokentrail.processor.storage.parquet import list_day
+from tokentrail.processor.storage.dataset import USAGE_DIR, dataset_files, partition_day
 
 __all__ = ["USAGE_DIR", "USAGE_SOURCE", "dataset_files", "exact_cost", "scan_dataset"]
 
-USAGE_DIR: Final = "usage"  # DATA_DIR/usage/date=YYYY-MM-DD/part-*.parquet, written by the receiver
 # The records, as every query reads them: the partition date from the path, typed, files listed by the caller.
 USAGE_SOURCE: Final = (
     f"read_parquet($files, hive_partitioning = true, hive_types = {{'{PARTITION_COLUMN}': DATE}}, union_by_name = true)"
 )
 
-_PARTITION_RE: Final = re.compile(rf"{PARTITION_COLUMN}=(\d{{4}}-\d{{2}}-\d{{2}})")
 _SUM_CONTEXT: Final = Context(prec=60)  # wider than DECIMAL(38, 12): quantizing a sum never rounds it
-
-
-def dataset_files(data_dir: str | os.PathLike[str], start_date: date, end_date: date) -> list[str]:
-    """Parquet files of the days in range, found by directory name: pruning before DuckDB opens anything.
-
-    Each day is one consistent listing (``storage.list_day``), never part of a version a rewrite is deleting.
-    """
-    root = Path(data_dir) / USAGE_DIR
-    try:
-        entries = list(os.scandir(root))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    files: list[str] = []
-    for entry in entries:
-        match = _PARTITION_RE.fullmatch(entry.name)
-        if not match or not entry.is_dir():
-            continue
-        try:
-            day = date.fromisoformat(match.group(1))
-        except ValueError:
-            continue
-        if not start_date <= day <= end_date:
-            continue
-        files.extend(os.path.join(entry.path, name) for name in list_day(entry.path))
-    files.sort()
-    return files
 
 
 def scan_dataset(
@@ -100,8 +70,7 @@ def scan_dataset(
 
 
 def _file_day(path: str) -> date | None:
-    match = _PARTITION_RE.fullmatch(os.path.basename(os.path.dirname(path)))
-    return date.fromisoformat(match.group(1)) if match else None
+    return partition_day(os.path.basename(os.path.dirname(path)))
 
 
 def exact_cost(value: object) -> Decimal:

@@ -33,7 +33,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from tokentrail.processor.reports.dataset import dataset_files, exact_cost, scan_dataset
+from tokentrail.processor.reports.dataset import exact_cost, scan_dataset
 from tokentrail.processor.reports.formatting import report_json
 from tokentrail.processor.reports.params import Params, as_date
 from tokentrail.processor.reports.query import COST_METRICS, NO_GROUPING, ReportQuery
@@ -44,7 +44,6 @@ __all__ = [
     "ReportQuery",  # defined in reports.query; imported from here by code that only runs reports
     "ReportRow",
     "ReportRows",
-    "dataset_files",  # defined in reports.dataset; storage.reprice imports it from here
     "run_report",
 ]
 

@@ -1,1 +1,3 @@
-"""Storage: the write-ahead log, Parquet partitions, compaction, re-pricing and the identity of a record."""
+"""Storage: the write-ahead log (``wal``, owned through ``receiver_lock``), Parquet day partitions (``parquet``),
+atomic day rewrites for compaction (``compaction``) and re-pricing (``reprice``), and record identity at ingest
+(``dedupe``)."""

@@ -43,7 +43,9 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tokentrail.processor.schema import ARROW_SCHEMA, PARTITION_COLUMN, SchemaMismatch, conform
+from tokentrail.processor.errors import TokenTrailError
+from tokentrail.processor.schema import ARROW_SCHEMA, SchemaMismatch, conform
+from tokentrail.processor.storage.dataset import dataset_days
 from tokentrail.processor.storage.parquet import (
     ABSORBED_FILE,
     _write_file,
@@ -72,12 +74,11 @@ log = logging.getLogger(__name__)
 VERSIONS_DIR: Final = ".days"
 _VERSION_RE: Final = re.compile(r"^v(\d{9})$")
 _PART_RE: Final = re.compile(r"^part-(?P<rid>[A-Za-z0-9_.-]{1,64})-(?P<seq>\d{12})\.parquet$")
-_DAY_DIR_RE: Final = re.compile(rf"^{PARTITION_COLUMN}=(\d{{4}}-\d{{2}}-\d{{2}})$")
 _SWAP_PREFIX: Final = ".swap-"
 MAX_ROWS_PER_FILE: Final = 8 * 1_048_576  # a rewritten day is split into files of at most this many rows
 
 
-class RewriteError(RuntimeError):
+class RewriteError(TokenTrailError, RuntimeError):
     """A day could not be rewritten; the day is unchanged."""
 
 
@@ -345,23 +346,6 @@ def compact_day(usage_dir: Path | str, day: date, *, min_files: int = 2) -> Comp
         result.rows_after,
     )
     return result
-
-
-def dataset_days(usage_dir: Path | str) -> list[date]:
-    """Every day that has a partition directory, oldest first."""
-    try:
-        names = os.listdir(usage_dir)
-    except FileNotFoundError:
-        return []
-    days = []
-    for name in names:
-        m = _DAY_DIR_RE.match(name)
-        if m:
-            try:
-                days.append(date.fromisoformat(m.group(1)))
-            except ValueError:
-                continue
-    return sorted(days)
 
 
 def compact(

@@ -15,8 +15,10 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import repeat
-from typing import Final
+from typing import Any, Final
 
+import pyarrow as pa
+from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.schema import UsageColumns, UsageRecord
 
 __all__ = [
@@ -24,19 +26,22 @@ __all__ = [
     "Claim",
     "DedupeWindow",
     "DuplicateInFlightFailed",
+    "InvalidWindow",
     "column_keys",
     "identity_key",
     "keys_of",
     "record_key",
+    "table_keys",
 ]
 
-DEFAULT_WINDOW: Final = 1_000_000  # ~175 MB (see README); retries arrive within minutes: hours of busy traffic
+# Retries arrive within minutes: this covers hours of busy traffic (its memory: docs/ARCHITECTURE.md, Performance).
+DEFAULT_WINDOW: Final = 1_000_000
 
 
 def record_key(provider: str, response_id: str | None, trace_id: str, span_id: str) -> str:
     """A record's identity as one exact string: ``<len>:<provider><response id>`` when the provider gave a response
     id, else the trace and span ids in hex. Exact (no digest, so no collision can ever drop a real record), and the
-    two forms never meet: only the first holds a colon. About 4x cheaper to build than a digest."""
+    two forms never meet: only the first holds a colon. Cheaper to build than a digest, too."""
     if response_id:
         return f"{len(provider)}:{provider}{response_id}"
     return trace_id + span_id
@@ -55,6 +60,12 @@ def column_keys(columns: UsageColumns) -> list[str]:
     return keys_of(columns["provider"], columns["response_id"], columns["trace_id"], columns["span_id"])
 
 
+def table_keys(table: pa.Table) -> list[str]:
+    """``record_key`` of every row of a table in the usage schema (a WAL segment, a Parquet file), without building
+    records."""
+    return keys_of(*(table[name].to_pylist() for name in ("provider", "response_id", "trace_id", "span_id")))
+
+
 def keys_of(
     providers: Iterable[str], response_ids: Iterable[str | None], trace_ids: Iterable[str], span_ids: Iterable[str]
 ) -> list[str]:
@@ -64,7 +75,11 @@ def keys_of(
     ]
 
 
-class DuplicateInFlightFailed(RuntimeError):
+class InvalidWindow(TokenTrailError, ValueError):
+    """A dedupe window size that cannot work (below 1)."""
+
+
+class DuplicateInFlightFailed(TokenTrailError, RuntimeError):
     """A record this request carried was being written by another request, and that write failed."""
 
 
@@ -74,12 +89,12 @@ class Claim:
 
     __slots__ = ("_done", "_ok", "_window", "fresh", "duplicates", "waits_on", "_identities")
 
-    def __init__(self, window: DedupeWindow, fresh: list, identities: list[str]) -> None:  # type: ignore[type-arg]
+    def __init__(self, window: DedupeWindow, fresh: list[Any], identities: list[str]) -> None:
         self._window = window
         self._done = threading.Event()
         self._ok = False
         self._identities = identities
-        self.fresh = fresh
+        self.fresh: list[Any] = fresh  # records (``claim``) or row indices (``claim_keys``)
         self.duplicates = 0
         self.waits_on: list[Claim] = []
 
@@ -129,7 +144,7 @@ class DedupeWindow:
 
     def __init__(self, max_size: int = DEFAULT_WINDOW) -> None:
         if max_size < 1:
-            raise ValueError("max_size must be at least 1")
+            raise InvalidWindow(f"the dedupe window must hold at least 1 identity, got {max_size}")
         self._max_size = max_size
         self._seen: dict[str, Claim | None] = {}
         self._order: deque[str] = deque()
@@ -145,7 +160,7 @@ class DedupeWindow:
     def seed(self, identities: Iterable[str | tuple[str, str]]) -> None:
         """Identities already durable (replayed from the WAL at start), so retries of them are dropped: ``record_key``
         strings, or ``UsageRecord.identity`` tuples."""
-        keys = [i if type(i) is str else identity_key(i) for i in identities]  # type: ignore[arg-type]
+        keys = [i if isinstance(i, str) else identity_key(i) for i in identities]
         with self._lock:
             self._seen.update(zip(keys, repeat(None)))
             self._order.extend(keys)

@@ -20,7 +20,9 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.schema import ARROW_SCHEMA, PARTITION_COLUMN, UsageRecord, conform, records_to_table
+from tokentrail.processor.storage.dedupe import table_keys
 from tokentrail.processor.storage.wal import (
     WriteAheadLog,
     fsync_dir,
@@ -36,6 +38,7 @@ __all__ = [
     "DICTIONARY_COLUMNS",
     "ROW_GROUP_SIZE",
     "FlushResult",
+    "NotASegment",
     "flush_segment",
     "flush_wal",
     "part_name",
@@ -49,11 +52,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COMPRESSION: Final = "zstd"
-ROW_GROUP_SIZE: Final = 1_048_576  # row groups under ~100k rows cost +29 % size (DESIGN section 7)
+ROW_GROUP_SIZE: Final = 1_048_576  # small row groups make files larger (docs/ARCHITECTURE.md, Performance)
 # Ids are unique per row: a dictionary would only add a page that Parquet then abandons.
 _NO_DICTIONARY: Final = frozenset({"trace_id", "span_id", "response_id"})
 # Parquet names a list column's values by their leaf path ("tags.list.element"): the bare name "tags" is silently
-# ignored, which left tags PLAIN-encoded (tag filters and UNNEST measured ~2x slower, files ~10 % larger).
+# ignored, which left tags PLAIN-encoded (tag filters and UNNEST slower, files larger: docs/ARCHITECTURE.md, Performance).
 DICTIONARY_COLUMNS: Final = tuple(
     f"{f.name}.list.element" if pa.types.is_list(f.type) else f.name
     for f in ARROW_SCHEMA
@@ -67,6 +70,10 @@ LOCKS_DIR: Final = ".locks"
 # segment still existed (a crash between the Parquet rename and the segment delete). Replaying such a segment must
 # not write its file again: its rows are already in the merged file.
 ABSORBED_FILE: Final = "_absorbed"
+
+
+class NotASegment(TokenTrailError, ValueError):
+    """A path handed to ``flush_segment`` that is not named like a WAL segment (``<receiver>-<seq>.wal``)."""
 
 
 def part_name(receiver_id: str, seq: int) -> str:
@@ -220,7 +227,7 @@ def flush_segment(
     result = result if result is not None else FlushResult()
     parsed = parse_segment_name(path.name)  # the segment's own name carries its receiver and seq
     if parsed is None:
-        raise ValueError(f"not a WAL segment name: {path.name}")
+        raise NotASegment(f"not a WAL segment name: {path.name}")
     receiver_id, seq = parsed
     read = read_segment(path)
     table = read.table()
@@ -228,7 +235,7 @@ def flush_segment(
         result.files.extend(write_partitions(table, dataset_dir, receiver_id, seq))
         result.rows += table.num_rows
         if collect_identities:
-            result.identities.extend(_identities(table))
+            result.identities.extend(table_keys(table))
     if read.corrupt:
         path.rename(path.with_name(path.name + ".corrupt"))
         log.error("WAL segment %s has a corrupt frame before its end; kept as %s.corrupt", path, path.name)
@@ -237,13 +244,6 @@ def flush_segment(
     fsync_dir(path.parent)
     result.segments += 1
     return result
-
-
-def _identities(table: pa.Table) -> list[str]:
-    """``dedupe.record_key`` of every row, without building records."""
-    from tokentrail.processor.storage.dedupe import keys_of
-
-    return keys_of(*(table[name].to_pylist() for name in ("provider", "response_id", "trace_id", "span_id")))
 
 
 def flush_wal(wal: WriteAheadLog, dataset_dir: Path | str) -> FlushResult:

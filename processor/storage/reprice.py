@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Any, Final
 
 import pyarrow as pa
+from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.pricing.catalog import OPTIONAL_FIELDS, USAGE_MISSING, Pricer
 from tokentrail.processor.schema import COST_TYPE, NO_USAGE, PRICED, to_cost
+from tokentrail.processor.storage.compaction import read_day, rewrite_day
+from tokentrail.processor.storage.dataset import USAGE_DIR, dataset_days, dataset_files
 
-__all__ = ["RepriceDay", "price_versions", "reprice", "reprice_table", "unpriced_models"]
+__all__ = ["RepriceDay", "RepriceRangeError", "price_versions", "reprice", "reprice_table", "unpriced_models"]
 
 log = logging.getLogger(__name__)
 
-USAGE_DIR: Final = "usage"
 _READ: Final = (
     "timestamp",
     "provider",
@@ -46,10 +48,19 @@ _READ: Final = (
 _DEFAULTS: Final = {"service_tier": None}  # other optional fields are counts: 0 when a table lacks the column
 
 
+class RepriceRangeError(TokenTrailError, ValueError):
+    """A re-pricing range that ends before it starts."""
+
+
 class _Row:
-    """One stored record as the pricer reads and writes it (the pricer sets the costs, status and version)."""
+    """One stored record as the pricer reads and writes it (the pricer sets the costs, status and version): the
+    fields of a ``UsageRecord`` the pricer uses, without building whole records."""
 
     __slots__ = (*_READ, "market_cost", "total_cost")
+    market_cost: Decimal | None
+    total_cost: Decimal | None
+    price_status: str
+    price_version: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +101,7 @@ def reprice_table(table: pa.Table, pricer: Pricer) -> tuple[pa.Table, dict[str, 
             setattr(row, name, columns[name][i])
         row.market_cost = row.total_cost = None
         rows.append(row)
-    pricer.price_all(rows)  # type: ignore[arg-type]
+    pricer.price_all(rows)  # type: ignore[arg-type]  # a _Row carries every field the pricer reads and writes
     market = [to_cost(r.market_cost) for r in rows]
     total = [to_cost(r.total_cost) for r in rows]
     status = [r.price_status for r in rows]
@@ -128,9 +139,26 @@ def reprice_table(table: pa.Table, pricer: Pricer) -> tuple[pa.Table, dict[str, 
 
 
 def _days(usage_dir: Path, start: date, end: date) -> list[date]:
-    from tokentrail.processor.storage.compaction import dataset_days
-
     return [d for d in dataset_days(usage_dir) if start <= d <= end]
+
+
+def _reprice_day(usage_dir: Path, day: date, pricer: Pricer, dry_run: bool) -> dict[str, Any]:
+    """What re-pricing ``day`` changes (``reprice_table``'s stats; empty for a day without files), written unless
+    ``dry_run``."""
+    seen: dict[str, Any] = {}
+
+    def transform(table: pa.Table) -> pa.Table:
+        out, stats = reprice_table(table, pricer)
+        seen.update(stats)
+        return out
+
+    if dry_run:
+        table = read_day(usage_dir, day)
+        if table.num_rows:
+            transform(table)
+    else:
+        rewrite_day(usage_dir, day, transform)
+    return seen
 
 
 def reprice(
@@ -144,27 +172,13 @@ def reprice(
 ) -> list[RepriceDay]:
     """Re-prices every stored day in [start, end] (UTC, inclusive); one atomic rewrite per day. ``dry_run``
     computes what would change without writing. Returns one result per day that has records."""
-    from tokentrail.processor.storage.compaction import read_day, rewrite_day
-
     if start > end:
-        raise ValueError(f"start date {start} is after end date {end}")
+        raise RepriceRangeError(f"start date {start} is after end date {end}")
     pricer = pricer or Pricer()
     usage_dir = Path(data_dir) / USAGE_DIR
     results: list[RepriceDay] = []
     for day in _days(usage_dir, start, end):
-        seen: dict[str, Any] = {}
-
-        def transform(table: pa.Table) -> pa.Table:
-            out, stats = reprice_table(table, pricer)
-            seen.update(stats)
-            return out
-
-        if dry_run:
-            table = read_day(usage_dir, day)
-            if table.num_rows:
-                transform(table)
-        else:
-            rewrite_day(usage_dir, day, transform)
+        seen = _reprice_day(usage_dir, day, pricer, dry_run)
         if not seen:
             continue  # no files that day
         result = RepriceDay(day=day, price_version=pricer.price_version, written=not dry_run, **seen)
@@ -189,8 +203,7 @@ def reprice(
 
 
 def _query(data_dir: str | os.PathLike[str], start: date, end: date, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    import duckdb
-    from tokentrail.processor.reports.report import dataset_files
+    import duckdb  # loaded by the queries that need it, not by re-pricing
 
     for attempt in range(3):
         files = dataset_files(data_dir, start, end)
@@ -247,15 +260,16 @@ def unpriced_models(
         "GROUP BY provider, model ORDER BY requests DESC, provider, model"
     )
     rows = _query(data_dir, start, end, sql, {"priced": PRICED, "no_usage": NO_USAGE, "missing": USAGE_MISSING})
-    if rows:
-        pricer = pricer or Pricer()
+    if not rows:
+        return rows
+    pricer = pricer or Pricer()
     for row in rows:
         reasons = []
         if row["without_usage"]:
             reasons.append(f"{row['without_usage']} call(s) reported no usage")
         if row["without_usage"] < row["requests"]:
             last = row["last_seen"]
-            entry = pricer._entry(row["provider"], row["model"], last.date(), None)  # type: ignore[union-attr]
+            entry = pricer._entry(row["provider"], row["model"], last.date(), None)
             if entry.kind == 0:
                 reasons.append(entry.reason or "no price")
             else:

@@ -83,7 +83,7 @@ def make_span(
     span_id: bytes | None = None,
     start_ns: int = T0_NS,
     duration_ns: int = 1_500_000_000,
-    status_code: int = Status.STATUS_CODE_UNSET,
+    status_code: Status.StatusCode.ValueType = Status.STATUS_CODE_UNSET,
 ) -> Span:
     n = next(_ids)
     return Span(

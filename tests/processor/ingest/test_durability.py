@@ -4,12 +4,6 @@ senders retry everything; a full disk refuses with UNAVAILABLE until there is ro
 
 from __future__ import annotations
 
-import os
-import queue
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,94 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.reports.report import ReportQuery, run_report
 
-from tests.helpers.otlp import export, make_request, random_span
-from tests.processor.ingest.test_receiver import read_usage
-
-PORT_LINE = re.compile(r"OTLP/gRPC on 127\.0\.0\.1:(\d+)")
-HTTP_LINE = re.compile(r"OTLP/HTTP on 127\.0\.0\.1:(\d+)")
-
-
-_LIVE: list[ServeProcess] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_receiver_left_behind() -> Iterator[None]:
-    """A failing test must not leave a `tokentrail serve` running (it would hold ports and its data dir)."""
-    yield
-    while _LIVE:
-        serve = _LIVE.pop()
-        if serve.proc.poll() is None:
-            serve.proc.kill()
-            serve.proc.wait(timeout=30)
-
-
-class ServeProcess:
-    """`tokentrail serve` in a subprocess (the real command), on an ephemeral port read from its banner."""
-
-    def __init__(self, data_dir: Path, receiver_id: str, *extra: str, http: bool = False) -> None:
-        http_args = ([] if "--http-port" in extra else ["--http-port", "0"]) if http else ["--no-http"]
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tokentrail.processor.cli.main",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--grpc-port",
-                "0",
-                *http_args,
-                "--no-api",
-                "--receiver-id",
-                receiver_id,
-                *extra,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.port = 0
-        self.http_port: int | None = None
-        _LIVE.append(self)
-        banner: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(banner,), daemon=True).start()
-        try:
-            line = banner.get(timeout=60)
-        except queue.Empty:
-            line = None
-        if line is None:
-            self.proc.kill()
-            raise AssertionError(f"serve did not start (exit {self.proc.poll()})")
-        self.port = int(PORT_LINE.search(line).group(1))  # type: ignore[union-attr]
-        h = HTTP_LINE.search(line)
-        self.http_port = int(h.group(1)) if h else None
-
-    def _read(self, banner: queue.Queue[str | None]) -> None:
-        """Hands the banner line over, then keeps draining stderr so the process never blocks on a full pipe."""
-        assert self.proc.stderr is not None
-        sent = False
-        for line in self.proc.stderr:
-            if not sent and PORT_LINE.search(line):
-                banner.put(line)
-                sent = True
-        if not sent:
-            banner.put(None)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-
-def batch(n: int) -> ExportTraceServiceRequest:
-    return make_request([random_span() for _ in range(n)])
-
-
-def span_ids(request: ExportTraceServiceRequest) -> set[str]:
-    return {s.span_id.hex() for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+from tests.helpers.otlp import export
+from tests.helpers.receiver import ServeProcess, batch, read_usage, span_ids
 
 
 def send_until(port: int, stop: threading.Event, acked: list, unacked: list, lock: threading.Lock) -> None:
@@ -200,7 +108,7 @@ def test_a_full_disk_refuses_with_unavailable_and_loses_nothing_acknowledged(sma
     assert refused is not None and acked, "the cap was never reached"
     assert small_disk.metrics.counters()["requests_unavailable"] == 1
     small_disk.flush()
-    assert small_disk.disk_used() <= small_disk.max_disk_bytes
+    assert small_disk.max_disk_bytes is not None and small_disk.disk_used() <= small_disk.max_disk_bytes
 
     small_disk.max_disk_bytes = 10 << 20  # room again (an operator freed space): the sender's retry goes through
     export(small_disk.grpc_port, refused)
@@ -219,7 +127,7 @@ def test_a_disk_that_fills_while_flushing_keeps_the_records_in_the_wal(tmp_path:
     def enospc(table: object, path: Path) -> None:
         if failing["on"]:
             raise OSError(28, "No space left on device")
-        real_write(table, path)  # type: ignore[arg-type]
+        real_write(table, path)
 
     monkeypatch.setattr(storage, "_write_file", enospc)
     with Receiver(tmp_path, grpc_port=0, receiver_id="disk-r2", flush_interval=3600) as receiver:

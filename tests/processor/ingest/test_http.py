@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tokentrail.processor.ingest.receiver import Receiver
 
 from tests.helpers.otlp import make_request, random_span
-from tests.processor.ingest.test_receiver import read_usage
+from tests.helpers.receiver import read_usage
 
 TOKEN = "s3cret-ingest-token"
 
@@ -178,7 +178,7 @@ def test_unknown_paths_are_404(receiver: Receiver) -> None:
 
 
 def test_a_refused_write_is_503_with_retry_after(receiver: Receiver) -> None:
-    wal = receiver._wal
+    wal = receiver.wal
     assert wal is not None
 
     def full_disk(fd: int) -> None:

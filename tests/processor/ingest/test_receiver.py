@@ -3,14 +3,15 @@ gets the right status code, and a crash loses nothing acknowledged."""
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import grpc
+import pyarrow.parquet as pq
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -18,24 +19,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from tokentrail.processor.ingest.gc_tuning import GC_THRESHOLD
 from tokentrail.processor.ingest.receiver import Receiver
+from tokentrail.processor.normalize.reader import normalize_request
 from tokentrail.processor.schema import ARROW_SCHEMA, COST_TYPE
 from tokentrail.processor.storage.parquet import part_name
 from tokentrail.processor.storage.wal import WriteAheadLog, list_segments, read_segment
 
 from tests.helpers.otlp import export, export_raw, genai_attributes, make_request, make_span, random_span
-
-
-def read_usage(data_dir: Path) -> list[dict[str, Any]]:
-    files = sorted((data_dir / "usage").glob("date=*/*.parquet"))
-    if not files:
-        return []
-    con = duckdb.connect()
-    rel = con.execute(
-        "SELECT * FROM read_parquet(?, hive_partitioning = true) ORDER BY timestamp", [[str(f) for f in files]]
-    )
-    names = [d[0] for d in rel.description]
-    return [dict(zip(names, row)) for row in rel.fetchall()]
+from tests.helpers.receiver import read_usage  # also imported from here by tests/processor/normalize/test_bad_input.py
 
 
 @pytest.fixture
@@ -80,7 +72,7 @@ def test_records_are_in_the_wal_when_export_returns_before_any_flush(receiver: R
 
 
 def test_export_is_unavailable_when_the_wal_cannot_fsync(receiver: Receiver, tmp_path: Path) -> None:
-    wal = receiver._wal
+    wal = receiver.wal
     assert wal is not None
 
     def full_disk(fd: int) -> None:
@@ -159,8 +151,6 @@ def test_byok_record_costs_the_organisation_nothing(receiver: Receiver, tmp_path
 
 
 def test_parquet_files_have_the_shared_schema_and_decimal_costs(receiver: Receiver, tmp_path: Path) -> None:
-    import pyarrow.parquet as pq
-
     export(receiver.grpc_port, make_request([random_span()]))
     receiver.flush()
     (path,) = (tmp_path / "usage").glob("date=*/*.parquet")
@@ -173,8 +163,6 @@ def test_parquet_files_have_the_shared_schema_and_decimal_costs(receiver: Receiv
 
 def test_unflushed_wal_segments_are_replayed_on_start_and_seed_the_dedupe_window(tmp_path: Path) -> None:
     # A receiver that crashed after acknowledging: its records exist only in the WAL.
-    from tokentrail.processor.normalize.reader import normalize_request
-
     request = make_request([random_span(), random_span()])
     crashed = WriteAheadLog(tmp_path / "wal", "test-r1")
     crashed.append(normalize_request(request).records)
@@ -190,8 +178,6 @@ def test_unflushed_wal_segments_are_replayed_on_start_and_seed_the_dedupe_window
 
 
 def test_replay_after_a_crash_mid_flush_rewrites_the_same_files(tmp_path: Path) -> None:
-    from tokentrail.processor.normalize.reader import normalize_request
-
     crashed = WriteAheadLog(tmp_path / "wal", "test-r1")
     crashed.append(normalize_request(make_request([random_span(), random_span()])).records)
     (segment,) = [p for _, _, p in list_segments(tmp_path / "wal")]
@@ -210,8 +196,6 @@ def test_replay_after_a_crash_mid_flush_rewrites_the_same_files(tmp_path: Path) 
 
 
 def test_segments_of_a_dead_receiver_are_replayed_by_another(tmp_path: Path) -> None:
-    from tokentrail.processor.normalize.reader import normalize_request
-
     gone = WriteAheadLog(tmp_path / "wal", "old-host")
     gone.append(normalize_request(make_request([random_span()])).records)
     with Receiver(tmp_path, grpc_port=0, receiver_id="new-host", flush_interval=3600):
@@ -234,8 +218,6 @@ def test_stop_writes_everything_acknowledged_to_parquet(tmp_path: Path) -> None:
 
 
 def test_the_flusher_writes_parquet_on_its_own(tmp_path: Path) -> None:
-    import time
-
     with Receiver(tmp_path, grpc_port=0, receiver_id="test-r1", flush_interval=0.05) as receiver:
         export(receiver.grpc_port, make_request([random_span()]))
         deadline = time.monotonic() + 5
@@ -262,8 +244,6 @@ def test_stats_count_every_outcome(receiver: Receiver) -> None:
 
 
 def test_listeners_see_each_durable_batch_and_their_failures_never_fail_the_export(tmp_path: Path) -> None:
-    from tokentrail.processor.ingest.receiver import Receiver
-
     seen: list[str] = []
     request = make_request([make_span(genai_attributes(gen_ai__response__model=None, gen_ai__request__model="gpt-4o-mini"))])
 
@@ -280,10 +260,6 @@ def test_listeners_see_each_durable_batch_and_their_failures_never_fail_the_expo
 
 
 def test_a_running_receiver_raises_the_gc_threshold_and_the_last_one_to_stop_restores_it(tmp_path: Path) -> None:
-    import gc
-
-    from tokentrail.processor.ingest.receiver import GC_THRESHOLD
-
     before = gc.get_threshold()
     first = Receiver(tmp_path / "a", grpc_port=0, receiver_id="gc-1", flush_interval=3600).start()
     second = Receiver(tmp_path / "b", grpc_port=0, receiver_id="gc-2", flush_interval=3600).start()

@@ -9,8 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.helpers.otlp import export, make_request, random_span
-from tests.processor.ingest.test_durability import ServeProcess, _no_receiver_left_behind  # noqa: F401 - autouse cleanup
-from tests.processor.ingest.test_receiver import read_usage
+from tests.helpers.receiver import ServeProcess, read_usage
 
 
 def test_two_processes_share_one_port_and_one_dataset(tmp_path: Path) -> None:

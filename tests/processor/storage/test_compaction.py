@@ -9,12 +9,13 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from tokentrail.processor.cli import main as cli
+import tokentrail.processor.cli.main as cli
 from tokentrail.processor.reports.report import ReportQuery, run_report
 from tokentrail.processor.schema import ARROW_SCHEMA, PRICED, UsageRecord
 from tokentrail.processor.storage.compaction import (
@@ -33,8 +34,8 @@ DAY = date(2025, 6, 1)
 T = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
 
-def rec(i: int, *, response_id: str | None = None, provider: str = "openai", **overrides: object) -> UsageRecord:
-    fields: dict[str, object] = dict(
+def rec(i: int, *, response_id: str | None = None, provider: str = "openai", **overrides: Any) -> UsageRecord:
+    fields: dict[str, Any] = dict(
         timestamp=T + timedelta(seconds=i),
         trace_id=f"{i:032x}",
         span_id=f"{i:016x}",
@@ -48,7 +49,7 @@ def rec(i: int, *, response_id: str | None = None, provider: str = "openai", **o
         price_status=PRICED,
     )
     fields.update(overrides)
-    return UsageRecord(**fields)  # type: ignore[arg-type]
+    return UsageRecord(**fields)
 
 
 def write_files(usage: Path, groups: list[list[UsageRecord]], rid: str = "r1", first_seq: int = 1) -> None:
@@ -89,7 +90,11 @@ def test_the_transform_sees_every_row_of_the_day_in_the_shared_schema(tmp_path: 
     usage = tmp_path / "usage"
     write_files(usage, [[rec(1)], [rec(2)], [rec(3, timestamp=T + timedelta(days=1))]])
     seen: list[pa.Table] = []
-    rewrite_day(usage, DAY, lambda t: seen.append(t) or t)
+    def keep(table: pa.Table) -> pa.Table:
+        seen.append(table)
+        return table
+
+    rewrite_day(usage, DAY, keep)
     (table,) = seen
     assert table.schema.equals(ARROW_SCHEMA)
     assert sorted(table["trace_id"].to_pylist()) == [rec(1).trace_id, rec(2).trace_id]
@@ -126,7 +131,12 @@ def test_a_day_without_files_is_left_alone(tmp_path: Path) -> None:
     usage = tmp_path / "usage"
     usage.mkdir()
     called: list[int] = []
-    rewrite_day(usage, DAY, lambda t: called.append(1) or t)
+
+    def count(table: pa.Table) -> pa.Table:
+        called.append(1)
+        return table
+
+    rewrite_day(usage, DAY, count)
     assert called == [] and not (usage / "date=2025-06-01").exists()
 
 
@@ -168,7 +178,7 @@ def test_transform_output_is_conformed_to_the_schema_or_refused(tmp_path: Path) 
     with pytest.raises(RewriteError, match="required column 'model'"):
         rewrite_day(usage, DAY, lambda t: t.drop_columns(["model"]))
     with pytest.raises(RewriteError, match="pyarrow.Table"):
-        rewrite_day(usage, DAY, lambda t: None)  # type: ignore[arg-type,return-value]
+        rewrite_day(usage, DAY, lambda t: None)  # the wrong type on purpose
     assert read_day(usage, DAY).num_rows == 1
 
 
@@ -255,7 +265,7 @@ def test_a_listing_that_opened_the_old_version_before_its_deletion_is_taken_agai
         rewrite_day(usage, DAY, set_model("m-0"))
     day_dir = usage / f"date={DAY.isoformat()}"
     real_listdir = os.listdir
-    raced = []
+    raced: list[str] = []
 
     def listdir_racing_a_rewrite(path: str) -> list[str]:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -282,7 +292,7 @@ def test_at_every_step_of_a_rewrite_a_reader_lists_exactly_one_version(
     """Deterministic: the reader's listing (``report.dataset_files``) and a read of what it lists are checked after
     each file write and each directory sync of the rewrite."""
     import tokentrail.processor.storage.compaction as compaction
-    from tokentrail.processor.reports.report import dataset_files
+    from tokentrail.processor.storage.dataset import dataset_files
 
     usage = tmp_path / "usage"
     write_files(usage, [[rec(i * 10 + j) for j in range(10)] for i in range(3)])
@@ -299,8 +309,8 @@ def test_at_every_step_of_a_rewrite_a_reader_lists_exactly_one_version(
 
     real_write, real_sync = compaction._write_file, compaction.fsync_dir
 
-    def write_then_check(*args: object) -> None:
-        real_write(*args)  # type: ignore[arg-type]
+    def write_then_check(table: pa.Table, path: Path) -> None:
+        real_write(table, path)
         check()
 
     def sync_then_check(path: Path) -> None:

@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -25,8 +26,8 @@ OLD = "genai-prices 0.0.1"
 DISCOUNT = '[[rule]]\nprovider = "openai"\ndiscount_percent = 10\n'
 
 
-def rec(day: date, i: int, **fields: object) -> UsageRecord:
-    base: dict[str, object] = dict(
+def rec(day: date, i: int, **fields: Any) -> UsageRecord:
+    base: dict[str, Any] = dict(
         timestamp=datetime.combine(day, datetime.min.time(), UTC) + timedelta(minutes=i),
         trace_id=f"{day.toordinal():016x}{i:016x}",
         span_id=f"{i:016x}",
@@ -41,7 +42,7 @@ def rec(day: date, i: int, **fields: object) -> UsageRecord:
         price_version=OLD,
     )
     base.update(fields)
-    return UsageRecord(**base)  # type: ignore[arg-type]
+    return UsageRecord(**base)
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def expected(r: UsageRecord, pricer: Pricer) -> tuple[object, ...]:
-    fresh = UsageRecord(**{**{f: getattr(r, f) for f in r.__slots__}, "price_version": r.price_version if r.price_version == USAGE_MISSING else None})  # type: ignore[attr-defined]
+    fresh = UsageRecord(**{**{f: getattr(r, f) for f in r.__slots__}, "price_version": r.price_version if r.price_version == USAGE_MISSING else None})
     pricer.price(fresh)
     return (to_cost(fresh.market_cost), to_cost(fresh.total_cost), fresh.price_status, fresh.price_version)
 
@@ -81,7 +82,8 @@ def test_reprice_recomputes_every_cost_and_stamps_the_version(data: Path) -> Non
             assert (r.market_cost, r.total_cost, r.price_status, r.price_version) == expected(r, pricer)
         by_model = {(r.model, r.credential_type): r for r in stored(data, day) if r.input_tokens}
         system = by_model[("gpt-4o", "system")]
-        assert system.total_cost == to_cost(system.market_cost * Decimal("0.9"))  # type: ignore[operator]
+        assert system.market_cost is not None
+        assert system.total_cost == to_cost(system.market_cost * Decimal("0.9"))
         assert by_model[("gpt-4o", "byok")].total_cost == 0
         haiku = by_model[("claude-haiku-4-5", "system")]
         assert haiku.total_cost == haiku.market_cost  # the rule is OpenAI's only
