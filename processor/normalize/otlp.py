@@ -1,19 +1,19 @@
 """Helpers for reading OTLP protobuf messages without turning whole spans into dicts.
 
-Attribute extraction is the processor's ceiling (DESIGN section 7): ``MessageToDict`` runs at ~5k spans/s and a dict
-of every attribute at ~30k. These helpers keep only the keys a caller asked for and convert values lazily, so a
-span that is not about an LLM call costs a handful of set lookups.
+Attribute extraction is the receiver's ceiling (docs/ARCHITECTURE.md, "Performance": ``MessageToDict`` or a dict of
+every attribute cost several times what the reader pays). These helpers keep only the keys a caller asked for and
+convert values lazily, so a span that is not about an LLM call costs a handful of lookups.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -32,6 +32,7 @@ __all__ = [
     "BytesValue",
     "InvalidValue",
     "any_value",
+    "any_values",
     "as_fast_request",
     "as_python",
     "as_str",
@@ -158,17 +159,17 @@ def nanos_to_datetime(unix_nano: int) -> datetime:
 
 # -- decoding Export requests ------------------------------------------------------------------------------------
 
-_FAST: list[type] = []
+_FAST: list[type[Message]] = []
 
 
-def fast_request_class() -> type:
+def fast_request_class() -> type[Message]:
     """ExportTraceServiceRequest whose ``Span.attributes`` is declared ``map<string, bytes>``.
 
     A map entry is encoded exactly like a ``KeyValue`` (key = 1, value = 2), so the same bytes parse either way. As a
     map, attributes are looked up by key inside upb instead of being turned into Python objects one by one; as
     ``bytes``, a value is the ``AnyValue``'s own encoding, which ``any_value`` decodes (and remembers) only for the
-    keys a reader asks for: no message object per value (DESIGN section 7: the attribute walk is the receiver's
-    ceiling). Duplicate keys: the last one wins, as when a list is turned into a dict. A value that is not a valid
+    keys a reader asks for: no message object per value (the attribute walk is the receiver's ceiling:
+    docs/ARCHITECTURE.md, "Performance"). Duplicate keys: the last one wins, as when a list is turned into a dict. A value that is not a valid
     ``AnyValue`` (or holds invalid UTF-8) fails only when it is read (``InvalidValue``). Built once, in a private
     descriptor pool."""
     if _FAST:
@@ -252,6 +253,30 @@ def any_value(raw: bytes) -> object:
                 _MEMO.clear()
             _MEMO[raw] = value
     return value
+
+
+def any_values(raws: Sequence[bytes]) -> list[object]:
+    """``any_value`` of each encoding, the memo read inline (the receiver decodes ~15 values a span: a Python call
+    per value costs more than the lookup). Raises ``InvalidValue``."""
+    memo = _MEMO
+    values = list(map(memo.get, raws))
+    if None in values:
+        for i, value in enumerate(values):
+            if value is None:
+                raw = raws[i]
+                n = len(raw)
+                if 2 < n <= _MEMO_MAX_BYTES and raw[0] == 0x0A and raw[1] == n - 2:
+                    # One short string field (an id, mostly: each seen once), decoded without the general decoder.
+                    try:
+                        decoded: object = raw[2:].decode()
+                    except UnicodeDecodeError:
+                        raise InvalidValue("invalid UTF-8") from None
+                    if len(memo) >= _MEMO_MAX_ENTRIES:
+                        memo.clear()
+                    memo[raw] = values[i] = decoded
+                else:
+                    values[i] = any_value(raw)
+    return values
 
 
 def _varint(raw: bytes, pos: int) -> tuple[int, int]:
@@ -365,10 +390,10 @@ def parse_export_request(data: bytes) -> tuple[Any, list[str]]:
     return request, warnings
 
 
-_LENIENT: list[type] = []
+_LENIENT: list[type[Message]] = []
 
 
-def _lenient_request_class() -> type:
+def _lenient_request_class() -> type[Message]:
     """ExportTraceServiceRequest with every string field declared ``bytes`` (built once, in its own pool)."""
     if _LENIENT:
         return _LENIENT[0]
@@ -404,7 +429,7 @@ def _lenient_request_class() -> type:
     return cls
 
 
-def _lenient_any_value_class() -> type:
+def _lenient_any_value_class() -> type[Message]:
     from google.protobuf import message_factory
 
     cls = _lenient_request_class()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -21,12 +23,16 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-MESSAGES = [{"role": "user", "content": "Say something about foxes."}]
+MESSAGES: Any = [  # plain dicts, as a caller writes them (the SDKs type them as TypedDicts)
+    {"role": "user", "content": "Say something about foxes."}
+]
 API_KEY = "sk-dialect-test-0000"
 
 
 def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
-    provider = TracerProvider(resource=Resource.create({"service.name": "dialects", "deployment.environment.name": "test"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "dialects", "deployment.environment.name": "test"})
+    )
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     return provider, memory
@@ -37,9 +43,9 @@ def _openai_calls(base_url: str, *, stream_options: bool = True, user: str | Non
 
     client = openai.OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0)
     extra: dict[str, Any] = {"user": user} if user else {}
-    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)  # type: ignore[arg-type]
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)
     kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream_options else {}
-    for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **kwargs, **extra):  # type: ignore[arg-type]
+    for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **kwargs, **extra):
         pass
 
 
@@ -51,6 +57,7 @@ def _shim_util_genai_instruments() -> None:
 
     try:
         import opentelemetry.util.genai.instruments  # noqa: F401
+
         return
     except ImportError:
         pass
@@ -64,8 +71,8 @@ def _shim_util_genai_instruments() -> None:
     def create_token_histogram(meter: Meter) -> Histogram:
         return meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
 
-    module.create_duration_histogram = create_duration_histogram  # type: ignore[attr-defined]
-    module.create_token_histogram = create_token_histogram  # type: ignore[attr-defined]
+    module.create_duration_histogram = create_duration_histogram  # type: ignore[attr-defined]  # a stand-in module made at run time
+    module.create_token_histogram = create_token_histogram  # type: ignore[attr-defined]  # a stand-in module made at run time
     sys.modules[module.__name__] = module
 
 
@@ -78,9 +85,9 @@ def _openai_v2_mode_compat() -> None:
     from opentelemetry.util.genai.handler import TelemetryHandler
 
     experimental = "gen_ai_latest_experimental" in os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
-    openai_v2_module.is_experimental_mode = lambda: experimental  # type: ignore[attr-defined]
+    openai_v2_module.is_experimental_mode = lambda: experimental
     if not hasattr(TelemetryHandler, "start_inference"):
-        TelemetryHandler.start_inference = TelemetryHandler.inference  # type: ignore[attr-defined]
+        setattr(TelemetryHandler, "start_inference", TelemetryHandler.inference)  # noqa: B010 - a name its stubs lack
 
 
 def openai_v2(base_url: str, provider: TracerProvider) -> None:
@@ -100,22 +107,19 @@ class _TraceloopAssociationProperties(SpanProcessor):
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         from opentelemetry import context as context_api
 
-        properties = context_api.get_value("association_properties", parent_context) or {}
+        properties: Any = context_api.get_value("association_properties", parent_context) or {}
         for name, value in properties.items():
             span.set_attribute(f"traceloop.association.properties.{name}", value)
-
 
 
 def openllmetry_openai(base_url: str, provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 
-    provider.add_span_processor(_TraceloopAssociationProperties())  # type: ignore[arg-type]
+    provider.add_span_processor(_TraceloopAssociationProperties())
     OpenAIInstrumentor().instrument(tracer_provider=provider)
     from opentelemetry import context as context_api
 
-    token = context_api.attach(
-        context_api.set_value("association_properties", {"user_id": "cust_ll", "plan": "pro"})
-    )
+    token = context_api.attach(context_api.set_value("association_properties", {"user_id": "cust_ll", "plan": "pro"}))
     try:
         _openai_calls(base_url)
     finally:
@@ -129,8 +133,8 @@ def openllmetry_anthropic(base_url: str, provider: TracerProvider) -> None:
     os.environ["ANTHROPIC_OPEN_TELEMETRY"] = "false"  # the SDK's own span is a separate dialect
     AnthropicInstrumentor().instrument(tracer_provider=provider)
     client = anthropic.Anthropic(base_url=base_url, api_key=API_KEY, max_retries=0)
-    client.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES)  # type: ignore[arg-type]
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+    client.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES)
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES) as stream:
         for _ in stream:
             pass
 
@@ -163,6 +167,16 @@ def pydantic_ai(base_url: str, provider: TracerProvider) -> None:
     asyncio.run(streamed())
 
 
+def tokentrail(base_url: str, provider: TracerProvider) -> None:
+    """Our own instrumentation (``tokentrail.instrumentation``) over the OpenAI SDK, with attribution."""
+    from tokentrail.instrumentation import attribute, instrument
+
+    root = base_url.removesuffix("/v1")
+    instrument(tracer_provider=provider, providers={root: "openai"}, fingerprint_salt="golden-salt")
+    with attribute(user="cust_tt", tags=["plan:pro", "feature:chat"]):
+        _openai_calls(base_url)
+
+
 def anthropic_sdk(base_url: str, provider: TracerProvider) -> None:
     import anthropic
     from opentelemetry import trace
@@ -170,8 +184,8 @@ def anthropic_sdk(base_url: str, provider: TracerProvider) -> None:
     os.environ["ANTHROPIC_OPEN_TELEMETRY"] = "true"
     trace.set_tracer_provider(provider)
     client = anthropic.Anthropic(base_url=base_url, api_key=API_KEY, max_retries=0)
-    client.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES)  # type: ignore[arg-type]
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+    client.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES)
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=16, messages=MESSAGES) as stream:
         for _ in stream:
             pass
 
@@ -184,10 +198,31 @@ PRODUCERS: dict[str, Callable[[str, TracerProvider], None]] = {
     "openinference": openinference,
     "pydantic-ai": pydantic_ai,
     "anthropic-sdk": anthropic_sdk,
+    "tokentrail": tokentrail,
 }
 ENVIRONMENT: dict[str, dict[str, str]] = {
     "openai-v2-latest": {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental"},
 }
+
+
+def produce_all(openai_base_url: str, anthropic_base_url: str, out: Path) -> dict[str, bytes]:
+    """Every producer's ExportTraceServiceRequest bytes, each made in its own process (run in parallel)."""
+    procs: dict[str, subprocess.Popen[str]] = {}
+    for name in PRODUCERS:
+        base = anthropic_base_url if "anthropic" in name else openai_base_url
+        env = {k: v for k, v in os.environ.items() if k != "OTEL_SEMCONV_STABILITY_OPT_IN"}
+        env.update(ENVIRONMENT.get(name, {}))
+        procs[name] = subprocess.Popen(
+            [sys.executable, __file__, name, base, str(out / f"{name}.pb")], env=env, stderr=subprocess.PIPE, text=True
+        )
+    failures = {}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode:
+            failures[name] = err[-3000:]
+    if failures:
+        raise RuntimeError(f"producers failed: {failures}")
+    return {name: (out / f"{name}.pb").read_bytes() for name in PRODUCERS}
 
 
 def main(name: str, base_url: str, out: str) -> None:

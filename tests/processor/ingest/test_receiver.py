@@ -27,7 +27,7 @@ from tokentrail.processor.storage.parquet import part_name
 from tokentrail.processor.storage.wal import WriteAheadLog, list_segments, read_segment
 
 from tests.helpers.otlp import export, export_raw, genai_attributes, make_request, make_span, random_span
-from tests.helpers.receiver import read_usage  # also imported from here by tests/processor/normalize/test_bad_input.py
+from tests.helpers.receiver import read_usage
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from tests.helpers.otlp import (
     make_span,
     random_span,
 )
-from tests.processor.ingest.test_receiver import read_usage
+from tests.helpers.receiver import read_usage
 
 MB = "x" * (1 << 20)
 

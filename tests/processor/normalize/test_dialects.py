@@ -1,15 +1,12 @@
 """Every GenAI dialect, from the real libraries where they are installable: each instrumentation calls the fake
 provider for real (in its own process, see ``dialect_producers.py``), its spans are encoded exactly as its OTLP
 exporter would send them, and the normalizer must turn each call into one record whose tokens match what the
-provider said — inclusive input, reasoning inside output, no aggregate span counted."""
+provider said — inclusive input, reasoning inside output, no aggregate span counted. (The same spans, stored, are
+golden fixtures: ``test_golden.py`` pins every field of every record.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +15,7 @@ from tokentrail.processor.demo.fake_provider import FakeCall, FakeProvider
 from tokentrail.processor.normalize.reader import NormalizeResult, normalize_request
 from tokentrail.processor.schema import UsageRecord
 
-HERE = Path(__file__).resolve().parent
-from tests.helpers.dialect_producers import ENVIRONMENT, PRODUCERS
+from tests.helpers.dialect_producers import produce_all
 
 
 class Produced:
@@ -44,28 +40,9 @@ class Produced:
 def produced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Produced]]:
     out = tmp_path_factory.mktemp("dialects")
     with FakeProvider() as fake:
-        procs: dict[str, subprocess.Popen[str]] = {}
-        for name in PRODUCERS:
-            base = fake.anthropic_base_url if "anthropic" in name else fake.openai_base_url
-            env = {k: v for k, v in os.environ.items() if k != "OTEL_SEMCONV_STABILITY_OPT_IN"}
-            env.update(ENVIRONMENT.get(name, {}))
-            procs[name] = subprocess.Popen(
-                [sys.executable, str(HERE.parents[1] / "helpers" / "dialect_producers.py"), name, base, str(out / f"{name}.pb")],
-                env=env,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        failures = {}
-        for name, proc in procs.items():
-            _, err = proc.communicate(timeout=120)
-            if proc.returncode:
-                failures[name] = err[-3000:]
-        assert not failures, failures
+        requests = produce_all(fake.openai_base_url, fake.anthropic_base_url, out)
         calls = {c.response_id: c for c in fake.calls if c.response_id}
-    yield {
-        name: Produced(ExportTraceServiceRequest.FromString((out / f"{name}.pb").read_bytes()), calls)
-        for name in PRODUCERS
-    }
+    yield {name: Produced(ExportTraceServiceRequest.FromString(data), calls) for name, data in requests.items()}
 
 
 def openai_truth(usage: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -194,10 +171,3 @@ def test_the_same_call_seen_by_two_instrumentations_has_one_identity(produced: d
         for record in p.records:
             if record.response_id:
                 assert record.identity == (record.provider, record.response_id), name
-
-
-def test_every_producers_spans_normalize_exactly_as_the_reference_normalizer(produced: dict[str, Produced]) -> None:
-    from tests.processor.normalize.test_equivalence import assert_same
-
-    for p in produced.values():
-        assert_same(p.request)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
-from tokentrail.processor.normalize.reader import normalize_request
+from tokentrail.processor.normalize.reader import DIALECTS, normalize_request
 from tokentrail.processor.schema import UsageRecord
 
+from tests.helpers.golden import TEMPLATES
 from tests.helpers.otlp import make_request, make_span
 
 
@@ -25,7 +27,7 @@ def only(*spans) -> UsageRecord:  # noqa: ANN002
     return record
 
 
-def span(name: str, attrs: dict, **kwargs: object):  # noqa: ANN201
+def span(name: str, attrs: dict, **kwargs: Any):  # noqa: ANN201
     return make_span(attrs, name=name, trace_id=os.urandom(16), span_id=os.urandom(8), **kwargs)
 
 
@@ -356,3 +358,21 @@ def test_inconsistent_details_are_capped_to_their_totals_with_a_warning(attrs: d
     else:
         assert (record.output_tokens, record.reasoning_tokens) == expected
     assert result.dropped_fields == 1 and "capped" in result.warnings[0]
+
+
+def test_each_dialects_realistic_span_is_one_record_and_an_embeddings_root_over_its_calls_is_not() -> None:
+    """(Moved from the former equivalence test, which also compared these with the reference normalizer.)"""
+    spans = [span(name, attrs) for name, attrs in TEMPLATES.values()]
+    embedding = {
+        "gen_ai.operation.name": "embeddings",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "text-embedding-3-small",
+    }
+    parent = span("embeddings", {**embedding, "gen_ai.usage.input_tokens": 30})
+    children = [span("embeddings", {**embedding, "gen_ai.usage.input_tokens": 15}) for _ in range(2)]
+    for child in children:
+        child.parent_span_id = parent.span_id
+    result = records(*spans, parent, *children)
+    assert len(result.records) == len(TEMPLATES) + 2
+    assert {r.source for r in result.records} == {d.source for d in DIALECTS}
+    assert parent.span_id.hex() not in {r.span_id for r in result.records}

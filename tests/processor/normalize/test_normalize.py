@@ -4,6 +4,7 @@ rejected one by one and never cost their batch. Also the ingest dedupe window.""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
@@ -14,7 +15,7 @@ from tokentrail.processor.storage.dedupe import DedupeWindow
 from tests.helpers.otlp import T0_NS, genai_attributes, make_request, make_span
 
 
-def one(attrs: dict, **span_kwargs: object):
+def one(attrs: dict, **span_kwargs: Any):  # noqa: ANN201
     result = normalize_request(make_request([make_span(attrs, **span_kwargs)]))
     assert result.rejected == 0, result.errors
     (record,) = result.records

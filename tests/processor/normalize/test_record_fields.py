@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.normalize.reader import normalize_request
 from tokentrail.processor.pricing.catalog import Pricer, catalog_price
@@ -39,7 +41,7 @@ WHEN = datetime(2026, 11, 20, 12, tzinfo=UTC)  # gpt-5 has flex and batch prices
 WHEN_NS = int(WHEN.timestamp()) * 10**9
 
 
-def one(attrs: dict, **span_kwargs: object) -> UsageRecord:
+def one(attrs: dict, **span_kwargs: Any) -> UsageRecord:
     result = normalize_request(make_request([make_span(attrs, **span_kwargs)]))
     assert result.rejected == 0, result.errors
     (record,) = result.records
@@ -231,7 +233,7 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
         yield r
 
 
-def _span(attrs: dict) -> object:
+def _span(attrs: dict) -> Span:
     return make_span(attrs, trace_id=os.urandom(16), span_id=os.urandom(8), start_ns=WHEN_NS)
 
 
@@ -261,15 +263,17 @@ def test_service_tiers_and_one_hour_writes_are_priced_end_to_end(receiver: Recei
     assert (outcome.accepted, outcome.rejected, outcome.unpriced) == (6, 0, 1)
     receiver.flush()
     rows = {r.span_id: r for r in table_to_records(read_day(tmp_path / "usage", WHEN.date()))}
-    got = {name: rows[span.span_id.hex()] for name, span in spans.items()}  # type: ignore[attr-defined]
+    got = {name: rows[span.span_id.hex()] for name, span in spans.items()}
 
     for name, tier in (("standard", None), ("flex", "flex"), ("batch", "batch")):
         r = got[name]
         assert (r.service_tier, r.price_status) == (tier, PRICED)
         assert r.market_cost == catalog_price("openai", "gpt-5", WHEN, input_tokens=200_000, output_tokens=50_000,
                                               service_tier=tier)
-    assert got["flex"].market_cost < got["standard"].market_cost
-    assert got["batch"].market_cost < got["standard"].market_cost
+    standard, flex, batch = (got[n].market_cost for n in ("standard", "flex", "batch"))
+    assert standard is not None and flex is not None and batch is not None
+    assert flex < standard
+    assert batch < standard
 
     one_hour, five_minutes = got["1h"], got["5m"]
     assert (one_hour.cache_creation_input_tokens, one_hour.cache_creation_1h_input_tokens) == (60_000, 40_000)
@@ -277,6 +281,7 @@ def test_service_tiers_and_one_hour_writes_are_priced_end_to_end(receiver: Recei
         "anthropic", "claude-sonnet-4-5", WHEN, input_tokens=100_000, output_tokens=1000,
         cache_creation_input_tokens=60_000, cache_creation_1h_input_tokens=40_000,
     )
+    assert one_hour.market_cost is not None and five_minutes.market_cost is not None
     assert one_hour.market_cost > five_minutes.market_cost  # 1-hour writes cost more than 5-minute ones
 
     missing = got["no usage"]
@@ -299,11 +304,11 @@ def _write_old_file(usage: Path, day: date, records: list[UsageRecord], name: st
     pq.write_table(table, directory / name)
 
 
-def _record(i: int, **fields: object) -> UsageRecord:
-    base: dict[str, object] = dict(timestamp=WHEN.replace(minute=i), trace_id=f"{i:032x}", span_id=f"{i:016x}",
+def _record(i: int, **fields: Any) -> UsageRecord:
+    base: dict[str, Any] = dict(timestamp=WHEN.replace(minute=i), trace_id=f"{i:032x}", span_id=f"{i:016x}",
                                    provider="openai", model="gpt-4o", input_tokens=1000, output_tokens=100)
     base.update(fields)
-    record = UsageRecord(**base)  # type: ignore[arg-type]
+    record = UsageRecord(**base)
     Pricer(overrides=NO_OVERRIDES).price(record)
     return record
 

@@ -1,0 +1,110 @@
+"""Who a call was for and what it was about: the user id and the tags of a record, within the limits reports rely on.
+
+The limits are Vercel AI Gateway's (at most 10 tags of 1-64 characters, a user id of at most 256), so attribution
+written for one reads the same in the other. Values beyond them are truncated or dropped with a note; the record is
+always kept. Dialects that carry attribution as free-form metadata (``<prefix><name>`` attributes or one JSON
+object) are read with ``from_metadata``: a ``user_id``-like name is the user, ``tags`` adds tags, and any other
+scalar becomes a ``name:value`` tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from tokentrail.processor.normalize.values import Notes, text, text_list
+
+__all__ = ["MAX_TAGS", "MAX_TAG_CHARS", "MAX_USER_CHARS", "from_metadata", "limit_tags", "tags_of", "user_of"]
+
+MAX_TAGS: Final = 10
+MAX_TAG_CHARS: Final = 64
+MAX_USER_CHARS: Final = 256
+
+# Metadata names that mean "the user" (compared lower-cased, ``-`` as ``_``).
+USER_NAMES: Final = frozenset({"user", "userid", "user_id", "user.id", "enduser.id", "enduserid"})
+
+# A tags attribute's value -> its tags, for values that needed no note: the same list arrives span after span.
+_TAG_LISTS: dict[tuple[object, ...], tuple[str, ...]] = {}
+_TAG_LISTS_MAX: Final = 4096  # values come from spans: bounded
+
+
+def user_of(value: object, notes: Notes) -> str | None:
+    """The user id: text, stripped, at most MAX_USER_CHARS (truncated with a note)."""
+    user = text(value)
+    if user is None:
+        return None
+    user = user.strip() or None
+    if user is not None and len(user) > MAX_USER_CHARS:
+        notes.append(f"user id truncated from {len(user)} to {MAX_USER_CHARS} characters")
+        user = user[:MAX_USER_CHARS]
+    return user
+
+
+def tags_of(values: Iterable[object], notes: Notes) -> list[str]:
+    """The tags of every tags attribute's value, merged and limited."""
+    values = list(values)
+    if len(values) == 1:
+        value = values[0]
+        if isinstance(value, tuple):
+            try:
+                cached = _TAG_LISTS.get(value)
+            except TypeError:  # an array holding a kvlist (a dict): unhashable, never remembered
+                cached = None
+            if cached is not None:
+                return list(cached)
+            if all(type(v) is str for v in value):
+                own: Notes = []
+                limited = limit_tags(list(value), own) if value else []
+                if own:
+                    notes.extend(own)
+                elif len(_TAG_LISTS) < _TAG_LISTS_MAX:
+                    _TAG_LISTS[value] = tuple(limited)
+                return limited
+    tags: list[str] = []
+    for value in values:
+        tags.extend(text_list(value))
+    return limit_tags(tags, notes) if tags else tags
+
+
+def limit_tags(tags: list[str], notes: Notes) -> list[str]:
+    """At most MAX_TAGS distinct tags of 1-MAX_TAG_CHARS characters, first ones kept."""
+    out: list[str] = []
+    seen: set[str] = set()
+    truncated = 0
+    for tag in tags:
+        tag = tag.strip()
+        if not tag:
+            continue
+        if len(tag) > MAX_TAG_CHARS:
+            tag = tag[:MAX_TAG_CHARS]
+            truncated += 1
+        if tag in seen:
+            continue
+        if len(out) == MAX_TAGS:
+            notes.append(f"{len(tags)} tags: only the first {MAX_TAGS} distinct ones kept")
+            break
+        seen.add(tag)
+        out.append(tag)
+    if truncated:
+        notes.append(f"{truncated} tag(s) truncated to {MAX_TAG_CHARS} characters")
+    return out
+
+
+def from_metadata(
+    items: Iterable[tuple[str, object]], user: str | None, tags: list[str]
+) -> tuple[str | None, list[str]]:
+    """``user`` and ``tags`` completed from metadata items (name, value): the first user-like name is the user when
+    none was set, ``tags`` (a list or comma-separated text) adds tags, any other scalar adds a ``name:value`` tag."""
+    for item_name, value in items:
+        normalized = item_name.strip().lower().replace("-", "_")
+        if normalized in USER_NAMES:
+            if user is None and isinstance(value, (str, int)) and not isinstance(value, bool):
+                user = str(value)
+        elif normalized == "tags":
+            if isinstance(value, str):
+                tags.extend(t for t in value.split(",") if t.strip())
+            elif isinstance(value, (list, tuple)):
+                tags.extend(v for v in value if isinstance(v, str))
+        elif isinstance(value, (str, int, float, bool)):
+            tags.append(f"{item_name}:{value}")
+    return user, tags
