@@ -9,14 +9,18 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
-
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
+from typing import TYPE_CHECKING, Any
 
 from ._context import Attribution, attribute, current_attribution
 from ._processor import AttributionSpanProcessor
-from .instrumentor import TokenTrailInstrumentor
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from .instrumentor import TokenTrailInstrumentor
 
 __all__ = [
     "Attribution",
@@ -27,6 +31,20 @@ __all__ = [
     "instrument",
     "uninstrument",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``TokenTrailInstrumentor``, imported when first asked for: the instrumentor base class, wrapt and the metrics
+    API cost more to import than the tracing SDK itself, and a process that only reads ``attribute()`` needs none."""
+    if name == "TokenTrailInstrumentor":
+        return _instrumentor()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _instrumentor() -> type[TokenTrailInstrumentor]:
+    module = importlib.import_module(".instrumentor", __name__)
+    instrumentor: type[TokenTrailInstrumentor] = module.TokenTrailInstrumentor
+    return instrumentor
 
 
 def instrument(
@@ -49,7 +67,7 @@ def instrument(
       ``{key: name}`` (the key is fingerprinted here and never kept), on top of ``TOKENTRAIL_CREDENTIAL_NAMES``.
     * ``stream_usage="inject"`` asks Chat/Completions streams for their usage (see ``TOKENTRAIL_STREAM_USAGE``).
     """
-    instrumentor = TokenTrailInstrumentor()
+    instrumentor = _instrumentor()()
     arguments = {
         "tracer_provider": tracer_provider,
         "system_keys": system_keys,
@@ -67,6 +85,6 @@ def instrument(
 
 def uninstrument() -> None:
     """Remove the patches. Spans already started still end normally."""
-    instrumentor = TokenTrailInstrumentor()
+    instrumentor = _instrumentor()()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()

@@ -13,33 +13,22 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from contextvars import Token
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from . import _foreign, _inject, _privacy, _processor, _streams, semconv
-from ._context import (
-    _BAGGAGE_KEY,
-    _CONTEXT_KEY,
-    _NO_BAGGAGE,
-    _SPAN_KEY,
-    EMPTY,
-    Attribution,
-    attach,
-    call_context,
-    current_attribution,
-    get_current,
-    with_span,
-)
+from ._context import call_context
 from ._decoding import decoding
 from ._endpoints import Endpoint
 from ._metrics import MetricAttributes, Metrics
-from ._parsers import JsonBodyParser, body_parser
-from ._request import WANTED_HEADERS, read_headers, read_request
-from ._sdkspan import sampler_reads_attributes, set_clean
+from ._parsers import body_parser
+from ._request import read_headers, read_request
 from ._spans import attribution_attributes, request_attributes, response_attributes
 from ._state import Settings
 from ._usage import BodyParser, ResponseFacts
@@ -47,11 +36,6 @@ from ._usage import BodyParser, ResponseFacts
 log = logging.getLogger(__name__)
 
 _INJECTABLE_APIS = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS})
-# The request headers we read besides Authorization: rare, so meeting one sends the request the full way.
-_OTHER_HEADERS = WANTED_HEADERS - {b"authorization"}
-# Whether the context's baggage and current span can be read under their keys (see _context.call_context).
-_FAST_CONTEXT = _BAGGAGE_KEY is not None and _SPAN_KEY is not None
-_CLIENT = SpanKind.CLIENT
 # Guards the one-time end of every call (held for a flag test-and-set: one lock for all calls costs nothing).
 _END_LOCK = threading.Lock()
 
@@ -59,32 +43,19 @@ _END_LOCK = threading.Lock()
 def begin(request: Any, settings: Settings) -> Call | None:
     """Start following ``request`` if it is an LLM call: with our own span, or with the span already tracing it.
 
-    This runs before every request, so the common case is kept short, and its usual steps are written out rather than
-    called (inside a real request each function call costs about twice what it does in a tight loop): the endpoint,
-    its attributes and its metric attribute sets come from a per-URL memory, the key's fingerprint, type and name
-    from a per-key one, and the current context is read once.
+    Returns None for any other request, and for every request while OpenTelemetry's instrumentation is suppressed
+    in the current context (``suppress_instrumentation``), as the contrib instrumentations do.
     """
-    if request.method != "POST":
-        return None  # not an LLM call, at the cost of one comparison
-    # settings.endpoints.lookup(), its remembered answers read here.
-    endpoints = settings.endpoints
-    url = request.url
-    try:
-        reference = url._uri_reference
-        key = (reference.scheme, reference.host, reference.port, reference.path, reference.query)
-    except AttributeError:
-        target = endpoints.lookup("POST", url)
-    else:
-        target = endpoints.known.get(key)
-        if target is None:
-            target = endpoints.learn(key, url)
+    if request.method != "POST" or not is_instrumentation_enabled():
+        return None
+    target = settings.endpoints.lookup(request.url)
     if target is None:
         return None
     endpoint, (start_attributes, endpoint_attributes, metric_attributes) = target
     # The request body if the client already holds it in memory (the SDKs always do); never reads a stream.
     try:
         body = request.content
-    except Exception:
+    except Exception:  # noqa: BLE001 - a streamed upload (RequestNotRead): its body is not ours to read
         body = None
     if not isinstance(body, bytes):
         body = None
@@ -93,55 +64,23 @@ def begin(request: Any, settings: Settings) -> Call | None:
     if not endpoint.known_host and not model:
         # A server we only know by path must at least send what an LLM request sends.
         return None
-
-    # read_headers(), for the usual request: no header of ours but (perhaps) Authorization. Any other goes the full way.
-    headers = request.headers
-    authorization = None
-    sent = None
-    try:
-        for _, name, value in headers._list:
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value
-            elif name in _OTHER_HEADERS:
-                sent = read_headers(headers)
-                break
-    except (AttributeError, TypeError, ValueError):
-        sent = read_headers(headers)  # another kind of headers
-    if sent is not None:
-        authorization = sent.authorization
-        if sent.baggage:
-            _privacy.strip_header(headers)
+    sent = read_headers(request.headers)
+    if sent.baggage:
+        _privacy.strip_header(request.headers)
+    sent_request = request
     if settings.inject_stream_usage and facts.stream and not facts.include_usage and endpoint.api in _INJECTABLE_APIS:
-        _inject_include_usage(request, body)
+        sent_request = _with_include_usage(request, body)
 
-    ctx = get_current()
-    # call_context(ctx), written out when the context keys are known.
-    if _FAST_CONTEXT:
-        entries = ctx.get(_BAGGAGE_KEY)
-        if not isinstance(entries, dict):
-            entries = _NO_BAGGAGE
-        current = ctx.get(_SPAN_KEY)
-        if current is None or not isinstance(current, Span):
-            current = INVALID_SPAN
-        attribution = ctx.get(_CONTEXT_KEY)
-        if not isinstance(attribution, Attribution):
-            attribution = current_attribution(ctx, entries) if entries else EMPTY
-    else:
-        attribution, entries, current = call_context(ctx)
+    ctx = context.get_current()
+    attribution, entries, current = call_context(ctx)
     # Precedence: the application's explicit attribute() > the request's reporting headers > the request body.
-    if sent is not None and (sent.user is not None or sent.tags is not None):
+    if sent.user is not None or sent.tags is not None:
         attribution = attribution.with_fallback(sent.user, sent.tags)
     if facts.user is not None or facts.tags is not None:
         attribution = attribution.with_fallback(facts.user, facts.tags)
-    # settings.fingerprints.classify(), its remembered answers read here.
-    fingerprints = settings.fingerprints
-    credential_headers = (authorization, None, None) if sent is None else (authorization, sent.x_api_key, sent.api_key)
-    known = fingerprints.known.get(credential_headers)
-    if known is None:
-        known = fingerprints.learn(credential_headers)
-    credential_id, credential_name = known[0], known[2]
-    credential_type = known[1] if attribution.credential is None else attribution.credential
+    credential_type, credential_id, credential_name = settings.fingerprints.classify(
+        sent.authorization, sent.x_api_key, sent.api_key, attribution.credential
+    )
     # The deployment of an Azure URL stands in for a model the body does not name; the response's model is preferred.
     model = model or endpoint.deployment
 
@@ -150,61 +89,41 @@ def begin(request: Any, settings: Settings) -> Call | None:
         # way round): the attribution processor belongs on it too. A dictionary lookup once it is there.
         _processor.install(trace.get_tracer_provider())
 
-    foreign = _foreign.call_span_for(current) if current is not INVALID_SPAN else None
+    foreign = _foreign.call_span_for(current)
     if foreign is not None:
         attributes = attribution_attributes(attribution, credential_type, credential_id, credential_name)
         attributes[semconv.TOKENTRAIL_API] = endpoint.api
+        attributes.update(_foreign.missing(foreign, request_attributes(endpoint, model, facts.stream)))
         foreign.set_attributes(attributes)
-        foreign.set_attributes(_foreign.missing(foreign, request_attributes(endpoint, model, facts.stream)))
         for outer in _foreign.enclosing_calls(foreign):
             outer.set_attribute(semconv.TOKENTRAIL_DUPLICATE, True)
         _mark_twin(getattr(foreign, "parent", None), foreign, endpoint.provider, model)
         call = Call(foreign, endpoint, False)
-        if entries:
-            call.token = _activate(ctx, entries, None)
+        call.request = sent_request
+        call.token = _activate(ctx, entries, None)
         return call
 
-    # What the conventions ask to be known at the start (operation, provider, server, model) is given to start_span
-    # when the tracer's sampler may read it; everything else the request says, and with an attribute-blind sampler
-    # (the SDK's own) all of it, is set with the response's attributes when the call ends, in one go and the cheap
-    # way (see _sdkspan and Call.attributes). All of it is built before the span starts: nothing that could fail
-    # stands between starting our span and handing it to the Call that will end it.
+    # What the conventions ask to be known at the start (operation, provider, server, model) is given to start_span,
+    # for samplers; everything else the request says is set with the response's attributes when the call ends, in
+    # one set_attributes. All of it is built before the span starts: nothing that could fail stands between starting
+    # our span and handing it to the Call that will end it.
     at_start = start_attributes.copy()
     if model:
         at_start[semconv.GEN_AI_REQUEST_MODEL] = model
     rest = endpoint_attributes.copy()
     rest[semconv.GEN_AI_REQUEST_STREAM] = facts.stream
     attribution_attributes(attribution, credential_type, credential_id, credential_name, into=rest)
-    tracer = settings.tracer
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
-    if sampler_reads_attributes(tracer):
-        span = tracer.start_span(name, context=ctx, kind=_CLIENT, attributes=at_start)
-        call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
-        call.attributes = _kept_by_sampler(span, at_start, rest)
-    else:
-        span = tracer.start_span(name, context=ctx, kind=_CLIENT)
-        call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
-        at_start.update(rest)
-        call.attributes = at_start
+    span = settings.tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, attributes=at_start)
+    call = Call(span, endpoint, True, settings.metrics, metric_attributes, model or None)
+    call.request = sent_request
+    call.attributes = _kept_by_sampler(span, at_start, rest)
     if _foreign.open_calls:
         try:
             _mark_twin(current.get_span_context(), None, endpoint.provider, model)
-        except Exception:
+        except Exception:  # noqa: BLE001 - our span has started: the call must go on
             log.debug("TokenTrail could not look for another instrumentation's span of this call", exc_info=True)
-    # _activate(ctx, entries, span), written out.
-    try:
-        if entries:
-            without_ours = _privacy.context_without_ours(ctx, entries)
-            if without_ours is not None:
-                ctx = without_ours
-        if _SPAN_KEY is None:
-            call.token = attach(with_span(ctx, span))
-        else:  # with_span(ctx, span), written out
-            values = dict(ctx)
-            values[_SPAN_KEY] = span
-            call.token = attach(Context(values))
-    except Exception:
-        log.debug("TokenTrail could not activate its span", exc_info=True)
+    call.token = _activate(ctx, entries, span)
     return call
 
 
@@ -217,7 +136,7 @@ def _kept_by_sampler(span: Span, at_start: dict[str, AttributeValue], rest: dict
         if kept is None or not span.is_recording():
             return rest
         missing = {name: value for name, value in at_start.items() if name not in kept}
-    except Exception:
+    except Exception:  # noqa: BLE001 - a span class of another SDK: what it kept is its own business
         return rest
     if not missing:
         return rest
@@ -225,7 +144,7 @@ def _kept_by_sampler(span: Span, at_start: dict[str, AttributeValue], rest: dict
     return missing
 
 
-def _activate(ctx: Context, entries: Mapping[str, object], span: Span | None) -> object | None:
+def _activate(ctx: Context, entries: Mapping[str, object], span: Span | None) -> Token[Context] | None:
     """Make current the context the request is sent in: ``span`` (ours) current, so HTTP-level spans and trace
     headers nest under the call, and our baggage removed, so no propagator writes it into a request to the provider.
     Returns the token to detach it with, or None when nothing needed to change (another instrumentation's span and
@@ -234,9 +153,9 @@ def _activate(ctx: Context, entries: Mapping[str, object], span: Span | None) ->
         # Some baggage: remove ours. (None at all, the usual case, leaves nothing to remove.)
         without_ours = _privacy.context_without_ours(ctx, entries) if entries else None
         if span is not None:
-            return attach(with_span(ctx if without_ours is None else without_ours, span))
-        return None if without_ours is None else attach(without_ours)
-    except Exception:
+            return context.attach(trace.set_span_in_context(span, ctx if without_ours is None else without_ours))
+        return None if without_ours is None else context.attach(without_ours)
+    except Exception:  # noqa: BLE001 - the span has started, and its call must go on
         log.debug("TokenTrail could not activate its span", exc_info=True)
         return None
 
@@ -248,39 +167,24 @@ def _mark_twin(parent: Any, exclude: Any, provider: str, model: object) -> None:
         twin.set_attribute(semconv.TOKENTRAIL_DUPLICATE, True)
 
 
-def _inject_include_usage(request: Any, body: bytes | None) -> None:
+def _with_include_usage(request: Any, body: bytes | None) -> Any:
+    """``request``, or a copy of it that asks for the stream's usage (see ``_inject``)."""
     try:
         new_body = _inject.with_include_usage(body) if body else None
-        if new_body is not None:
-            _inject.replace_body(request, new_body)
-    except Exception:
+        if new_body is not None and "transfer-encoding" not in request.headers:
+            return _inject.with_body(request, new_body)
+    except Exception:  # noqa: BLE001 - the request goes out as the application wrote it
         log.debug("TokenTrail could not add stream_options.include_usage", exc_info=True)
-
-
-# How a response's media type is read, by its raw (ASCII) content-type value: True for an event stream, False for
-# JSON, None for a body we read no usage from. A service meets a handful of values; the memory is bounded anyway.
-_MEDIA_KINDS: dict[bytes, bool | None] = {}
-_MAX_MEDIA_KINDS = 64
-_UNSEEN: Any = object()
+    return request
 
 
 def _media_kind(content_type: str) -> bool | None:
+    """How a response's media type is read: True for an event stream, False for JSON, None for a body we read no
+    usage from."""
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type == "text/event-stream":
         return True
     return False if media_type.endswith("json") else None
-
-
-def _media_kind_of(content_type: bytes, headers: Any) -> bool | None:
-    """``_media_kind`` of a raw content-type value, remembered when it is ASCII (which decodes alike in every encoding
-    ``headers.encoding`` may choose; that encoding costs a pass over every header the first time it is asked for)."""
-    if not content_type.isascii():
-        return _media_kind(content_type.decode(headers.encoding))
-    kind = _media_kind(content_type.decode("ascii"))
-    if len(_MEDIA_KINDS) >= _MAX_MEDIA_KINDS:
-        _MEDIA_KINDS.clear()
-    _MEDIA_KINDS[content_type] = kind
-    return kind
 
 
 def error_type(error: BaseException) -> str:
@@ -297,8 +201,8 @@ class Call:
     """
 
     __slots__ = (
-        "span", "endpoint", "own", "ended", "token", "attributes", "_metrics", "_metric_attributes", "_model",
-        "_started", "_parser", "_streamed",
+        "span", "endpoint", "own", "ended", "token", "request", "attributes", "_metrics", "_metric_attributes",
+        "_model", "_started", "_parser", "_streamed",
     )  # fmt: skip
 
     def __init__(
@@ -315,7 +219,9 @@ class Call:
         self.own = own
         self.ended = False  # see BodyObserver
         # The token of the context the request is sent in (see _activate), for the transport hook to detach.
-        self.token: object | None = None
+        self.token: Token[Context] | None = None
+        # The request to send: the application's, or a copy of it with stream_options.include_usage (see _inject).
+        self.request: Any = None
         # What the request said, for our span: set with the response's attributes when the call ends, in one go.
         self.attributes: dict[str, AttributeValue] = {}
         # Where our span's metrics go (None for another instrumentation's span): the endpoint's attribute sets and
@@ -340,7 +246,7 @@ class Call:
             span.set_status(Status(StatusCode.ERROR))
         # Anything else (cancellation, interrupt) is the application stopping the call, not the call failing.
         try:
-            set_clean(span, attributes)
+            span.set_attributes(attributes)
         finally:
             span.end()
         self._record_metrics(None, kind)
@@ -355,7 +261,7 @@ class Call:
                 attributes = self.attributes
                 attributes[semconv.ERROR_TYPE] = str(status)
                 try:
-                    set_clean(span, attributes)
+                    span.set_attributes(attributes)
                     span.set_status(Status(StatusCode.ERROR))
                 finally:
                     span.end()
@@ -365,39 +271,14 @@ class Call:
             if self._claim_end() and self.own:
                 span.end()  # a span nobody records: nothing to set on it
             return response
-        # content-type and content-encoding as headers.get gives them, in one pass over httpx's and httpx2's
-        # (raw name, lower-case name, value) triples rather than a scan per name.
         headers = response.headers
-        content_type = content_encoding = None
-        try:
-            for _, name, value in headers._list:
-                if name == b"content-type":
-                    if content_type is not None:
-                        raise ValueError("repeated")  # get() joins repeated values: let it
-                    content_type = value
-                elif name == b"content-encoding":
-                    if content_encoding is not None:
-                        raise ValueError("repeated")
-                    content_encoding = value
-            if content_type is None:
-                content_type = b""
-            streamed = _MEDIA_KINDS.get(content_type, _UNSEEN)
-            if streamed is _UNSEEN:
-                streamed = _media_kind_of(content_type, headers)
-            if content_encoding is not None:
-                # ASCII (all of them, in practice) decodes alike in any encoding headers.encoding may choose, and
-                # that encoding costs a pass over every header the first time it is asked for.
-                content_encoding = content_encoding.decode(
-                    "ascii" if content_encoding.isascii() else headers.encoding
-                )
-        except (AttributeError, TypeError, ValueError):
-            streamed = _media_kind(headers.get("content-type", ""))
-            content_encoding = headers.get("content-encoding")
+        streamed = _media_kind(headers.get("content-type", ""))
+        content_encoding = headers.get("content-encoding")
         if streamed is None:
             self.end("read")  # not a body we can read usage from: the call is recorded without it
             return response
         self._streamed = streamed
-        parser = body_parser(self.endpoint.api, True) if streamed else JsonBodyParser(self.endpoint.api)
+        parser = body_parser(self.endpoint.api, streamed)
         if content_encoding is not None:
             parser = decoding(parser, content_encoding, type(response))
         self._parser = parser
@@ -418,14 +299,8 @@ class Call:
         self._parser = None
 
     def end(self, how: _streams.StreamEnd, error: BaseException | None = None) -> None:
-        # True exactly once: a body ends many ways (read, closed, failed, collected), the call only once. (This is
-        # _claim_end, written out: this method runs for every call, and ends it once.)
-        if self.ended:
-            return  # the usual answer after the first (the body wrapper checks too, before calling)
-        with _END_LOCK:
-            if self.ended:
-                return
-            self.ended = True
+        if not self._claim_end():
+            return
         span = self.span
         span_ended = False
         try:
@@ -433,7 +308,7 @@ class Call:
             self._parser = None
             try:
                 facts = parser.result() if parser is not None else ResponseFacts()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a body we could not read: the call is recorded without its usage
                 log.debug("TokenTrail could not read the usage of a response", exc_info=True)
                 facts = ResponseFacts()
             incomplete = self._streamed and not facts.terminal
@@ -446,8 +321,7 @@ class Call:
                     span.set_attributes(_foreign.missing(span, attributes))
                 return
             kind: str | None = None
-            # The request's, then the response's: built by the parser along the way (a whole Chat Completions body),
-            # else from the facts.
+            # The request's, then the response's.
             attributes = self.attributes
             try:
                 attributes.update(response_attributes(facts))
@@ -462,26 +336,21 @@ class Call:
                     span.set_status(Status(StatusCode.ERROR))
             finally:
                 try:
-                    set_clean(span, attributes)  # what the request said, at least, whatever failed above
+                    span.set_attributes(attributes)  # what the request said, at least, whatever failed above
                 finally:
                     span_ended = True
                     span.end()
-            metrics = self._metrics
-            if metrics is not None and metrics.live:
-                self._record_metrics(facts, kind)
-        except Exception:
+            self._record_metrics(facts, kind)
+        except Exception:  # noqa: BLE001 - this runs inside the application's read of the body
             # This runs inside the application's read of the body: it must not raise, and our span must end (with
             # what the request said, at least).
             log.debug("TokenTrail could not finish a call", exc_info=True)
             if self.own and not span_ended:
                 try:
-                    set_clean(span, self.attributes)
-                except Exception:
-                    pass
-                try:
+                    span.set_attributes(self.attributes)
                     span.end()
-                except Exception:
-                    pass
+                except Exception:  # noqa: BLE001 - as above
+                    log.debug("TokenTrail could not end its span", exc_info=True)
 
     # ----------------------------------------------------------------------------------------------------------
 
@@ -496,17 +365,17 @@ class Call:
             return True
 
     def _record_metrics(self, facts: ResponseFacts | None, kind: str | None) -> None:
-        metrics = self._metrics
-        if metrics is None:
+        metrics, attributes = self._metrics, self._metric_attributes
+        if metrics is None or attributes is None:
             return
         try:
             metrics.record(
-                self._metric_attributes,  # type: ignore[arg-type]
+                attributes,
                 self._model,
                 facts.response_model if facts is not None else None,
                 time.monotonic() - self._started,
                 facts.usage if facts is not None else None,
                 kind,
             )
-        except Exception:
+        except Exception:  # noqa: BLE001 - metrics must never break the host call
             log.debug("TokenTrail could not record its metrics", exc_info=True)

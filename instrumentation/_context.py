@@ -16,15 +16,14 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
+from contextvars import Token
 from dataclasses import dataclass
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote
 
 from opentelemetry import baggage, context, trace
 from opentelemetry.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from . import semconv
 
@@ -37,75 +36,16 @@ MAX_USER_LENGTH: Final = 256
 _CONTEXT_KEY: Final = context.create_key("tokentrail-attribution")
 
 
-# Reading the OTel context on the hot path -------------------------------------------------------------------------
-#
-# An OTel ``Context`` is an immutable ``dict``, and ``baggage.get_all``, ``trace.get_current_span`` and
-# ``trace.set_span_in_context`` are each a few layers of functions around one lookup (or copy) of it under a key the
-# API keeps private. Those layers cost more than the lookup, twice over inside a real request, so the hot path
-# does the lookup itself, under keys learned at import by asking the public API to set a value on an empty Context.
-# Should a future API stop storing them that way, the keys come out None and the public functions are used.
-
-
-def _key_set_by(setter: Callable[[Context], Context]) -> str | None:
-    try:
-        keys = list(setter(Context()))
-    except Exception:
-        return None
-    return keys[0] if len(keys) == 1 else None
-
-
-_BAGGAGE_KEY: Final = _key_set_by(lambda ctx: baggage.set_baggage("tokentrail.probe", "1", ctx))
-_SPAN_KEY: Final = _key_set_by(lambda ctx: trace.set_span_in_context(trace.INVALID_SPAN, ctx))
-_NO_BAGGAGE: Final[Mapping[str, object]] = MappingProxyType({})
-
-
-def _runtime_variable() -> Any:
-    """The ``ContextVar`` behind the API's runtime context when it is the standard one, whose ``get_current``,
-    ``attach`` and ``detach`` are exactly that variable's ``get``, ``set`` and ``reset``; None for any other."""
-    runtime = getattr(context, "_RUNTIME_CONTEXT", None)
-    if type(runtime) is not ContextVarsRuntimeContext:
-        return None
-    variable = getattr(runtime, "_current_context", None)
-    return variable if isinstance(variable, ContextVar) else None
-
-
-_RUNTIME_VARIABLE: Final = _runtime_variable()
-# context.get_current(), context.attach(ctx) and the raising core of context.detach(token) (the caller handles its
-# errors): the runtime context's own ContextVar methods when it is the standard one, one C call each instead of two
-# Python frames around it.
-get_current: Final[Callable[[], Context]] = (
-    context.get_current if _RUNTIME_VARIABLE is None else _RUNTIME_VARIABLE.get
-)
-attach: Final[Callable[[Context], object]] = context.attach if _RUNTIME_VARIABLE is None else _RUNTIME_VARIABLE.set
-detach: Final[Callable[[Any], None]] = context.detach if _RUNTIME_VARIABLE is None else _RUNTIME_VARIABLE.reset
-
-
 def call_context(ctx: Context) -> tuple[Attribution, Mapping[str, object], trace.Span]:
     """What ``ctx`` says about an LLM call about to be made: the attribution in effect (``current_attribution``),
-    its baggage entries (``baggage.get_all``, read-only) and its current span (``trace.get_current_span``)."""
-    if _BAGGAGE_KEY is None or _SPAN_KEY is None:
-        entries: Mapping[str, object] = baggage.get_all(ctx)
-        span = trace.get_current_span(ctx)
-    else:
-        entries = ctx.get(_BAGGAGE_KEY)  # type: ignore[assignment]
-        if not isinstance(entries, dict):
-            entries = _NO_BAGGAGE
-        span = ctx.get(_SPAN_KEY)  # type: ignore[assignment]
-        if span is None or not isinstance(span, trace.Span):
-            span = trace.INVALID_SPAN
+    its baggage entries (``baggage.get_all``) and its current span (``trace.get_current_span``)."""
+    entries = baggage.get_all(ctx)
+    span = trace.get_current_span(ctx)
     attribution = ctx.get(_CONTEXT_KEY)
     if not isinstance(attribution, Attribution):
         attribution = current_attribution(ctx, entries) if entries else EMPTY
     return attribution, entries, span
 
-
-def with_span(ctx: Context, span: trace.Span) -> Context:
-    """``trace.set_span_in_context(span, ctx)``."""
-    if _SPAN_KEY is None:
-        return trace.set_span_in_context(span, ctx)
-    values = dict(ctx)
-    values[_SPAN_KEY] = span
-    return Context(values)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -277,7 +217,7 @@ class attribute:  # noqa: N801 - reads as a verb at the call site, like contextl
             tags if tags is None or isinstance(tags, str) else _as_tuple(tags)
         )
         self.credential = credential
-        self._tokens: list[object] = []
+        self._tokens: list[Token[Context] | None] = []
 
     def _enter(self) -> Attribution:
         try:
@@ -293,7 +233,7 @@ class attribute:  # noqa: N801 - reads as a verb at the call site, like contextl
         token = self._tokens.pop() if self._tokens else None
         if token is not None:
             try:
-                context.detach(token)  # type: ignore[arg-type]
+                context.detach(token)
             except Exception:
                 log.debug("Could not restore the attribution", exc_info=True)
 

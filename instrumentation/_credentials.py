@@ -125,21 +125,6 @@ def request_key(headers: Mapping[str, str]) -> str | None:
     return key_of(headers.get("authorization"), headers.get("x-api-key"), headers.get("api-key"))
 
 
-def classify(
-    key: str | None, salt: bytes, system_fingerprints: frozenset[str], explicit: str | None
-) -> tuple[str | None, str | None]:
-    """``(credential type, credential id)`` for a request. An explicit type from ``attribute()`` wins.
-
-    Without a key there is nothing to fingerprint, but an explicit type is still worth reporting.
-    """
-    if key is None:
-        return explicit, None
-    key_id = fingerprint(key, salt)
-    if explicit is not None:
-        return explicit, key_id
-    return ("system" if key_id in system_fingerprints else "byok"), key_id
-
-
 # How many distinct credential header values a Fingerprinter remembers before it starts again.
 MAX_REMEMBERED: Final = 1024
 
@@ -151,14 +136,14 @@ def _text(value: bytes | None) -> str | None:
 class Fingerprinter:
     """The fingerprint of the key in a request's credential headers, remembered per distinct header value.
 
-    A service sends the same few keys over and over: the HMAC (about 2 µs), the header decoding, the system-key test
+    A service sends the same few keys over and over: the HMAC, the header decoding, the system-key test
     and the friendly name are done once per key, then a call costs one dictionary lookup. The memory holds at most
     ``MAX_REMEMBERED`` header values, in this process only, where the keys already are (in the SDK clients, in every
     request's headers); it is never logged nor exported, and new settings (``instrument()`` again: a new salt, new
     system keys or names) start a new one.
     """
 
-    __slots__ = ("_salt", "_system", "_names", "known")
+    __slots__ = ("_salt", "_system", "_names", "_known")
 
     def __init__(
         self,
@@ -170,42 +155,36 @@ class Fingerprinter:
         self._system = system_fingerprints
         self._names = names or {}
         # Per (authorization, x-api-key, api-key): (fingerprint, its type unless told otherwise, its friendly name).
-        # Read directly by the transport hook's fast path; filled by ``learn``.
-        self.known: dict[tuple[bytes | None, bytes | None, bytes | None], tuple[str | None, str | None, str | None]] = {}
+        self._known: dict[tuple[bytes | None, bytes | None, bytes | None], tuple[str | None, str | None, str | None]] = {}
 
     def __repr__(self) -> str:
-        return f"Fingerprinter({len(self.known)} remembered)"  # never the keys
+        return f"Fingerprinter({len(self._known)} remembered)"  # never the keys
 
-    def learn(self, headers: tuple[bytes | None, bytes | None, bytes | None]) -> tuple[str | None, str | None, str | None]:
-        """What ``known`` holds for these raw (authorization, x-api-key, api-key) values, computed and remembered."""
+    def _learn(self, headers: tuple[bytes | None, bytes | None, bytes | None]) -> tuple[str | None, str | None, str | None]:
+        """What ``_known`` holds for these raw (authorization, x-api-key, api-key) values, computed and remembered."""
         key = key_of(_text(headers[0]), _text(headers[1]), _text(headers[2]))
         if key is None:
             known: tuple[str | None, str | None, str | None] = (None, None, None)
         else:
             key_id = fingerprint(key, self._salt)
             known = (key_id, "system" if key_id in self._system else "byok", self._names.get(key_id))
-        if len(self.known) >= MAX_REMEMBERED:
-            self.known.clear()
-        self.known[headers] = known
+        if len(self._known) >= MAX_REMEMBERED:
+            self._known.clear()
+        self._known[headers] = known
         return known
-
-    def of_headers(self, authorization: bytes | None, x_api_key: bytes | None, api_key: bytes | None) -> str | None:
-        """``fingerprint(key_of(...))`` of the raw header values, or None when they carry no key."""
-        headers = (authorization, x_api_key, api_key)
-        known = self.known.get(headers)
-        if known is None:
-            known = self.learn(headers)
-        return known[0]
 
     def classify(
         self, authorization: bytes | None, x_api_key: bytes | None, api_key: bytes | None, explicit: str | None
     ) -> tuple[str | None, str | None, str | None]:
-        """``(credential type, credential id, credential name)`` of the key in these raw headers: ``classify`` against
-        the system fingerprints given at creation, and the friendly name configured for the fingerprint."""
+        """``(credential type, credential id, credential name)`` of the key in these raw headers (see ``key_of``).
+
+        An explicit type from ``attribute()`` wins; else ``system`` for one of the system fingerprints given at
+        creation and ``byok`` for any other key. Without a key there is nothing to fingerprint, but an explicit type
+        is still worth reporting. The name is the one configured for the fingerprint."""
         headers = (authorization, x_api_key, api_key)
-        known = self.known.get(headers)
+        known = self._known.get(headers)
         if known is None:
-            known = self.learn(headers)
+            known = self._learn(headers)
         if explicit is not None:
             return explicit, known[0], known[2]
         return known[1], known[0], known[2]

@@ -81,6 +81,8 @@ class URLLike(Protocol):
     @property
     def path(self) -> str: ...
     @property
+    def raw_path(self) -> bytes: ...
+    @property
     def params(self) -> Any: ...
 
 
@@ -176,7 +178,7 @@ def _azure_details(url: URLLike) -> tuple[str | None, str | None]:
         deployment = path[start + len(marker) :].partition("/")[0] or None
     try:
         api_version = url.params.get("api-version") or None
-    except Exception:
+    except Exception:  # noqa: BLE001 - a query string the URL class cannot parse: no api-version, still a call
         api_version = None
     return deployment, api_version
 
@@ -230,11 +232,10 @@ class EndpointCache(Generic[T]):
     """``recognise`` remembered per URL, together with what the caller derives from each endpoint once (its span
     attributes), so that an LLM call to a URL seen before costs one dictionary lookup.
 
-    The key is what ``recognise`` reads of an ``httpx``/``httpx2`` URL: its parsed scheme, host, port, path and query
-    (never its user info). Other requests are answered without being remembered: any method but POST by one
-    comparison, a POST to a path that no API uses by a few ``str.endswith`` on the raw path (the same test
-    ``api_of`` makes on the decoded one, when decoding changes nothing). A URL object of another kind falls back
-    to ``recognise``. Lookups from several threads are safe: the worst race computes an entry twice.
+    The key is what ``recognise`` reads of a POST's URL: its scheme, host, port and raw path with its query (never
+    its user info). Only LLM endpoints are remembered; any other POST is answered by ``recognise`` each time, which
+    turns it away by a few ``str.endswith`` on its path. Lookups from several threads are safe: the worst race
+    computes an entry twice.
     """
 
     __slots__ = ("_base_urls", "_derive", "known")
@@ -242,32 +243,19 @@ class EndpointCache(Generic[T]):
     def __init__(self, base_urls: tuple[tuple[str, str], ...], derive: Callable[[Endpoint], T]) -> None:
         self._base_urls = base_urls
         self._derive = derive
-        # The answers by key (see above): read directly by the transport hook's fast path, filled by ``learn``.
         self.known: dict[tuple[object, ...], tuple[Endpoint, T]] = {}
 
-    def lookup(self, method: str, url: URLLike) -> tuple[Endpoint, T] | None:
-        if method != "POST":
-            return None
-        try:
-            reference = url._uri_reference  # type: ignore[attr-defined]
-            key = (reference.scheme, reference.host, reference.port, reference.path, reference.query)
-        except AttributeError:
-            return self._recognise(method, url)
+    def lookup(self, url: URLLike) -> tuple[Endpoint, T] | None:
+        """The endpoint of a POST to ``url`` and what was derived from it, or None when it is not an LLM call."""
+        key = (url.scheme, url.host, url.port, url.raw_path)
         found = self.known.get(key)
-        return found if found is not None else self.learn(key, url)
-
-    def learn(self, key: tuple[object, ...], url: URLLike) -> tuple[Endpoint, T] | None:
-        """The answer for a POST to ``url`` (whose ``key`` is not remembered yet), remembered if it is an LLM call."""
-        path = key[3]
-        if isinstance(path, str) and "%" not in path and api_of("POST", path or "/") is None:
-            return None  # url.path is this very path, unquoted: not an LLM call, and not worth remembering
-        found = self._recognise("POST", url)
         if found is not None:
-            if len(self.known) >= MAX_REMEMBERED:
-                self.known.clear()
-            self.known[key] = found
+            return found
+        endpoint = recognise("POST", url, self._base_urls)
+        if endpoint is None:
+            return None
+        found = (endpoint, self._derive(endpoint))
+        if len(self.known) >= MAX_REMEMBERED:
+            self.known.clear()
+        self.known[key] = found
         return found
-
-    def _recognise(self, method: str, url: URLLike) -> tuple[Endpoint, T] | None:
-        endpoint = recognise(method, url, self._base_urls)
-        return None if endpoint is None else (endpoint, self._derive(endpoint))

@@ -33,15 +33,9 @@ def with_include_usage(body: bytes) -> bytes | None:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def replace_body(request: Any, body: bytes) -> bool:
-    """Give an in-memory ``httpx``/``httpx2`` request a new body. False (request unchanged) if it is not one."""
-    stream = getattr(request, "stream", None)
-    if type(stream).__name__ != "ByteStream" or not hasattr(request, "_content"):
-        return False  # a streamed upload, or a request class we do not know: leave it alone
-    headers = request.headers
-    if "transfer-encoding" in headers:
-        return False
-    request.stream = type(stream)(body)
-    request._content = body
+def with_body(request: Any, body: bytes) -> Any:
+    """A copy of an in-memory ``httpx``/``httpx2`` request with a new body, built with the library's public
+    ``Request``; the original is left as the application made it."""
+    headers = request.headers.copy()
     headers["content-length"] = str(len(body))
-    return True
+    return type(request)(request.method, request.url, headers=headers, content=body, extensions=request.extensions)

@@ -1,49 +1,121 @@
-"""``json.loads`` for the bodies we read, and the few fields of them we want without decoding the rest.
+"""The few fields of a JSON body we read, decoded with ``msgspec`` without building the rest.
 
-``json.loads(bytes)`` first guesses the encoding (UTF-8, -16 or -32, with or without a BOM), then matches leading
-and trailing whitespace with regular expressions around the C scanner. An LLM request or response body is UTF-8
-and starts with ``{``, which settles all of that in two byte comparisons; the C scanner then does the same work
-``json.loads`` would. Anything else goes to ``json.loads`` itself, so the result (and the kind of error) is always
-exactly what ``json.loads`` gives.
+Each shape below is a ``msgspec.Struct`` that declares only the fields the instrumentation reads; msgspec validates
+the whole body as JSON but skips every other field without building a Python object for it, so reading a request
+costs the same whether its chat history is one turn or sixty, and an embeddings response costs nothing for its floats.
 
-``pick(data, spec)`` is ``project(loads(data), spec)``: only the fields ``spec`` names. The C walker of
-``_jsonpick.c`` (when built) validates the whole body as json would but builds only those fields, so its cost no
-longer grows with what we never read (a chat history, an embedding's floats); where it cannot vouch for its result
-it says so and the body is decoded here whole, giving the same value or the same error.
+``pick(data, shape)`` gives what ``project(json.loads(data), shape)`` gives: a dict of the declared fields that the
+body has (nested shapes projected the same way). A body msgspec refuses (a declared field of another JSON type than
+the shape expects, or text that only Python's ``json`` accepts: ``NaN``, UTF-16) is decoded whole with ``json``
+instead, so every body reads exactly as it did, and one that is not JSON at all raises ``ValueError`` either way.
 """
 
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Mapping
 from typing import Any, Final, Union
 
-try:
-    from ._jsonpick import pick as _walk
-except ImportError:  # built without a C compiler: the same results, through json
-    _walk = None
+import msgspec
+from msgspec import UNSET, Struct, UnsetType
 
-# The scanner json.loads uses (the C one), from a decoder configured as json.loads's default one.
-scan_once: Final = json.JSONDecoder().scan_once
-WHITESPACE: Final = " \t\n\r"  # JSON's whitespace, as json.decoder.WHITESPACE
-
-# Which fields to keep: a key's value whole (None), or picked again by a nested spec (see project).
+# Which fields to keep: a key's value whole (None), or projected again by a nested spec (see project).
 Spec = Mapping[str, Union["Spec", None]]
 
 
-def loads(data: bytes) -> Any:
-    """``json.loads(data)``: the same value, or a ``ValueError`` where it raises one."""
-    # json.detect_encoding says UTF-8 for anything that starts with "{" followed by a non-NUL byte.
-    if data[:1] != b"{" or data[1:2] == b"\x00":
-        return json.loads(data)
-    text = data.decode("utf-8", "surrogatepass")
-    try:
-        value, end = scan_once(text, 0)
-    except StopIteration as error:
-        raise json.JSONDecodeError("Expecting value", text, error.value) from None
-    if end != len(text) and text[end:].strip(WHITESPACE):
-        raise json.JSONDecodeError("Extra data", text, end)
-    return value
+class Request(Struct):
+    """The request fields ``_request.read_request`` reads (never the messages)."""
+
+    model: Any = UNSET
+    stream: Any = UNSET
+    stream_options: Any = UNSET
+    user: Any = UNSET
+    safety_identifier: Any = UNSET
+    metadata: Any = UNSET
+    providerOptions: Any = UNSET  # noqa: N815 - the JSON field's name
+
+
+class Choice(Struct):
+    """A Chat Completions (or legacy Completions) choice: its index and finish reason, never its message."""
+
+    index: Any = UNSET
+    finish_reason: Any = UNSET
+
+
+class ChatResponse(Struct):
+    """A whole Chat Completions, legacy Completions or Embeddings response body, or one stream chunk."""
+
+    error: Any = UNSET
+    id: Any = UNSET
+    model: Any = UNSET
+    choices: list[Choice] | None | UnsetType = UNSET
+    service_tier: Any = UNSET
+    usage: Any = UNSET
+    x_groq: Any = UNSET  # Groq puts a stream's usage here
+
+
+class Response(Struct):
+    """A Responses API ``response`` object (a whole body, or the one a stream event carries), never its output."""
+
+    id: Any = UNSET
+    model: Any = UNSET
+    service_tier: Any = UNSET
+    status: Any = UNSET
+    incomplete_details: Any = UNSET
+    error: Any = UNSET
+    usage: Any = UNSET
+
+
+class ResponseEvent(Struct):
+    """A Responses API stream event."""
+
+    type: Any = UNSET
+    code: Any = UNSET
+    response: Response | None | UnsetType = UNSET
+
+
+class Message(Struct):
+    """A whole Anthropic Messages response body, never its content."""
+
+    error: Any = UNSET
+    id: Any = UNSET
+    model: Any = UNSET
+    stop_reason: Any = UNSET
+    usage: Any = UNSET
+
+
+class MessageEvent(Struct):
+    """An Anthropic Messages stream event (message_start's message has no content yet: taken whole)."""
+
+    type: Any = UNSET
+    message: Any = UNSET
+    delta: Any = UNSET
+    usage: Any = UNSET
+    error: Any = UNSET
+
+
+def _nested(kind: Any) -> type[Struct] | None:
+    """The Struct a field's type holds (itself, in a list, or in a union with None and UNSET), if any."""
+    for argument in (kind, *typing.get_args(kind)):
+        for inner in (argument, *typing.get_args(argument)):
+            if typing.get_origin(inner) is None and isinstance(inner, type) and issubclass(inner, Struct):
+                return inner
+    return None
+
+
+def _spec(shape: type[Struct]) -> dict[str, Any]:
+    """The projection ``shape`` stands for: each field whole, or (a Struct, or a list of them) by its own spec."""
+    spec: dict[str, Any] = {}
+    for name, kind in typing.get_type_hints(shape).items():
+        nested = _nested(kind)
+        spec[name] = None if nested is None else _spec(nested)
+    return spec
+
+
+_SHAPES: Final[tuple[type[Struct], ...]] = (Request, ChatResponse, Response, ResponseEvent, Message, MessageEvent)
+_DECODERS: Final[dict[type[Struct], msgspec.json.Decoder[Any]]] = {shape: msgspec.json.Decoder(shape) for shape in _SHAPES}
+SPECS: Final[dict[type[Struct], dict[str, Any]]] = {shape: _spec(shape) for shape in _SHAPES}
 
 
 def project(value: Any, spec: Spec) -> Any:
@@ -61,15 +133,13 @@ def project(value: Any, spec: Spec) -> Any:
     return value
 
 
-def pick(data: bytes, spec: dict[str, Any]) -> Any:
-    """``project(loads(data), spec)``: the same value, or a ``ValueError`` where ``loads`` raises one."""
-    if _walk is not None:
-        picked = _walk(data, spec)
-        if picked is not None:
-            return picked
-    return project(loads(data), spec)
-
-
-def walker_built() -> bool:
-    """Whether the C walker is in use (for tests and benchmarks)."""
-    return _walk is not None
+def pick(data: bytes, shape: type[Struct]) -> Any:
+    """``project(json.loads(data), shape's spec)``: the same value, or a ``ValueError`` where ``json`` raises one."""
+    try:
+        if not data.isascii():
+            # msgspec does not check the UTF-8 of what it skips; json refuses a body with any invalid byte.
+            data.decode("utf-8")
+        # to_builtins leaves out the fields the body did not have (UNSET), as json would never have made them.
+        return msgspec.to_builtins(_DECODERS[shape].decode(data))
+    except ValueError:  # not of this shape, or text only Python's json reads (NaN, UTF-16): decoded whole
+        return project(json.loads(data), SPECS[shape])

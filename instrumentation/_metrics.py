@@ -7,18 +7,18 @@ instrumentation traces (whose span we enrich) are left to that instrumentation's
 too would count them twice.
 
 Recording runs at the end of every call, so its attributes are built once per endpoint and (request model, response
-model, error type), not per call (``MetricAttributes``), and a measurement that would be dropped anyway is not
-prepared at all: the API's no-op instruments, and the global provider's proxy instruments until an SDK meter provider
-is set (they then forward to the real instruments, which we call directly).
+model, error type), not per call (``MetricAttributes``). The instruments come from the given or the global meter
+provider through the public API: before the application sets a global provider they are the API's proxies, which
+drop measurements until it does and forward them after.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Final
 
 from opentelemetry import metrics
-from opentelemetry.metrics import MeterProvider, NoOpHistogram
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.util.types import AttributeValue
 
 from . import semconv
@@ -26,14 +26,9 @@ from ._endpoints import Endpoint
 from ._usage import Usage
 from .version import __version__
 
-try:  # The API's proxy instrument (global provider not set yet): it drops measurements until one is.
-    from opentelemetry.metrics._internal.instrument import _ProxyHistogram as _PROXY_HISTOGRAM
-except ImportError:  # pragma: no cover - a future API without it: every instrument is then recorded on
-    _PROXY_HISTOGRAM = None
-
 log = logging.getLogger(__name__)
 
-METER_NAME: Final = "tokentrail.instrumentation"
+METER_NAME: Final = semconv.INSTRUMENTATION_SCOPE
 # The semantic conventions' advised bucket boundaries.
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS: Final = (
@@ -101,29 +96,10 @@ class MetricAttributes:
         )
 
 
-def _target(instrument: Any) -> Any:
-    """What a measurement on ``instrument`` reaches: the instrument itself, the real one behind an API proxy, or None
-    when it is dropped (a no-op instrument, or a proxy whose global meter provider has not been set yet)."""
-    if _PROXY_HISTOGRAM is not None and isinstance(instrument, _PROXY_HISTOGRAM):
-        real = getattr(instrument, "_real_instrument", instrument)
-        return real if real is None or real is instrument else _target(real)
-    if isinstance(instrument, NoOpHistogram):
-        return None
-    return instrument
-
-
-def _is_proxy(instrument: object) -> bool:
-    return (
-        _PROXY_HISTOGRAM is not None
-        and isinstance(instrument, _PROXY_HISTOGRAM)
-        and hasattr(instrument, "_real_instrument")
-    )
-
-
 class Metrics:
     """The two instruments, created once per ``instrument()`` from the given or the global meter provider."""
 
-    __slots__ = ("_duration", "_tokens", "_proxies")
+    __slots__ = ("_duration", "_tokens")
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         meter = metrics.get_meter(METER_NAME, __version__, meter_provider=meter_provider)
@@ -139,38 +115,8 @@ class Metrics:
             description="Measures number of input and output tokens used",
             explicit_bucket_boundaries_advisory=list(TOKEN_BUCKETS),
         )
-        # Where measurements go (None: nowhere), and while the global provider is not set, the proxies to watch.
-        self._duration: Any = None
-        self._tokens: Any = None
-        self._proxies: tuple[Any, Any] | None = None
-        if _is_proxy(duration) and _is_proxy(tokens):
-            self._proxies = (duration, tokens)
-            self._resolve()
-        else:
-            self._duration, self._tokens = _target(duration), _target(tokens)
-
-    def _resolve(self) -> None:
-        """Once the global meter provider is set, measurements go straight to the real instruments behind the
-        proxies, for good (it can be set only once)."""
-        proxies = self._proxies
-        if proxies is None:
-            return
-        duration, tokens = proxies[0]._real_instrument, proxies[1]._real_instrument
-        if duration is None or tokens is None:
-            return  # not set yet: the proxies would drop the measurements
-        self._duration, self._tokens = _target(duration), _target(tokens)
-        self._proxies = None
-
-    @property
-    def live(self) -> bool:
-        """Whether a measurement would be recorded now: not with no-op instruments, nor while the global meter
-        provider they come from is not set (its proxy instruments drop measurements until then)."""
-        proxies = self._proxies
-        if proxies is not None:
-            if proxies[0]._real_instrument is None or proxies[1]._real_instrument is None:
-                return False
-            self._resolve()
-        return self._duration is not None or self._tokens is not None
+        self._duration = duration
+        self._tokens = tokens
 
     def record(
         self,
@@ -181,18 +127,12 @@ class Metrics:
         usage: Usage | None,
         error_type: str | None,
     ) -> None:
-        """One finished call to an endpoint (``attributes`` is that endpoint's), its duration and token usage.
-
-        Nothing is prepared for measurements nobody would receive (see ``live``, which callers may ask first).
-        """
-        if not self.live:
-            return
-        duration, tokens = self._duration, self._tokens
+        """One finished call to an endpoint (``attributes`` is that endpoint's), its duration and token usage."""
         on_duration, on_input, on_output = attributes.sets(request_model, response_model, error_type)
-        if duration is not None:
-            duration.record(seconds, on_duration)
-        if usage is None or tokens is None:
+        self._duration.record(seconds, on_duration)
+        if usage is None:
             return
+        tokens = self._tokens
         if usage.input_tokens is not None:
             tokens.record(usage.input_tokens, on_input)
         if usage.output_tokens is not None:

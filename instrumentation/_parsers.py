@@ -5,10 +5,10 @@ decoded (a final usage chunk, a finish reason, Anthropic's message_start/message
 API's created/completed/incomplete/failed events), found by a regular expression over each block of complete lines,
 so a long stream of text deltas costs a few ``re.search`` calls and no JSON decoding.
 
-A JSON body is parsed once, at its end, with ``_jsonbody.pick``: only the fields ``RESPONSE_FIELDS`` names are
-decoded (an embeddings body of 4 x 1536 floats: ~90 µs against ~1.3 ms for ``json.loads``). A very large one (a
-batch of embeddings can be tens of megabytes) is not decoded at all: its head and tail, where every API puts its
-id, model and usage, are kept and scanned instead.
+A JSON body is parsed once, at its end, with ``_jsonbody.pick``: only the fields its API's shape declares are
+decoded, so an embeddings body's floats or a long answer cost a walk over their bytes, not Python objects. A very
+large one (a batch of embeddings can be tens of megabytes) is not decoded at all: its head and tail, where every API
+puts its id, model and usage, are kept and scanned instead.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import re
 from typing import Any, Final
 
 from . import semconv
-from ._jsonbody import loads, pick
-from ._spans import chat_response_facts
+from ._jsonbody import ChatResponse, Message, MessageEvent, Response, ResponseEvent, pick
 from ._usage import (
     AnthropicUsage,
     BodyParser,
@@ -33,27 +32,13 @@ from ._usage import (
 
 log = logging.getLogger(__name__)
 
-# The APIs whose whole JSON bodies chat_response_facts reads (their facts_from_json is one and the same).
-_CHAT_APIS: Final = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS, semconv.API_EMBEDDINGS})
-# The fields of a whole JSON response body that facts_from_json and chat_response_facts read, by API; an API not
-# named reads as Chat Completions. Everything else (choices' messages, output items, content blocks, embeddings) is
-# walked, not decoded. Tests hold the facts of picked bodies equal to those of whole ones.
-_CHAT_FIELDS: Final[dict[str, Any]] = {
-    "error": None,
-    "id": None,
-    "model": None,
-    "choices": {"index": None, "finish_reason": None},
-    "service_tier": None,
-    "usage": None,
-}
-RESPONSE_FIELDS: Final[dict[str, dict[str, Any]]] = {
-    semconv.API_CHAT_COMPLETIONS: _CHAT_FIELDS,
-    semconv.API_COMPLETIONS: _CHAT_FIELDS,
-    semconv.API_EMBEDDINGS: _CHAT_FIELDS,
-    semconv.API_RESPONSES: dict.fromkeys(
-        ("id", "model", "service_tier", "status", "incomplete_details", "error", "usage")
-    ),
-    semconv.API_ANTHROPIC_MESSAGES: dict.fromkeys(("error", "id", "model", "stop_reason", "usage")),
+# The shape of a whole JSON response body, by API (see _jsonbody); an API not named reads as Chat Completions.
+RESPONSE_SHAPES: Final[dict[str, type[Any]]] = {
+    semconv.API_CHAT_COMPLETIONS: ChatResponse,
+    semconv.API_COMPLETIONS: ChatResponse,
+    semconv.API_EMBEDDINGS: ChatResponse,
+    semconv.API_RESPONSES: Response,
+    semconv.API_ANTHROPIC_MESSAGES: Message,
 }
 # A JSON body up to this size is decoded whole; beyond it only its head and tail are kept and scanned.
 FULL_JSON_BODY: Final = 1 << 20
@@ -155,11 +140,8 @@ class JsonBodyParser:
             # Most bodies arrive in one chunk: parsed as it is, not copied by a join.
             body = chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
             api = self._api
-            data = pick(body, RESPONSE_FIELDS.get(api, _CHAT_FIELDS))
-            if api in _CHAT_APIS and type(data) is dict:
-                return chat_response_facts(data)
-            return facts_from_json(api, data)
-        except (ValueError, StopIteration):
+            return facts_from_json(api, pick(body, RESPONSE_SHAPES.get(api, ChatResponse)))
+        except ValueError:
             return ResponseFacts()
         finally:
             # The body wrapper keeps this parser (its feed) as long as the response lives: let go of the body now.
@@ -260,7 +242,7 @@ class ChatStreamParser(SseParser):
         if payload == b"[DONE]":
             self.facts.terminal = True
             return
-        chunk = loads(payload)
+        chunk = pick(payload, ChatResponse)
         if isinstance(chunk, dict):
             self._first = False
             chunk_facts(chunk, self.facts)
@@ -281,7 +263,7 @@ class MessagesStreamParser(SseParser):
         self._usage = AnthropicUsage()
 
     def on_data(self, payload: bytes) -> None:
-        event = loads(payload)
+        event = pick(payload, MessageEvent)
         if not isinstance(event, dict):
             return
         facts = self.facts
@@ -320,7 +302,7 @@ class ResponsesStreamParser(SseParser):
     MARKERS = (re.compile(rb'"response\.(?:created|completed|incomplete|failed)"'), re.compile(rb'"error"'))
 
     def on_data(self, payload: bytes) -> None:
-        event = loads(payload)
+        event = pick(payload, ResponseEvent)
         if not isinstance(event, dict):
             return
         kind = event.get("type")

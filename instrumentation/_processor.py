@@ -18,10 +18,9 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from . import _foreign, _state
+from . import _foreign, semconv
 from ._context import current_attribution
 from ._spans import attribution_attributes, has_genai_attributes
-from ._state import INSTRUMENTATION_SCOPE as OWN_SCOPE
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +38,9 @@ class AttributionSpanProcessor(SpanProcessor):
         if not self.enabled:
             return
         try:
-            # Our own spans are born with their attribution, and are not another instrumentation's. They come from the
-            # tracer of the settings in force, whose scope object (the SDK's, kept on each span) is compared first.
-            scope = getattr(span, "_instrumentation_scope", None)
-            settings = _state._settings
-            if scope is not None and settings is not None and scope is settings.scope:
-                return
+            # Our own spans are born with their attribution, and are not another instrumentation's.
             scope = span.instrumentation_scope
-            if scope is not None and scope.name == OWN_SCOPE:
+            if scope is not None and scope.name == semconv.INSTRUMENTATION_SCOPE:
                 return
             _foreign.started(span)
             if not has_genai_attributes(span):

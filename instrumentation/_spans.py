@@ -6,15 +6,17 @@ place that needs to change when the conventions move.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from . import semconv
 from ._context import Attribution
-from ._endpoints import Endpoint
-from ._usage import ResponseFacts, Usage, _finish_reasons, _str, chat_usage, facts_from_json
+
+if TYPE_CHECKING:  # named in hints only: `import tokentrail.instrumentation` (the span processor) needs neither
+    from ._endpoints import Endpoint
+    from ._usage import ResponseFacts, Usage
 
 
 def attribution_attributes(
@@ -84,15 +86,8 @@ def request_attributes(
 
 
 def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
-    """Response id, model, finish reasons, service tier and usage. A count the response did not carry sets nothing.
-
-    The caller owns the dictionary returned (attributes the parser built along the way are handed over, once).
-    """
-    attributes = facts.attributes
-    if attributes is not None:
-        facts.attributes = None
-        return attributes
-    attributes = {}
+    """Response id, model, finish reasons, service tier and usage. A count the response did not carry sets nothing."""
+    attributes: dict[str, AttributeValue] = {}
     if facts.response_id is not None:
         attributes[semconv.GEN_AI_RESPONSE_ID] = facts.response_id
     if facts.response_model is not None:
@@ -133,55 +128,6 @@ def _usage_into(attributes: dict[str, AttributeValue], usage: Usage) -> None:
             name = semconv.CACHE_CREATION_BY_TTL.get(ttl)
             if name is not None:
                 attributes[name] = value
-
-
-def chat_response_facts(body: dict[str, Any]) -> ResponseFacts:
-    """``facts_from_json`` of a whole Chat Completions (or legacy Completions, Embeddings) response body, with its
-    ``response_attributes`` built in the same pass and kept in ``facts.attributes``.
-
-    This runs at the end of most calls, so it reads the body once and builds no attribute twice; an error body goes
-    the general way. Tests hold it equal to ``facts_from_json`` followed by ``response_attributes``.
-    """
-    get = body.get
-    if get("error"):
-        return facts_from_json(semconv.API_CHAT_COMPLETIONS, body)
-    attributes: dict[str, AttributeValue] = {}
-    response_id = get("id")
-    if type(response_id) is not str or not response_id:
-        response_id = _str(response_id)
-    if response_id is not None:
-        attributes[semconv.GEN_AI_RESPONSE_ID] = response_id
-    response_model = get("model")
-    if type(response_model) is not str or not response_model:
-        response_model = _str(response_model)
-    if response_model is not None:
-        attributes[semconv.GEN_AI_RESPONSE_MODEL] = response_model
-    reasons: dict[int, str] = {}
-    choices = get("choices")
-    if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict and type(
-        reason := choices[0].get("finish_reason")
-    ) is str:
-        # One choice with its finish reason, the usual case: _finish_reasons written out.
-        index = choices[0].get("index")
-        reasons[index if isinstance(index, int) else 0] = reason
-        attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = (reason,)
-    elif choices is not None:
-        _finish_reasons(reasons, choices)
-        if reasons:
-            attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = _in_order(reasons)
-    tier = get("service_tier")
-    if type(tier) is not str or not tier:
-        tier = _str(tier)
-    if tier is not None:
-        attributes[semconv.TOKENTRAIL_SERVICE_TIER] = tier.lower()
-    usage_object = get("usage")
-    if isinstance(usage_object, dict):
-        usage: Usage | None = chat_usage(usage_object)
-        _usage_into(attributes, usage)  # type: ignore[arg-type]
-    else:
-        usage = None
-        attributes[semconv.TOKENTRAIL_USAGE_MISSING] = True
-    return ResponseFacts(response_id, response_model, reasons, usage, True, None, tier, attributes)
 
 
 def has_genai_attributes(span: Span) -> bool:

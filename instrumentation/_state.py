@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
@@ -23,7 +24,7 @@ from .version import __version__
 
 log = logging.getLogger(__name__)
 
-INSTRUMENTATION_SCOPE = "tokentrail.instrumentation"
+INSTRUMENTATION_SCOPE: Final = semconv.INSTRUMENTATION_SCOPE
 
 
 # What is derived once per endpoint: its spans' attributes given at start and those set when the call ends (see
@@ -47,16 +48,12 @@ class Settings:
     metrics: Metrics | None = None
     credential_names: Mapping[str, str] | None = None
     inject_stream_usage: bool = False
-    # The SDK's instrumentation scope object of ``tracer``, which every span it starts keeps (None if not an SDK
-    # tracer): the attribution processor recognises our own spans by it at a glance.
-    scope: object | None = field(init=False, repr=False, compare=False)
     # Derived, and remembered for as long as these settings are in force: per endpoint, the attributes every span of
     # ours to it starts with and its metric attribute sets; per credential header, the key's fingerprint.
     endpoints: _endpoints.EndpointCache[EndpointFacts] = field(init=False, repr=False, compare=False)
     fingerprints: _credentials.Fingerprinter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scope", getattr(self.tracer, "_instrumentation_scope", None))
         object.__setattr__(self, "endpoints", _endpoints.EndpointCache(self.base_urls, endpoint_facts))
         object.__setattr__(
             self, "fingerprints", _credentials.Fingerprinter(self.salt, self.system_fingerprints, self.credential_names)
@@ -95,7 +92,7 @@ def configure(
     salt = _credentials.resolve_salt(fingerprint_salt)
     try:
         metrics: Metrics | None = Metrics(meter_provider)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken meter provider must not stop the spans
         log.warning("TokenTrail could not create its metrics; spans are still emitted", exc_info=True)
         metrics = None
     settings = Settings(

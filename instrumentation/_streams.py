@@ -51,7 +51,7 @@ class _SyncMixin:
                 if feed is not None:
                     try:
                         feed(chunk)
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - our parser's failure must not break the read: unfed() logs it
                         feed = None
                         observer.unfed()
                 yield chunk
@@ -83,7 +83,7 @@ class _AsyncMixin:
                 if feed is not None:
                     try:
                         feed(chunk)
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - our parser's failure must not break the read: unfed() logs it
                         feed = None
                         observer.unfed()
                 yield chunk
@@ -125,7 +125,7 @@ class _Common:
             observer = self._observer
             if not observer.ended:
                 observer.end("abandoned")
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - a finalizer must not raise, and may run when logging is gone
             pass
 
 

@@ -16,9 +16,10 @@ from types import ModuleType
 from typing import Any, Final
 
 import wrapt
+from opentelemetry import context
 from opentelemetry.instrumentation.utils import unwrap
 
-from . import _call, _context, _state, _streams
+from . import _call, _state, _streams
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +41,30 @@ def _failed(call: _call.Call, error: BaseException) -> None:
         log.debug("TokenTrail could not record a failed request", exc_info=True)
 
 
+def _sending(request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The transport method's arguments with ``request`` in place of the application's."""
+    if args:
+        return (request, *args[1:]), kwargs
+    return args, {**kwargs, "request": request}
+
+
 def _unobserved(call: _call.Call, response: Any) -> Any:
     log.debug("TokenTrail could not observe a response", exc_info=True)
     try:
         call.end("failed")
-    except Exception:
-        pass
+    except Exception:  # noqa: BLE001 - the response goes to the application whatever happened to our span
+        log.debug("TokenTrail could not end a call it could not observe", exc_info=True)
     return response
 
 
-# The two hooks run for every request the process makes, so their guarded steps are written inline rather than as
-# helper functions: inside a real request, every distinct function a call passes through costs about twice what it
-# costs in a tight loop (its code is no longer in the CPU caches), and the sync and async hooks stay line for line
-# the same apart from their awaits.
+# The sync and async hooks stay line for line the same apart from their awaits.
 
 
 def _sync_hook(library: _Library) -> Callable[..., Any]:
     wrappers = library.wrappers
 
     def handle_request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        settings = _state._settings  # what _state.current() returns
+        settings = _state.current()
         request = args[0] if args else kwargs.get("request")
         call = None
         if settings is not None and request is not None:
@@ -70,6 +75,8 @@ def _sync_hook(library: _Library) -> Callable[..., Any]:
         if call is None:
             return wrapped(*args, **kwargs)
         token = call.token  # begin() made the call's context current
+        if call.request is not request:
+            args, kwargs = _sending(call.request, args, kwargs)
         try:
             response = wrapped(*args, **kwargs)
         except BaseException as error:
@@ -78,12 +85,12 @@ def _sync_hook(library: _Library) -> Callable[..., Any]:
         finally:
             if token is not None:
                 try:
-                    _context.detach(token)
+                    context.detach(token)
                 except Exception:
                     log.debug("TokenTrail could not restore the context", exc_info=True)
         try:
             return call.responded(response, wrappers)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the response goes to the application: _unobserved logs ours
             return _unobserved(call, response)
 
     return handle_request
@@ -95,7 +102,7 @@ def _async_hook(library: _Library) -> Callable[..., Any]:
     async def handle_async_request(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        settings = _state._settings  # what _state.current() returns
+        settings = _state.current()
         request = args[0] if args else kwargs.get("request")
         call = None
         if settings is not None and request is not None:
@@ -106,6 +113,8 @@ def _async_hook(library: _Library) -> Callable[..., Any]:
         if call is None:
             return await wrapped(*args, **kwargs)
         token = call.token  # begin() made the call's context current
+        if call.request is not request:
+            args, kwargs = _sending(call.request, args, kwargs)
         try:
             response = await wrapped(*args, **kwargs)
         except BaseException as error:
@@ -114,12 +123,12 @@ def _async_hook(library: _Library) -> Callable[..., Any]:
         finally:
             if token is not None:
                 try:
-                    _context.detach(token)
+                    context.detach(token)
                 except Exception:
                     log.debug("TokenTrail could not restore the context", exc_info=True)
         try:
             return call.responded(response, wrappers)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the response goes to the application: _unobserved logs ours
             return _unobserved(call, response)
 
     return handle_async_request
@@ -132,7 +141,8 @@ def _load(name: str) -> _Library | None:
     try:
         module = importlib.import_module(name)
         return _Library(module, _streams.wrappers(module.SyncByteStream, module.AsyncByteStream))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a library missing, or not of the shape we wrap, is left uninstrumented
+        log.debug("TokenTrail cannot instrument %s", name, exc_info=True)
         return None
 
 

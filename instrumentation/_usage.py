@@ -23,8 +23,6 @@ class Usage(NamedTuple):
 
     ``cache_creation_by_ttl`` splits ``cache_creation_input_tokens`` by cache lifetime (``"5m"``, ``"1h"`` for
     Anthropic, ``"30m"``, ``"12h"`` for OpenAI), priced differently; the parts are not additions to the total.
-
-    A named tuple rather than a dataclass: as immutable in use, and built in a third of the time on every call.
     """
 
     input_tokens: int | None = None
@@ -33,10 +31,6 @@ class Usage(NamedTuple):
     cache_creation_input_tokens: int | None = None
     reasoning_output_tokens: int | None = None
     cache_creation_by_ttl: dict[str, int] | None = None
-
-
-# Builds a named tuple from a tuple of all its fields, without a call of its (Python) __new__.
-_new: Final = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -50,9 +44,6 @@ class ResponseFacts:
     terminal: bool = False
     error_type: str | None = None
     service_tier: str | None = None
-    # The span attributes of these facts, when the parser built them in the same pass (a whole Chat Completions body:
-    # see _spans.chat_response_facts); response_attributes() hands them over instead of building them again.
-    attributes: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class BodyParser(Protocol):
@@ -64,8 +55,6 @@ class BodyParser(Protocol):
 
 
 def _int(value: object) -> int | None:
-    if type(value) is int:  # what JSON gives: the common case, one test
-        return value if value >= 0 else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
@@ -92,46 +81,26 @@ def _openai_cache_writes(details: Mapping[str, Any]) -> dict[str, int] | None:
     return by_ttl or None
 
 
-def chat_usage(usage: dict[str, Any]) -> Usage:
+def chat_usage(usage: Mapping[str, Any]) -> Usage:
     """A Chat Completions, legacy Completions or Embeddings ``usage`` object. ``prompt_tokens`` includes cache."""
-    get = usage.get
-    # Plain non-negative ints are taken as they are (the usual case, one type test); anything else goes to _int.
-    input_tokens = get("prompt_tokens")
-    if type(input_tokens) is not int or input_tokens < 0:
-        input_tokens = _int(input_tokens)
-    output_tokens = get("completion_tokens")
-    if type(output_tokens) is not int or output_tokens < 0:
-        output_tokens = _int(output_tokens)
-    prompt_details = get("prompt_tokens_details")
-    if type(prompt_details) is dict:
-        cached = prompt_details.get("cached_tokens")
-        if type(cached) is not int or cached < 0:
-            cached = _int(cached)
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        cached = _int(details.get("cached_tokens"))
         # Cache writes (OpenAI's, OpenRouter's for models that bill them) are inside prompt_tokens, like reads.
-        cache_writes = prompt_details.get("cache_write_tokens")
-        if cache_writes is not None:
-            cache_writes = _int(cache_writes)
-        by_ttl = _openai_cache_writes(prompt_details) if "cache_write_tokens_details" in prompt_details else None
-    elif isinstance(prompt_details, dict):
-        cached = _int(prompt_details.get("cached_tokens"))
-        cache_writes = _int(prompt_details.get("cache_write_tokens"))
-        by_ttl = _openai_cache_writes(prompt_details)
+        writes = _int(details.get("cache_write_tokens"))
+        by_ttl = _openai_cache_writes(details)
     else:
-        cached = cache_writes = by_ttl = None
+        cached = writes = by_ttl = None
     if cached is None:
-        cached = _int(get("prompt_cache_hit_tokens"))  # DeepSeek's name for the same thing
-    completion_details = get("completion_tokens_details")
-    reasoning = None
-    if type(completion_details) is dict:
-        reasoning = completion_details.get("reasoning_tokens")
-        if type(reasoning) is not int or reasoning < 0:
-            reasoning = _int(reasoning)
-    elif isinstance(completion_details, dict):
-        reasoning = _int(completion_details.get("reasoning_tokens"))
-    return _new(Usage, (input_tokens, output_tokens, cached, cache_writes, reasoning, by_ttl))
+        cached = _int(usage.get("prompt_cache_hit_tokens"))  # DeepSeek's name for the same thing
+    completion = usage.get("completion_tokens_details")
+    reasoning = _int(completion.get("reasoning_tokens")) if isinstance(completion, dict) else None
+    return Usage(
+        _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached, writes, reasoning, by_ttl
+    )
 
 
-def responses_usage(usage: dict[str, Any]) -> Usage:
+def responses_usage(usage: Mapping[str, Any]) -> Usage:
     """A Responses ``usage`` object: ``input_tokens`` includes cache reads and writes, ``output_tokens`` reasoning."""
     input_details = _dict(usage.get("input_tokens_details"))
     return Usage(
@@ -163,7 +132,7 @@ class AnthropicUsage:
         self.thinking: int | None = None
         self.tier: str | None = None
 
-    def update(self, usage: dict[str, Any], *, output: bool = True) -> None:
+    def update(self, usage: Mapping[str, Any], *, output: bool = True) -> None:
         """Take the fields ``usage`` reports. ``output=False`` for message_start, whose output is a placeholder."""
         for name, attribute in (
             ("input_tokens", "input"),
@@ -223,7 +192,7 @@ def _finish_reasons(reasons: dict[int, str], choices: object) -> None:
                 reasons[index if isinstance(index, int) else position] = reason
 
 
-def responses_facts(body: dict[str, Any], facts: ResponseFacts) -> ResponseFacts:
+def responses_facts(body: Mapping[str, Any], facts: ResponseFacts) -> ResponseFacts:
     """A Responses ``response`` object (a whole body, or the one in a terminal stream event) into ``facts``.
 
     The finish reason follows the response's status: ``stop`` when completed, the ``incomplete_details.reason``
@@ -249,11 +218,7 @@ def responses_facts(body: dict[str, Any], facts: ResponseFacts) -> ResponseFacts
 
 
 def facts_from_json(api: str, data: object) -> ResponseFacts:
-    """The facts of a whole (non-streamed) response body of ``api``.
-
-    (A Chat Completions, legacy Completions or Embeddings body is read by ``_spans.chat_response_facts`` in the hot
-    path, which tests hold equal to this.)
-    """
+    """The facts of a whole (non-streamed) response body of ``api``."""
     facts = ResponseFacts(terminal=True)
     body = _dict(data)
     if api == semconv.API_RESPONSES:
@@ -271,10 +236,10 @@ def facts_from_json(api: str, data: object) -> ResponseFacts:
     if api == semconv.API_ANTHROPIC_MESSAGES:
         if isinstance(body.get("stop_reason"), str):
             facts.finish_reasons[0] = body["stop_reason"]
-        usage = AnthropicUsage()
-        usage.update(_dict(body.get("usage")))
-        facts.usage = usage.to_usage()
-        facts.service_tier = usage.tier
+        anthropic = AnthropicUsage()
+        anthropic.update(_dict(body.get("usage")))
+        facts.usage = anthropic.to_usage()
+        facts.service_tier = anthropic.tier
     else:
         _finish_reasons(facts.finish_reasons, get("choices"))
         value = get("service_tier")
@@ -286,7 +251,7 @@ def facts_from_json(api: str, data: object) -> ResponseFacts:
     return facts
 
 
-def chunk_facts(chunk: dict[str, Any], facts: ResponseFacts) -> None:
+def chunk_facts(chunk: Mapping[str, Any], facts: ResponseFacts) -> None:
     """One Chat Completions (or legacy Completions) stream chunk into ``facts``.
 
     Usage appears only with ``stream_options.include_usage``, in a final chunk whose ``choices`` is empty (Groq

@@ -11,12 +11,12 @@ from collections.abc import Collection
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # not in its __all__
 
 from . import _processor, _state, _transport
 
 
-class TokenTrailInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class TokenTrailInstrumentor(BaseInstrumentor):
     """Instruments the ``httpx2`` and ``httpx`` transports for LLM calls.
 
     Keyword arguments of ``instrument()``: ``tracer_provider`` and ``meter_provider`` (default: the global ones),

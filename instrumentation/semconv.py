@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Final
 
+# The instrumentation scope (tracer and meter name) of the spans and metrics TokenTrail emits.
+INSTRUMENTATION_SCOPE: Final = "tokentrail.instrumentation"
+
 # OpenTelemetry GenAI semantic conventions.
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"

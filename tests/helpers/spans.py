@@ -56,3 +56,10 @@ def anthropic_tokens(usage: dict[str, Any]) -> dict[str, int]:
 def assert_tokens(span: ReadableSpan, expected: dict[str, int]) -> None:
     attributes = attrs(span)
     assert {name: attributes.get(name) for name in expected} == expected
+
+
+def usage_of(call: Any) -> dict[str, Any]:
+    """The usage object a fake provider's call answered with (every call the tests read it of has one)."""
+    usage: dict[str, Any] | None = call.usage
+    assert usage is not None
+    return usage

@@ -13,9 +13,9 @@ from opentelemetry.trace import StatusCode
 from tokentrail.instrumentation import attribute, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
-from tests.helpers.spans import SYSTEM_KEY, anthropic_tokens, assert_tokens, attrs, only_genai_span
+from tests.helpers.spans import SYSTEM_KEY, anthropic_tokens, assert_tokens, attrs, only_genai_span, usage_of
 
-MESSAGES = [{"role": "user", "content": "Tell me about the lazy dog, at some length please."}]
+MESSAGES: Any = [{"role": "user", "content": "Tell me about the lazy dog, at some length please."}]
 MODEL = "claude-haiku-4-5"
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -47,7 +47,7 @@ def assert_enriched_native_span(exporter: InMemorySpanExporter, fake: FakeProvid
     assert a[semconv.TOKENTRAIL_CREDENTIAL_TYPE] == "system"
     assert a[semconv.GEN_AI_RESPONSE_ID] == fake.last_call.response_id
     # The SDK's span carries the usage itself, input inclusive of cache (it uses the cache_write name).
-    usage = fake.last_call.usage
+    usage = usage_of(fake.last_call)
     expected = anthropic_tokens(usage)
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == expected[semconv.GEN_AI_USAGE_INPUT_TOKENS]
     assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == usage["output_tokens"]
@@ -63,7 +63,7 @@ def assert_own_span(exporter: InMemorySpanExporter, fake: FakeProvider, *, strea
     assert a[semconv.GEN_AI_REQUEST_STREAM] is stream
     assert a[semconv.GEN_AI_RESPONSE_ID] == fake.last_call.response_id
     assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("end_turn",)
-    assert_tokens(span, anthropic_tokens(fake.last_call.usage))
+    assert_tokens(span, anthropic_tokens(usage_of(fake.last_call)))
     assert semconv.TOKENTRAIL_STREAM_INCOMPLETE not in a
 
 
@@ -161,7 +161,7 @@ def test_own_span_when_the_environment_disables_native_spans(
     fake: FakeProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, instrumented: TracerProvider
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_OPEN_TELEMETRY", "false")
-    options = {"base_url": fake.anthropic_base_url, "api_key": SYSTEM_KEY, "max_retries": 0}
+    options: dict[str, Any] = {"base_url": fake.anthropic_base_url, "api_key": SYSTEM_KEY, "max_retries": 0}
     anthropic.Anthropic(**options).messages.create(**create())
     assert_own_span(exporter, fake, stream=False)
 
@@ -174,7 +174,7 @@ def test_early_break_keeps_the_input_usage_and_marks_the_stream_incomplete(
             if event.type == "content_block_delta":
                 break
     a = attrs(only_genai_span(exporter))
-    expected = anthropic_tokens(fake.last_call.usage)
+    expected = anthropic_tokens(usage_of(fake.last_call))
     assert a[semconv.TOKENTRAIL_STREAM_INCOMPLETE] is True
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == expected[semconv.GEN_AI_USAGE_INPUT_TOKENS]
     assert a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == expected[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS]
@@ -195,7 +195,7 @@ def test_stream_cut_by_the_server_keeps_input_usage_and_records_the_error(
     a = attrs(span)
     assert span.status.status_code is StatusCode.ERROR
     assert a[semconv.TOKENTRAIL_STREAM_INCOMPLETE] is True
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == anthropic_tokens(fake.last_call.usage)[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == anthropic_tokens(usage_of(fake.last_call))[semconv.GEN_AI_USAGE_INPUT_TOKENS]
 
 
 def test_own_span_records_metadata_user_id(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:

@@ -16,7 +16,7 @@ from opentelemetry.trace import StatusCode
 from tokentrail.instrumentation import instrument, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span, usage_of
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -51,7 +51,7 @@ def test_responses_call_has_exact_usage_and_names_its_api(fake: FakeProvider, ex
     client(fake).responses.create(model="gpt-5", input="Tell me about foxes.")
     span = only_genai_span(exporter)
     a = attrs(span)
-    expected = responses_tokens(fake.last_call.usage)
+    expected = responses_tokens(usage_of(fake.last_call))
     assert tokens_of(span, expected) == expected
     assert span.name == "chat gpt-5"
     assert a[semconv.TOKENTRAIL_API] == "responses"
@@ -71,7 +71,7 @@ def test_responses_stream_takes_usage_from_response_completed(
         for _ in client(fake).responses.create(model="gpt-5", input="hi", stream=True):
             pass
     span = only_genai_span(exporter)
-    expected = responses_tokens(fake.last_call.usage)
+    expected = responses_tokens(usage_of(fake.last_call))
     assert tokens_of(span, expected) == expected
     assert attrs(span)[semconv.GEN_AI_REQUEST_STREAM] is True
     assert semconv.TOKENTRAIL_STREAM_INCOMPLETE not in attrs(span)
@@ -83,7 +83,7 @@ async def test_async_responses_stream_takes_usage_from_response_completed(
     async with async_client(fake) as c:
         async for _ in await c.responses.create(model="gpt-5", input="hi", stream=True):
             pass
-    expected = responses_tokens(fake.last_call.usage)
+    expected = responses_tokens(usage_of(fake.last_call))
     assert tokens_of(only_genai_span(exporter), expected) == expected
 
 
@@ -107,7 +107,7 @@ def test_responses_failed_records_the_error_and_the_usage_so_far(
     a = attrs(span)
     assert span.status.status_code is StatusCode.ERROR
     assert a[semconv.ERROR_TYPE] == "server_error"
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["input_tokens"]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["input_tokens"]
 
 
 def test_a_responses_stream_that_ends_without_its_final_event_is_incomplete(
@@ -128,7 +128,7 @@ def test_an_open_responses_server_on_another_host_is_recognised(
     client(fake).responses.create(model="llama3.2", input="hi")
     a = attrs(only_genai_span(exporter))
     assert (a[semconv.GEN_AI_PROVIDER_NAME], a[semconv.TOKENTRAIL_API]) == ("ollama", "responses")
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["input_tokens"]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["input_tokens"]
 
 
 # Legacy Completions ---------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_legacy_completion_is_a_text_completion_with_exact_usage(
     client(fake).completions.create(model="gpt-3.5-turbo-instruct", prompt="Once upon a time")
     span = only_genai_span(exporter)
     a = attrs(span)
-    usage = fake.last_call.usage
+    usage = usage_of(fake.last_call)
     assert span.name == "text_completion gpt-3.5-turbo-instruct"
     assert (a[semconv.TOKENTRAIL_API], a[semconv.GEN_AI_OPERATION_NAME]) == ("completions", "text_completion")
     assert (a[semconv.GEN_AI_USAGE_INPUT_TOKENS], a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]) == (
@@ -157,7 +157,7 @@ def test_legacy_completion_stream_with_include_usage(fake: FakeProvider, exporte
     for _ in stream:
         pass
     a = attrs(only_genai_span(exporter))
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
     assert semconv.TOKENTRAIL_STREAM_INCOMPLETE not in a
 
 
@@ -181,7 +181,7 @@ def test_embeddings_record_input_tokens_and_no_output(fake: FakeProvider, export
     a = attrs(span)
     assert span.name == "embeddings text-embedding-3-small"
     assert (a[semconv.TOKENTRAIL_API], a[semconv.GEN_AI_OPERATION_NAME]) == ("embeddings", "embeddings")
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
     assert semconv.GEN_AI_USAGE_OUTPUT_TOKENS not in a
     assert semconv.TOKENTRAIL_USAGE_MISSING not in a
 
@@ -189,7 +189,7 @@ def test_embeddings_record_input_tokens_and_no_output(fake: FakeProvider, export
 async def test_async_embeddings(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
     async with async_client(fake) as c:
         await c.embeddings.create(model="text-embedding-3-large", input="hello", dimensions=4)
-    assert attrs(only_genai_span(exporter))[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]
+    assert attrs(only_genai_span(exporter))[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
 
 
 def test_a_huge_embeddings_body_is_scanned_not_decoded(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
@@ -199,7 +199,7 @@ def test_a_huge_embeddings_body_is_scanned_not_decoded(fake: FakeProvider, expor
     )
     assert len(fake.last_call.response_body) > 1 << 20
     a = attrs(only_genai_span(exporter))
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
     assert a[semconv.GEN_AI_RESPONSE_MODEL] == "text-embedding-3-large"
 
 
@@ -250,7 +250,7 @@ def test_anthropic_cache_writes_are_split_by_lifetime(
         body = {"model": "claude-x", "max_tokens": 10, "system": system, "messages": [{"role": "user", "content": "hi"}]}
         with http.stream("POST", fake.base_url + "/v1/messages", json={**body, "stream": stream}) as response:
             response.read()
-    usage = fake.last_call.usage
+    usage = usage_of(fake.last_call)
     a = attrs(only_genai_span(exporter))
     split = usage["cache_creation"]
     assert a[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == usage["cache_creation_input_tokens"]
@@ -277,6 +277,7 @@ def test_inject_mode_asks_streams_for_their_usage(
 ) -> None:
     clean_env.setenv(semconv.ENV_STREAM_USAGE, "inject")
     instrument(tracer_provider=instrumented, system_keys=[SYSTEM_KEY], fingerprint_salt=TEST_SALT)
+    chunks: list[Any]
     if api == "chat":
         chunks = list(client(fake).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True, user="u1"))
     else:
@@ -287,7 +288,7 @@ def test_inject_mode_asks_streams_for_their_usage(
     assert sent["stream_options"] == {"include_usage": True}
     assert sent.get("user", "u1") == "u1"  # every other field kept
     a = attrs(only_genai_span(exporter))
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
 
 
 def test_inject_mode_leaves_other_requests_byte_for_byte(

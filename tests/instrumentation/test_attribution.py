@@ -18,18 +18,18 @@ from tokentrail.processor.demo.fake_provider import FakeProvider
 
 from tests.helpers.spans import SYSTEM_KEY, attrs, genai_spans, only_genai_span
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
 pytestmark = pytest.mark.usefixtures("instrumented")
 
 
-def chat(fake: FakeProvider, **extra: object) -> None:
+def chat(fake: FakeProvider, **extra: Any) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY, max_retries=0)
-    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)  # type: ignore[call-overload]
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)
 
 
-async def async_chat(fake: FakeProvider, **extra: object) -> None:
+async def async_chat(fake: FakeProvider, **extra: Any) -> None:
     async with openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY, max_retries=0) as client:
-        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)  # type: ignore[call-overload]
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)
 
 
 def test_context_manager_attributes_the_call(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
@@ -141,7 +141,7 @@ def test_tags_beyond_ten_are_dropped_and_counted(fake: FakeProvider, exporter: I
 def test_invalid_tags_and_user_are_dropped_and_counted_without_raising(
     fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
-    with attribute(user="u" * 257, tags=["ok", "", "x" * 65, 7, "y" * 64], credential="stolen"):  # type: ignore[list-item]
+    with attribute(user="u" * 257, tags=["ok", "", "x" * 65, 7, "y" * 64], credential="stolen"):  # type: ignore[list-item]  # invalid on purpose
         chat(fake)
     a = attrs(only_genai_span(exporter))
     assert semconv.USER_ID not in a
@@ -404,7 +404,7 @@ def test_a_propagator_running_after_our_hook_finds_no_attribution_baggage(fake: 
         def close(self) -> None:
             pool.close()
 
-    transport._pool = Injecting()  # type: ignore[assignment]
+    transport._pool = Injecting()  # type: ignore[assignment]  # a stand-in pool, to see what is sent
     client = httpx2.Client(transport=transport)
     with attribute(user="secret-user"):
         client.post(fake.openai_base_url + "/chat/completions", json={"model": "m", "messages": MESSAGES})

@@ -5,19 +5,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 import anthropic
 import httpx2
 import openai
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tokentrail.instrumentation import _credentials, attribute, instrument, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
 from tests.helpers.spans import CUSTOMER_KEY, SYSTEM_KEY, TEST_SALT, attrs, genai_spans, only_genai_span
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
 pytestmark = pytest.mark.usefixtures("instrumented")
 
 
@@ -148,9 +150,9 @@ def test_a_malformed_credential_names_entry_is_skipped_without_echoing_it(caplog
     assert CUSTOMER_KEY not in caplog.text
 
 
-def _texts_of(spans: object) -> list[str]:
+def _texts_of(spans: Iterable[ReadableSpan]) -> list[str]:
     texts: list[str] = []
-    for span in spans:  # type: ignore[attr-defined]
+    for span in spans:
         texts.append(span.name)
         for name, value in (span.attributes or {}).items():
             texts.append(name)
@@ -210,3 +212,52 @@ def test_no_exported_span_or_log_line_contains_any_part_of_an_api_key(
         # Every 8-character window of the key's secret part, not only the whole key.
         secret = key.removeprefix("sk-")
         assert not [secret[i : i + 8] for i in range(len(secret) - 7) if secret[i : i + 8] in blob]
+
+
+def test_a_remembered_key_follows_new_names_salt_and_system_keys(
+    fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
+) -> None:
+    def credential_of_last_call() -> tuple[object, object, object]:
+        a = attrs(genai_spans(exporter)[-1])
+        return (
+            a.get(semconv.TOKENTRAIL_CREDENTIAL_TYPE),
+            a.get(semconv.TOKENTRAIL_CREDENTIAL_ID),
+            a.get(semconv.TOKENTRAIL_CREDENTIAL_NAME),
+        )
+
+    provider = instrumented
+    instrument(tracer_provider=provider, system_keys=[SYSTEM_KEY], fingerprint_salt=TEST_SALT, credential_names={SYSTEM_KEY: "a"})
+    chat(fake, SYSTEM_KEY)
+    chat(fake, SYSTEM_KEY)  # now from the memory
+    assert credential_of_last_call() == ("system", _credentials.fingerprint(SYSTEM_KEY, TEST_SALT.encode()), "a")
+
+    instrument(tracer_provider=provider, system_keys=[SYSTEM_KEY], fingerprint_salt=TEST_SALT, credential_names={SYSTEM_KEY: "b"})
+    chat(fake, SYSTEM_KEY)
+    assert credential_of_last_call()[2] == "b"
+
+    instrument(tracer_provider=provider, system_keys=[SYSTEM_KEY], fingerprint_salt="another-salt")
+    chat(fake, SYSTEM_KEY)
+    assert credential_of_last_call() == ("system", _credentials.fingerprint(SYSTEM_KEY, b"another-salt"), None)
+
+    instrument(tracer_provider=provider, system_keys=[CUSTOMER_KEY], fingerprint_salt=TEST_SALT)
+    chat(fake, SYSTEM_KEY)
+    assert credential_of_last_call()[0] == "byok"  # no longer one of the service's keys
+
+
+@pytest.mark.parametrize("explicit", [None, "byok", "system"])
+def test_the_fingerprinter_classifies_each_credential_header(explicit: str | None) -> None:
+    salt = b"s"
+    system_id, customer_id = _credentials.fingerprint(SYSTEM_KEY, salt), _credentials.fingerprint(CUSTOMER_KEY, salt)
+    fingerprinter = _credentials.Fingerprinter(salt, frozenset({system_id}), {customer_id: "acme"})
+    cases = [
+        ((f"Bearer {SYSTEM_KEY}".encode(), None, None), ("system", system_id, None)),
+        ((f"Bearer {CUSTOMER_KEY}".encode(), None, None), ("byok", customer_id, "acme")),
+        ((None, CUSTOMER_KEY.encode(), None), ("byok", customer_id, "acme")),  # Anthropic's x-api-key
+        ((None, None, SYSTEM_KEY.encode()), ("system", system_id, None)),  # Azure's api-key
+        ((b"Basic abc", None, None), (None, None, None)),
+        ((None, None, None), (None, None, None)),
+    ]
+    for headers, (kind, key_id, name) in cases * 2:  # the second time from the memory
+        expected_kind = explicit if explicit is not None else kind
+        assert fingerprinter.classify(*headers, explicit) == (expected_kind, key_id, name)
+    assert SYSTEM_KEY not in repr(fingerprinter)

@@ -18,12 +18,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from tokentrail.instrumentation import _state, attribute, semconv
+from tokentrail.instrumentation import attribute, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
-from tests.helpers.spans import SYSTEM_KEY, attrs, openai_tokens
+from tests.helpers.spans import SYSTEM_KEY, attrs, openai_tokens, usage_of
 
-MESSAGES = [{"role": "user", "content": "Say something about foxes."}]
+MESSAGES: Any = [{"role": "user", "content": "Say something about foxes."}]
 pytestmark = pytest.mark.usefixtures("instrumented")
 
 
@@ -33,7 +33,7 @@ def client(fake: FakeProvider) -> openai.OpenAI:
 
 def ours(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
     """Spans TokenTrail emitted itself."""
-    return [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == _state.INSTRUMENTATION_SCOPE]
+    return [s for s in exporter.get_finished_spans() if getattr(s.instrumentation_scope, "name", None) == semconv.INSTRUMENTATION_SCOPE]
 
 
 def counted(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
@@ -62,7 +62,7 @@ def assert_enriched(span: ReadableSpan, fake: FakeProvider, user: str = "cust_1"
     assert a[semconv.TOKENTRAIL_CREDENTIAL_TYPE] == "system"
     assert a[semconv.TOKENTRAIL_CREDENTIAL_ID]
     assert a[semconv.TOKENTRAIL_API] == "chat.completions"
-    for name, value in openai_tokens(fake.last_call.usage).items():
+    for name, value in openai_tokens(usage_of(fake.last_call)).items():
         if name != semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS or name in a:
             assert a[name] == value, name
 
@@ -78,17 +78,15 @@ def _unwrap_left_over(package: str, wrapper_package: str) -> None:
         if not name.startswith(package) or module is None:
             continue
         for cls in [value for value in vars(module).values() if isinstance(value, type)]:
-            for attribute, value in list(vars(cls).items()):
+            for member, value in list(vars(cls).items()):
                 wrapper = getattr(value, "_self_wrapper", None)
                 if wrapper is not None and getattr(wrapper, "__module__", "").startswith(wrapper_package):
-                    setattr(cls, attribute, value.__wrapped__)
+                    setattr(cls, member, value.__wrapped__)
 
 
 @pytest.fixture
 def openllmetry(instrumented: TracerProvider) -> Iterator[None]:
-    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
-
-    instrumentor = OpenAIInstrumentor()
+    instrumentor = pytest.importorskip("opentelemetry.instrumentation.openai").OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=instrumented)
     try:
         yield
@@ -99,9 +97,7 @@ def openllmetry(instrumented: TracerProvider) -> Iterator[None]:
 
 @pytest.fixture
 def openinference(instrumented: TracerProvider) -> Iterator[None]:
-    from openinference.instrumentation.openai import OpenAIInstrumentor
-
-    instrumentor = OpenAIInstrumentor()
+    instrumentor = pytest.importorskip("openinference.instrumentation.openai").OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=instrumented)
     try:
         yield
@@ -134,9 +130,7 @@ def test_openllmetry_stream_span_is_enriched_not_duplicated(fake: FakeProvider, 
 
 @pytest.fixture
 def openllmetry_anthropic(instrumented: TracerProvider) -> Iterator[None]:
-    from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
-
-    instrumentor = AnthropicInstrumentor()
+    instrumentor = pytest.importorskip("opentelemetry.instrumentation.anthropic").AnthropicInstrumentor()
     instrumentor.instrument(tracer_provider=instrumented)
     try:
         yield
@@ -217,7 +211,7 @@ def test_openinference_embedding_span_is_enriched(fake: FakeProvider, exporter: 
     a = attrs(span)
     assert (span.name, a[semconv.TOKENTRAIL_API]) == ("CreateEmbeddings", "embeddings")
     assert a[semconv.GEN_AI_OPERATION_NAME] == "embeddings"
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
 
 
 @pytest.mark.usefixtures("openinference")
@@ -253,9 +247,7 @@ def test_nested_instrumentations_enrich_the_innermost_and_mark_the_outer_as_dupl
 def test_a_genai_utility_inference_span_is_enriched(
     fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
 ) -> None:
-    from opentelemetry.util.genai.handler import TelemetryHandler
-
-    handler = TelemetryHandler(tracer_provider=instrumented)
+    handler = pytest.importorskip("opentelemetry.util.genai.handler").TelemetryHandler(tracer_provider=instrumented)
     with attribute(user="cust_1", tags=["plan:pro"]):
         with handler.inference("openai", request_model="gpt-4o-mini"):
             with httpx2.Client() as http:
@@ -265,21 +257,17 @@ def test_a_genai_utility_inference_span_is_enriched(
                     headers={"authorization": f"Bearer {SYSTEM_KEY}"},
                 ).raise_for_status()
     span = only_counted(exporter)
-    assert span.name == "chat gpt-4o-mini" and span.instrumentation_scope.name != _state.INSTRUMENTATION_SCOPE
+    assert span.name == "chat gpt-4o-mini" and getattr(span.instrumentation_scope, "name", None) != semconv.INSTRUMENTATION_SCOPE
     assert_enriched(span, fake)
 
 
 def test_openai_v2_span_is_enriched_not_duplicated(
     fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
 ) -> None:
-    try:
-        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-        from opentelemetry.util.genai.handler import TelemetryHandler
-    except ImportError as error:
-        pytest.skip(f"opentelemetry-instrumentation-openai-v2 does not import with the installed GenAI utility: {error}")
-    if not hasattr(TelemetryHandler, "start_inference"):
+    openai_v2 = pytest.importorskip("opentelemetry.instrumentation.openai_v2")
+    if not hasattr(pytest.importorskip("opentelemetry.util.genai.handler").TelemetryHandler, "start_inference"):
         pytest.skip("opentelemetry-instrumentation-openai-v2 needs an older opentelemetry-util-genai")
-    instrumentor = OpenAIInstrumentor()
+    instrumentor = openai_v2.OpenAIInstrumentor()
     instrumentor.instrument(tracer_provider=instrumented)
     try:
         with attribute(user="cust_1", tags=["plan:pro"]):
@@ -296,15 +284,14 @@ def test_openai_v2_span_is_enriched_not_duplicated(
 def test_a_pydantic_ai_agent_run_gives_one_counted_call_span(
     api: str, fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
 ) -> None:
-    from pydantic_ai import Agent
-    from pydantic_ai.models.instrumented import InstrumentationSettings
-    from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
-    from pydantic_ai.providers.openai import OpenAIProvider
-
-    model_class: Any = OpenAIChatModel if api == "chat.completions" else OpenAIResponsesModel
-    model = model_class("gpt-4o-mini", provider=OpenAIProvider(base_url=fake.openai_base_url, api_key=SYSTEM_KEY))
-    agent = Agent(model)
-    agent.instrument = InstrumentationSettings(tracer_provider=instrumented)
+    agent_class: Any = pytest.importorskip("pydantic_ai").Agent
+    instrumented_models = pytest.importorskip("pydantic_ai.models.instrumented")
+    openai_models = pytest.importorskip("pydantic_ai.models.openai")
+    openai_provider = pytest.importorskip("pydantic_ai.providers.openai").OpenAIProvider
+    model_class = openai_models.OpenAIChatModel if api == "chat.completions" else openai_models.OpenAIResponsesModel
+    model = model_class("gpt-4o-mini", provider=openai_provider(base_url=fake.openai_base_url, api_key=SYSTEM_KEY))
+    agent = agent_class(model)
+    agent.instrument = instrumented_models.InstrumentationSettings(tracer_provider=instrumented)
     with attribute(user="cust_1", tags=["plan:pro"]):
         agent.run_sync("hello")
     span = only_counted(exporter)
@@ -334,7 +321,7 @@ def test_the_call_span_behind_an_http_client_span_is_enriched(
                 http.post(fake.openai_base_url + "/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES})
     span = only_counted(exporter)
     assert span.name == "chat gpt-4o-mini"
-    assert attrs(span)[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]
+    assert attrs(span)[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
 
 
 def test_an_agent_span_is_not_a_call_span(

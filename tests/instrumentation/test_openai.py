@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import openai
 import pytest
@@ -11,9 +12,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from tokentrail.instrumentation import semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
-from tests.helpers.spans import SYSTEM_KEY, assert_tokens, attrs, genai_spans, only_genai_span, openai_tokens
+from tests.helpers.spans import SYSTEM_KEY, assert_tokens, attrs, genai_spans, only_genai_span, openai_tokens, usage_of
 
-MESSAGES = [{"role": "user", "content": "Say something about foxes."}]
+MESSAGES: Any = [{"role": "user", "content": "Say something about foxes."}]
 pytestmark = pytest.mark.usefixtures("instrumented")
 
 
@@ -31,7 +32,7 @@ def test_chat_completion_emits_one_client_span_with_exact_usage(fake: FakeProvid
     call = fake.last_call
     assert span.name == "chat gpt-4o-mini"
     assert span.kind is SpanKind.CLIENT
-    assert_tokens(span, openai_tokens(call.usage))
+    assert_tokens(span, openai_tokens(usage_of(call)))
     a = attrs(span)
     assert a[semconv.GEN_AI_OPERATION_NAME] == "chat"
     assert a[semconv.GEN_AI_PROVIDER_NAME] == "openai"
@@ -50,7 +51,7 @@ def test_input_tokens_include_the_cached_tokens(fake: FakeProvider, exporter: In
     client(fake).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES * 10)
     a = attrs(only_genai_span(exporter))
     assert a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] > 0
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
 
 
 async def test_async_chat_completion_emits_one_span_with_exact_usage(
@@ -59,7 +60,7 @@ async def test_async_chat_completion_emits_one_span_with_exact_usage(
     async with async_client(fake) as client:
         await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     span = only_genai_span(exporter)
-    assert_tokens(span, openai_tokens(fake.last_call.usage))
+    assert_tokens(span, openai_tokens(usage_of(fake.last_call)))
     assert attrs(span)[semconv.GEN_AI_RESPONSE_ID] == fake.last_call.response_id
 
 
@@ -74,7 +75,7 @@ def test_stream_with_include_usage_records_the_final_chunk_usage(
         pass
     span = only_genai_span(exporter)
     a = attrs(span)
-    assert_tokens(span, openai_tokens(fake.last_call.usage))
+    assert_tokens(span, openai_tokens(usage_of(fake.last_call)))
     assert a[semconv.GEN_AI_REQUEST_STREAM] is True
     assert a[semconv.GEN_AI_RESPONSE_ID] == fake.last_call.response_id
     assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
@@ -91,7 +92,7 @@ async def test_async_stream_with_include_usage_records_the_final_chunk_usage(
         async for _ in stream:
             pass
     span = only_genai_span(exporter)
-    assert_tokens(span, openai_tokens(fake.last_call.usage))
+    assert_tokens(span, openai_tokens(usage_of(fake.last_call)))
     assert semconv.TOKENTRAIL_STREAM_INCOMPLETE not in attrs(span)
 
 
@@ -199,7 +200,7 @@ def test_each_retry_attempt_gets_its_own_span(fake: FakeProvider, exporter: InMe
 def test_sdk_results_are_unchanged_by_the_instrumentation(fake: FakeProvider) -> None:
     completion = client(fake).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert completion.usage is not None
-    assert completion.usage.model_dump(exclude_none=True) == fake.last_call.usage
+    assert completion.usage.model_dump(exclude_none=True) == usage_of(fake.last_call)
     chunks = list(
         client(fake).chat.completions.create(
             model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}

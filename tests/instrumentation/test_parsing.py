@@ -5,12 +5,16 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import httpx2
+import msgspec
 import pytest
-from tokentrail.instrumentation import semconv
+from hypothesis import given
+from hypothesis import strategies as st
+from tokentrail.instrumentation import _call, _jsonbody, semconv
 from tokentrail.instrumentation._credentials import fingerprint, system_key_fingerprints
 from tokentrail.instrumentation._decoding import decoding
 from tokentrail.instrumentation._endpoints import normalise_base_urls, recognise
@@ -24,7 +28,7 @@ from tokentrail.instrumentation._parsers import (
     body_parser,
 )
 from tokentrail.instrumentation._request import FULL_PARSE_LIMIT, read_request
-from tokentrail.instrumentation._usage import ResponseFacts, Usage
+from tokentrail.instrumentation._usage import BodyParser, ResponseFacts, Usage
 from tokentrail.processor.demo.fake_provider import compress
 
 CHAT = semconv.API_CHAT_COMPLETIONS
@@ -41,10 +45,10 @@ def sse(*events: dict | str, named: bool = False, newline: bytes = b"\n") -> byt
     return out
 
 
-def feed_in_pieces(parser: object, body: bytes, size: int) -> ResponseFacts:
+def feed_in_pieces(parser: BodyParser, body: bytes, size: int) -> ResponseFacts:
     for start in range(0, len(body), size):
-        parser.feed(body[start : start + size])  # type: ignore[attr-defined]
-    return parser.result()  # type: ignore[attr-defined]
+        parser.feed(body[start : start + size])
+    return parser.result()
 
 
 START = {
@@ -145,10 +149,10 @@ def test_anthropic_json_body_input_is_made_inclusive() -> None:
 
 
 @pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])
-def test_compressed_json_bodies_are_decoded(encoding: str, compress: object) -> None:
+def test_compressed_json_bodies_are_decoded(encoding: str, compress: Callable[[bytes], bytes]) -> None:
     data = {"id": "x", "model": "m", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
     parser = decoding(body_parser(CHAT, streamed=False), encoding)
-    usage = feed_in_pieces(parser, compress(json.dumps(data).encode()), 3).usage  # type: ignore[operator]
+    usage = feed_in_pieces(parser, compress(json.dumps(data).encode()), 3).usage
     assert usage is not None and usage.input_tokens == 5
 
 
@@ -374,3 +378,68 @@ def test_a_compressed_stream_cut_before_its_coding_ends_keeps_what_it_said(codin
     facts = parser.result()
     assert facts.usage is not None and facts.usage.input_tokens == 9
     assert facts.terminal
+
+
+# Reading a body's few fields with msgspec gives what json gives ------------------------------------------------------
+
+ODD_BODIES = [
+    b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}',
+    b'{"model": "m", "model": "n"}',  # a repeated key: the last one, as json
+    b'{"model": "\\u00e9\\ud83d\\ude00", "user": null}',
+    b'{"model": "m", "temperature": NaN}',  # only Python's json reads NaN
+    b'{"model": 12345678901234567890123, "usage": {"prompt_tokens": 1e400}}',
+    '{"model": "é"}'.encode("utf-16"),
+    b'{"id": "c", "choices": "not a list", "usage": {"prompt_tokens": 1}}',
+    b'{"id": "c", "choices": [{"index": 0, "finish_reason": "stop"}, "not an object"]}',
+    b'{"id": "c", "choices": [{"index": 0, "message": {"content": "\xff"}, "finish_reason": "stop"}]}',
+    b'{"type": "response.completed", "response": "not an object"}',
+    b'{"type": "response.completed", "response": {"id": "r", "output": [1, 2], "usage": {"input_tokens": 3}}}',
+    b'  {"model": "m"}  \n',
+    b'[{"model": "m"}]',
+    b'"just a string"',
+    b'{"model": "m"',
+    b"",
+]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+@pytest.mark.parametrize("shape", [_jsonbody.Request, _jsonbody.ChatResponse, _jsonbody.ResponseEvent, _jsonbody.MessageEvent])
+def test_a_picked_body_is_what_json_gives_of_its_fields(body: bytes, shape: type[msgspec.Struct]) -> None:
+    try:
+        expected = _jsonbody.project(json.loads(body), _jsonbody.SPECS[shape])
+    except ValueError:
+        with pytest.raises(ValueError):
+            _jsonbody.pick(body, shape)
+        return
+    assert _jsonbody.pick(body, shape) == expected
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+FIELD_NAMES = st.sampled_from(["model", "stream", "user", "id", "choices", "usage", "index", "finish_reason", "other"])
+
+
+@given(st.dictionaries(FIELD_NAMES, JSON_VALUES | st.lists(st.dictionaries(FIELD_NAMES, JSON_VALUES), max_size=3)))
+def test_any_json_object_is_picked_as_json_reads_it(data: dict[str, Any]) -> None:
+    body = json.dumps(data).encode()
+    for shape in (_jsonbody.Request, _jsonbody.ChatResponse):
+        assert _jsonbody.pick(body, shape) == _jsonbody.project(json.loads(body), _jsonbody.SPECS[shape])
+
+
+@pytest.mark.parametrize(
+    "content_type, kind",
+    [
+        ("application/json", False),
+        ("application/json; charset=utf-8", False),
+        ("Application/Problem+JSON", False),
+        ("text/event-stream", True),
+        (" TEXT/EVENT-STREAM ;charset=utf-8", True),
+        ("text/plain", None),
+        ("", None),
+    ],
+)
+def test_a_response_is_read_as_json_or_events_by_its_media_type(content_type: str, kind: bool | None) -> None:
+    assert _call._media_kind(content_type) is kind

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2
 import openai
 import pytest
@@ -9,10 +11,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tokentrail.instrumentation import instrument, semconv
 from tokentrail.instrumentation._endpoints import providers_from_env, recognise
+from tokentrail.processor.demo.fake_provider import FakeProvider
 
 from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize(
@@ -58,7 +61,7 @@ def test_provider_and_api_are_recognised_by_host_and_path(url: str, provider: st
 
 def test_operations_follow_the_api() -> None:
     operations = {
-        path: recognise("POST", httpx2.URL("https://api.openai.com/v1" + path)).operation  # type: ignore[union-attr]
+        path: recognise("POST", httpx2.URL("https://api.openai.com/v1" + path)).operation  # type: ignore[union-attr]  # these paths are all recognised
         for path in ("/chat/completions", "/responses", "/completions", "/embeddings")
     }
     assert operations == {
@@ -93,9 +96,9 @@ def test_an_azure_deployment_url_keeps_the_deployment_apart_from_the_model() -> 
 
 @pytest.mark.usefixtures("instrumented")
 def test_azure_openai_through_the_sdk_prefers_the_response_model(
-    fake: object, exporter: InMemorySpanExporter, instrumented: TracerProvider
+    fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
 ) -> None:
-    base = fake.base_url  # type: ignore[attr-defined]
+    base = fake.base_url
     instrument(
         tracer_provider=instrumented, providers={base: "azure.ai.openai"}, system_keys=[SYSTEM_KEY], fingerprint_salt=TEST_SALT
     )
@@ -113,9 +116,9 @@ def test_azure_openai_through_the_sdk_prefers_the_response_model(
 
 @pytest.mark.usefixtures("instrumented")
 def test_an_azure_request_without_a_model_is_named_by_its_deployment(
-    fake: object, exporter: InMemorySpanExporter, instrumented: TracerProvider
+    fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
 ) -> None:
-    base = fake.base_url  # type: ignore[attr-defined]
+    base = fake.base_url
     instrument(tracer_provider=instrumented, providers={base: "azure.ai.openai"}, fingerprint_salt=TEST_SALT)
     with httpx2.Client() as http:
         http.post(base + "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21", json={"messages": MESSAGES})
@@ -139,9 +142,9 @@ def test_tokentrail_providers_env_accepts_pairs_and_json() -> None:
 
 @pytest.mark.usefixtures("instrumented")
 def test_local_servers_are_named_by_the_tokentrail_providers_env(
-    fake: object, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
 ) -> None:
-    base = fake.openai_base_url  # type: ignore[attr-defined]
+    base = fake.openai_base_url
     clean_env.setenv(semconv.ENV_PROVIDERS, f"{base}=vllm")
     instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT)
     openai.OpenAI(base_url=base, api_key=SYSTEM_KEY).chat.completions.create(model="m", messages=MESSAGES)
@@ -150,9 +153,9 @@ def test_local_servers_are_named_by_the_tokentrail_providers_env(
 
 @pytest.mark.usefixtures("instrumented")
 def test_instrument_providers_win_over_the_env(
-    fake: object, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
 ) -> None:
-    base = fake.openai_base_url  # type: ignore[attr-defined]
+    base = fake.openai_base_url
     clean_env.setenv(semconv.ENV_PROVIDERS, f"{base}=vllm")
     instrument(tracer_provider=instrumented, providers={base: "litellm"}, fingerprint_salt=TEST_SALT)
     openai.OpenAI(base_url=base, api_key=SYSTEM_KEY).chat.completions.create(model="m", messages=MESSAGES)
@@ -161,9 +164,9 @@ def test_instrument_providers_win_over_the_env(
 
 @pytest.mark.usefixtures("instrumented")
 def test_a_configured_server_needs_no_model_to_be_a_call(
-    fake: object, exporter: InMemorySpanExporter, instrumented: TracerProvider
+    fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
 ) -> None:
-    base = fake.openai_base_url  # type: ignore[attr-defined]
+    base = fake.openai_base_url
     instrument(tracer_provider=instrumented, providers={base: "vllm"}, fingerprint_salt=TEST_SALT)
     with httpx2.Client() as http:
         http.post(base + "/chat/completions", json={"messages": MESSAGES})

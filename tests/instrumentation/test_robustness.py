@@ -11,20 +11,22 @@ import gzip
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import httpx2
 import openai
 import pytest
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tokentrail.instrumentation import _call, _foreign, instrument, semconv
+from tokentrail.instrumentation import _call, _foreign, _parsers, instrument, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, only_genai_span, usage_of
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+STREAM: dict[str, Any] = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
 pytestmark = pytest.mark.usefixtures("instrumented")
 
 
@@ -53,9 +55,9 @@ def caplog_warnings() -> Iterator[list[str]]:
 
 
 def raw_exchange(
-    library: object, url: str, body: bytes, headers: dict[str, str] | None = None, chunk_size: int | None = None
+    library: Any, url: str, body: bytes, headers: dict[str, str] | None = None, chunk_size: int | None = None
 ) -> bytes:
-    with library.Client() as client:  # type: ignore[attr-defined]
+    with library.Client() as client:
         with client.stream("POST", url, content=body, headers=headers or {}) as response:
             return b"".join(response.iter_raw(chunk_size))
 
@@ -70,7 +72,7 @@ LIBRARIES = pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "h
     ids=["malformed-json", "non-utf8", "json-array", "empty"],
 )
 def test_odd_request_bodies_reach_the_provider_unchanged(
-    library: object, body: bytes, known: FakeProvider, exporter: InMemorySpanExporter
+    library: Any, body: bytes, known: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
     raw_exchange(library, known.openai_base_url + "/chat/completions", body)
     assert known.last_call.raw_request == body
@@ -81,7 +83,7 @@ def test_odd_request_bodies_reach_the_provider_unchanged(
 @pytest.mark.parametrize("failure", ["malformed", "non-utf8"])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_odd_response_bodies_reach_the_application_unchanged(
-    library: object, failure: str, stream: bool, known: FakeProvider, exporter: InMemorySpanExporter
+    library: Any, failure: str, stream: bool, known: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
     body = json.dumps(STREAM if stream else CHAT).encode()
     received = raw_exchange(library, known.openai_base_url + "/chat/completions", body, {"x-fake-fail": failure}, 7)
@@ -89,7 +91,7 @@ def test_odd_response_bodies_reach_the_application_unchanged(
     a = attrs(only_genai_span(exporter))
     if stream:
         # One bad line costs that line only: the usage chunk is still read.
-        assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == known.last_call.usage["prompt_tokens"]  # type: ignore[index]
+        assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(known.last_call)["prompt_tokens"]
     else:
         assert a[semconv.TOKENTRAIL_USAGE_MISSING] is True
 
@@ -97,7 +99,7 @@ def test_odd_response_bodies_reach_the_application_unchanged(
 @LIBRARIES
 @pytest.mark.parametrize("path", ["/chat/completions", "/responses", "/v1/messages"])
 def test_a_truncated_stream_reaches_the_application_unchanged_and_is_incomplete(
-    library: object, path: str, known: FakeProvider, exporter: InMemorySpanExporter
+    library: Any, path: str, known: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
     base = known.base_url if path.startswith("/v1/") else known.openai_base_url
     body = json.dumps({**STREAM, "input": "hi", "max_tokens": 50}).encode()
@@ -106,9 +108,9 @@ def test_a_truncated_stream_reaches_the_application_unchanged_and_is_incomplete(
     assert attrs(only_genai_span(exporter))[semconv.TOKENTRAIL_STREAM_INCOMPLETE] is True
 
 
-def decoded(library: object, encoding: str, data: bytes) -> bytes:
+def decoded(library: Any, encoding: str, data: bytes) -> bytes:
     """``data`` decoded as the library's own Response decodes a body of that Content-Encoding."""
-    response = library.Response(200, headers={"content-encoding": encoding}, content=data)  # type: ignore[attr-defined]
+    response = library.Response(200, headers={"content-encoding": encoding}, content=data)
     return response.read()
 
 
@@ -119,7 +121,7 @@ ENCODINGS = pytest.mark.parametrize("encoding", ["gzip", "br", "zstd", "gzip, br
 @ENCODINGS
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_compressed_bodies_pass_compressed_and_their_usage_is_read(
-    library: object, encoding: str, stream: bool, fake: FakeProvider, exporter: InMemorySpanExporter
+    library: Any, encoding: str, stream: bool, fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
     """gzip with zlib; br, zstd and stacked codings with the HTTP library's own decoders (see _decoding)."""
     body = json.dumps(STREAM if stream else CHAT).encode()
@@ -132,9 +134,9 @@ def test_compressed_bodies_pass_compressed_and_their_usage_is_read(
     if stream:
         assert b"[DONE]" in text
     else:
-        assert json.loads(text)["usage"] == fake.last_call.usage
+        assert json.loads(text)["usage"] == usage_of(fake.last_call)
     a = attrs(only_genai_span(exporter))
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
     assert semconv.TOKENTRAIL_USAGE_MISSING not in a
 
 
@@ -144,9 +146,9 @@ def test_the_sdk_reads_a_compressed_stream_through_us(
 ) -> None:
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY)
     chunks = list(
-        client.chat.completions.create(**STREAM, extra_headers={"x-fake-encoding": encoding})  # type: ignore[call-overload]
+        client.chat.completions.create(**STREAM, extra_headers={"x-fake-encoding": encoding})
     )
-    assert chunks[-1].usage.prompt_tokens == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]
+    assert chunks[-1].usage.prompt_tokens == usage_of(fake.last_call)["prompt_tokens"]
     assert attrs(only_genai_span(exporter))[semconv.GEN_AI_USAGE_INPUT_TOKENS] == chunks[-1].usage.prompt_tokens
 
 
@@ -162,9 +164,9 @@ def test_a_bug_in_any_step_of_ours_leaves_the_call_working(
 
     monkeypatch.setattr(target, name, broken)
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY, max_retries=0)
-    completion = client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    completion = client.chat.completions.create(**CHAT)
     assert completion.id == fake.last_call.response_id
-    chunks = list(client.chat.completions.create(**STREAM))  # type: ignore[call-overload]
+    chunks = list(client.chat.completions.create(**STREAM))
     assert chunks[-1].usage is not None
 
 
@@ -176,7 +178,7 @@ def test_our_span_still_ends_when_finishing_it_fails(
 
     monkeypatch.setattr(_call, "response_attributes", broken)
     with caplog_warnings() as warnings:
-        for _ in openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY).chat.completions.create(**STREAM):  # type: ignore[call-overload]
+        for _ in openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY).chat.completions.create(**STREAM):
             pass
     span = only_genai_span(exporter)  # found by the request's attributes, which it still carries
     assert span.end_time is not None
@@ -213,10 +215,10 @@ def _with_a_bug_in(
 def test_our_span_ends_even_if_setting_its_attributes_fails(
     status: str | None, fake: FakeProvider, instrumented: TracerProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counting, client = _with_a_bug_in(_call, "set_clean", fake, instrumented, monkeypatch)
+    counting, client = _with_a_bug_in(sdk_trace.Span, "set_attributes", fake, instrumented, monkeypatch)
     headers = {"x-fake-fail": status} if status else {}
     try:
-        client.chat.completions.create(**CHAT, extra_headers=headers)  # type: ignore[call-overload]
+        client.chat.completions.create(**CHAT, extra_headers=headers)
     except openai.APIStatusError:
         assert status is not None
     assert counting.started == counting.ended == 1
@@ -228,5 +230,16 @@ def test_a_failure_while_starting_leaves_no_span_open(
     """Everything that can fail is done before our span starts: a bug there sends the request untraced, and leaves
     no started span that nothing will end."""
     counting, client = _with_a_bug_in(_call, "attribution_attributes", fake, instrumented, monkeypatch)
-    assert client.chat.completions.create(**CHAT).id == fake.last_call.response_id  # type: ignore[call-overload]
+    assert client.chat.completions.create(**CHAT).id == fake.last_call.response_id
     assert counting.started == counting.ended
+
+
+def test_a_json_parser_that_fails_on_a_chunk_leaves_the_call_working(
+    fake: FakeProvider, instrumented: TracerProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_parsers.JsonBodyParser, "feed", _broken)
+    completion = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY, max_retries=0).chat.completions.create(
+        **CHAT
+    )
+    assert completion.id == fake.last_call.response_id
+    assert attrs(only_genai_span(exporter))[semconv.TOKENTRAIL_USAGE_MISSING] is True  # never a guess

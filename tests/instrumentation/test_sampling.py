@@ -19,9 +19,9 @@ from opentelemetry.util.types import Attributes
 from tokentrail.instrumentation import instrument, semconv, uninstrument
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, genai_spans
+from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, attrs, genai_spans, usage_of
 
-CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+CHAT: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
 # The attributes the GenAI conventions ask for at span creation, in the order our span carries them.
 AT_START = [
     semconv.GEN_AI_OPERATION_NAME,
@@ -82,8 +82,8 @@ def test_a_sampler_that_reads_attributes_sees_the_conventions_ones_at_the_start(
 ) -> None:
     sampler, exporter = sampled
     client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY)
-    client.chat.completions.create(model="gpt-4.1", **CHAT)  # type: ignore[call-overload]
-    client.chat.completions.create(model="gpt-4o-mini", **CHAT)  # type: ignore[call-overload]
+    client.chat.completions.create(model="gpt-4.1", **CHAT)
+    client.chat.completions.create(model="gpt-4o-mini", **CHAT)
     shown = [seen for seen in sampler.seen if semconv.GEN_AI_OPERATION_NAME in seen]
     assert [seen[semconv.GEN_AI_REQUEST_MODEL] for seen in shown] == ["gpt-4.1", "gpt-4o-mini"]
     assert all(set(AT_START) <= set(seen) for seen in shown)
@@ -99,12 +99,12 @@ def test_the_exported_span_is_the_same_either_way(fake: FakeProvider, clean_env:
         exporter = InMemorySpanExporter()
         for _ in _instrumented(sampler, exporter):
             client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY)
-            client.chat.completions.create(model="gpt-4o-mini", user="u-1", **CHAT)  # type: ignore[call-overload]
+            client.chat.completions.create(model="gpt-4o-mini", user="u-1", **CHAT)
         (span,) = genai_spans(exporter)
         a = attrs(span)
         assert list(a)[: len(AT_START)] == AT_START
         assert a[semconv.USER_ID] == "u-1"
-        assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]
+        assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]
         carried.append(a)
     given_at_start, set_at_end = carried
     assert list(given_at_start) == list(set_at_end)
@@ -118,7 +118,7 @@ def test_the_exported_span_is_the_same_either_way(fake: FakeProvider, clean_env:
 class KeepsNothing(Sampler):
     """Reads attributes, returns none (the Python SDK then starts the span with none): and cannot be hashed."""
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable on purpose, as some samplers are
 
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
@@ -142,7 +142,7 @@ def test_a_sampler_that_keeps_no_attributes_leaves_our_span_complete(
     sampler, exporter = KeepsNothing(), InMemorySpanExporter()
     for _ in _instrumented(sampler, exporter):
         client = openai.OpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_KEY)
-        client.chat.completions.create(model="gpt-4o-mini", **CHAT)  # type: ignore[call-overload]
+        client.chat.completions.create(model="gpt-4o-mini", **CHAT)
     assert any(seen.get(semconv.GEN_AI_REQUEST_MODEL) == "gpt-4o-mini" for seen in sampler.seen)
     (span,) = genai_spans(exporter)
     a = attrs(span)
@@ -153,4 +153,4 @@ def test_a_sampler_that_keeps_no_attributes_leaves_our_span_complete(
         semconv.SERVER_PORT: fake.port,
         semconv.GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
     }
-    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == fake.last_call.usage["prompt_tokens"]  # type: ignore[index]
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage_of(fake.last_call)["prompt_tokens"]

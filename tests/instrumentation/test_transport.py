@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import httpx2
 import openai
@@ -12,11 +14,20 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tokentrail.instrumentation import _call, _parsers, instrument, semconv, uninstrument
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
-from tests.helpers.spans import SYSTEM_KEY, TEST_SALT, assert_tokens, attrs, genai_spans, only_genai_span, openai_tokens
+from tests.helpers.spans import (
+    SYSTEM_KEY,
+    TEST_SALT,
+    assert_tokens,
+    attrs,
+    genai_spans,
+    only_genai_span,
+    openai_tokens,
+    usage_of,
+)
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
-MESSAGES = {"model": "claude-x", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+STREAM: dict[str, Any] = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+MESSAGES: dict[str, Any] = {"model": "claude-x", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
 AUTH = {"authorization": f"Bearer {SYSTEM_KEY}"}
 
 pytestmark = pytest.mark.usefixtures("instrumented")
@@ -24,35 +35,35 @@ pytestmark = pytest.mark.usefixtures("instrumented")
 
 @pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "httpx2"])
 def test_raw_client_post_gets_a_span_with_exact_usage(
-    library: object, fake: FakeProvider, exporter: InMemorySpanExporter
+    library: Any, fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
-    with library.Client() as client:  # type: ignore[attr-defined]
+    with library.Client() as client:
         client.post(fake.openai_base_url + "/chat/completions", json=CHAT, headers=AUTH).raise_for_status()
     span = only_genai_span(exporter)
-    assert_tokens(span, openai_tokens(fake.last_call.usage))
+    assert_tokens(span, openai_tokens(usage_of(fake.last_call)))
     assert attrs(span)[semconv.TOKENTRAIL_CREDENTIAL_TYPE] == "system"
 
 
 @pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "httpx2"])
 async def test_raw_async_client_stream_gets_a_span_with_exact_usage(
-    library: object, fake: FakeProvider, exporter: InMemorySpanExporter
+    library: Any, fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
-    async with library.AsyncClient() as client:  # type: ignore[attr-defined]
+    async with library.AsyncClient() as client:
         async with client.stream("POST", fake.openai_base_url + "/chat/completions", json=STREAM) as response:
             async for _ in response.aiter_lines():
                 pass
-    assert_tokens(only_genai_span(exporter), openai_tokens(fake.last_call.usage))
+    assert_tokens(only_genai_span(exporter), openai_tokens(usage_of(fake.last_call)))
 
 
 @pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "httpx2"])
 def test_raw_sync_stream_of_anthropic_events_gets_inclusive_input(
-    library: object, fake: FakeProvider, exporter: InMemorySpanExporter
+    library: Any, fake: FakeProvider, exporter: InMemorySpanExporter
 ) -> None:
-    with library.Client() as client:  # type: ignore[attr-defined]
+    with library.Client() as client:
         with client.stream("POST", fake.base_url + "/v1/messages", json={**MESSAGES, "stream": True}) as response:
             for _ in response.iter_bytes(chunk_size=7):  # tiny chunks split lines anywhere
                 pass
-    usage = fake.last_call.usage
+    usage = usage_of(fake.last_call)
     a = attrs(only_genai_span(exporter))
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == (
         usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
@@ -148,14 +159,14 @@ def test_our_span_is_current_while_the_request_is_sent(fake: FakeProvider, expor
     pool = transport._pool
 
     class Spy:
-        def handle_request(self, request: object) -> object:
+        def handle_request(self, request: Any) -> Any:
             seen.append(getattr(trace.get_current_span(), "name", ""))
             return pool.handle_request(request)
 
         def close(self) -> None:
             pool.close()
 
-    transport._pool = Spy()  # type: ignore[assignment]
+    transport._pool = Spy()  # type: ignore[assignment]  # a stand-in pool that sees the current span
     client = httpx2.Client(transport=transport)
     client.post(fake.openai_base_url + "/chat/completions", json=CHAT)
     client.close()
