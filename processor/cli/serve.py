@@ -4,13 +4,12 @@ SIGTERM; budget alerts as records land when given a budgets file."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -137,6 +136,7 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     # gRPC, protobuf and the price catalog load only for this command: the other commands start without them.
     from tokentrail.processor.ingest.receiver import Receiver
+    from tokentrail.processor.pricing.catalog import Pricer
     from tokentrail.processor.pricing.overrides import PricingConfigError
 
     if not logging.getLogger().handlers:
@@ -153,21 +153,22 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     http_port = None if args.no_http else args.http_port
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        with _pricing_file(args.pricing):
-            receiver = Receiver(
-                data_dir,
-                host=args.host,
-                grpc_port=args.grpc_port,
-                receiver_id=args.receiver_id,
-                reuse_port=args.reuse_port,
-                http_port=http_port,
-                ingest_token=args.ingest_token,
-                tls_cert=tls_cert,
-                tls_key=tls_key,
-                max_disk_bytes=args.max_disk_bytes,
-                flush_interval=args.flush_interval,
-                dedupe_window=args.dedupe_window,
-            )
+        receiver = Receiver(
+            data_dir,
+            host=args.host,
+            grpc_port=args.grpc_port,
+            receiver_id=args.receiver_id,
+            reuse_port=args.reuse_port,
+            http_port=http_port,
+            ingest_token=args.ingest_token,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            max_disk_bytes=args.max_disk_bytes,
+            flush_interval=args.flush_interval,
+            dedupe_window=args.dedupe_window,
+            # --pricing wins over TOKENTRAIL_PRICING, which the Pricer reads when no file is named here.
+            pricer=Pricer(overrides=args.pricing) if args.pricing is not None else None,
+        )
         # Loaded once, before anything listens: a bad file stops the start, and both users see the same budgets.
         budget_config = load_budgets(args.budgets) if args.budgets else None
         api = None if args.no_api else ReportServer(
@@ -213,21 +214,3 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         restore()
     print("tokentrail: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
-
-
-@contextlib.contextmanager
-def _pricing_file(path: Path | None) -> Iterator[None]:
-    """Name the overrides file while the receiver is built: its Pricer reads ``TOKENTRAIL_PRICING`` then, the one
-    way in whether the file comes from here or the environment. Restored after, so nothing leaks to later users."""
-    if path is None:
-        yield
-        return
-    previous = os.environ.get(environment.PRICING)
-    os.environ[environment.PRICING] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(environment.PRICING, None)
-        else:
-            os.environ[environment.PRICING] = previous

@@ -80,6 +80,7 @@ class Receiver:
         tls_key: Path | str | None = None,
         max_disk_bytes: int | None = None,
         status_interval: float = 5.0,
+        pricer: Pricer | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.wal_dir = self.data_dir / "wal"
@@ -105,7 +106,9 @@ class Receiver:
         self._dedupe = DedupeWindow(dedupe_window)
         self._pipeline = Pipeline(
             dedupe=self._dedupe,
-            pricer=Pricer(),  # reads the catalog and overrides now: a bad overrides file stops the constructor
+            # Built now when not given: it reads the catalog and TOKENTRAIL_PRICING's overrides, and a bad overrides
+            # file stops the constructor, before anything listens.
+            pricer=pricer if pricer is not None else Pricer(),
             metrics=self.metrics,
             disk=self._disk,
             max_pending_bytes=max_pending_bytes,
