@@ -213,11 +213,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_ingests_and_answers_until_sigterm_then_stops_with_everything_on_disk(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The real receiver and report API: a span exported while serving is in the report after SIGTERM."""
-
+def _serve_one_span(tmp_path: Path, *options: str) -> tuple[int, str, list[int], list[int]]:
+    """Run `tokentrail serve` in this process, export one GenAI span over real gRPC once the API answers, then
+    SIGTERM it: (exit code, stderr, health answers, accepted exports)."""
     grpc_port, api_port = _free_port(), _free_port()
     health: list[int] = []
     accepted: list[int] = []
@@ -239,21 +237,47 @@ def test_serve_ingests_and_answers_until_sigterm_then_stops_with_everything_on_d
         finally:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = signal.getsignal(signal.SIGTERM)
     thread = threading.Thread(target=operator)
     thread.start()
     code = cli.main(
         ["serve", "--data-dir", str(tmp_path), "--grpc-port", str(grpc_port), "--api-port", str(api_port),
-         "--http-port", "0", "--receiver-id", "cli-test"]
+         "--http-port", "0", "--receiver-id", "cli-test", *options]
     )
     thread.join(10)
-    _, err = capsys.readouterr()
     assert not failures, failures
+    return code, f"api port {api_port}", health, accepted
+
+
+def test_serve_ingests_and_answers_until_sigterm_then_stops_with_everything_on_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real receiver and report API: a span exported while serving is in the report after SIGTERM."""
+    previous = signal.getsignal(signal.SIGTERM)
+    code, api, health, accepted = _serve_one_span(tmp_path)
+    _, err = capsys.readouterr()
     assert code == 0
     assert health == [200] and accepted == [1]
-    assert f"report API on http://127.0.0.1:{api_port}" in err
+    assert f"report API on http://127.0.0.1:{api.removeprefix('api port ')}" in err
     assert signal.getsignal(signal.SIGTERM) is previous
     assert len(list((tmp_path / "usage").glob("date=*/*.parquet"))) == 1  # stop flushed what it acknowledged
+
+
+def test_serve_prices_with_the_pricing_file_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--pricing reaches the receiver's prices: a 50 % discount halves total_cost and leaves the list price."""
+    monkeypatch.delenv("TOKENTRAIL_PRICING", raising=False)
+    pricing = tmp_path / "pricing.toml"
+    pricing.write_text('[[rule]]\nprovider = "openai"\ndiscount_percent = 50\n')
+    code, _, _, accepted = _serve_one_span(tmp_path / "data", "--pricing", str(pricing))
+    capsys.readouterr()
+    assert code == 0 and accepted == [1]
+    (file,) = (tmp_path / "data" / "usage").glob("date=*/*.parquet")
+    (row,) = pq.read_table(file).to_pylist()
+    assert row["provider"] == "openai" and row["price_status"] == PRICED
+    assert row["market_cost"] > 0
+    assert row["total_cost"] == row["market_cost"] / 2
+    assert "TOKENTRAIL_PRICING" not in os.environ  # the option named the file for this receiver only
 
 
 def test_serve_refuses_a_bad_pricing_file_before_listening(
