@@ -27,8 +27,6 @@ COUNTERS: Final[dict[str, str]] = {
     "fields_dropped": "Attribution values dropped or truncated (the record was kept).",
     "records_recovered": "Records replayed from the WAL at start (a previous run's acknowledged work).",
     "requests_ok": "Export requests acknowledged.",
-    "requests_protobuf_path": "Protobuf Export bodies read by protobuf rather than the C scanner (it hands back "
-    "malformed, invalid UTF-8 and unusual encodings; all of them without the extension built).",
     "requests_invalid": "Export requests refused as malformed (INVALID_ARGUMENT / HTTP 400).",
     "requests_unauthenticated": "Export requests refused for a missing or wrong token.",
     "requests_unavailable": "Export requests refused retryably (disk full, backlog, WAL error).",

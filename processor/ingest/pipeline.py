@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tokentrail.processor.ingest.disk import DiskUsage
 from tokentrail.processor.ingest.metrics import Metrics
 from tokentrail.processor.normalize.otlp import InvalidRequest, parse_export_request
-from tokentrail.processor.normalize.reader import NormalizeResult, normalize_bytes, normalize_request
+from tokentrail.processor.normalize.reader import NormalizeResult, normalize_request
 from tokentrail.processor.pricing.catalog import Pricer
 from tokentrail.processor.schema import UsageColumns, UsageRecord
 from tokentrail.processor.storage.dedupe import Claim, DedupeWindow, DuplicateInFlightFailed, column_keys
@@ -135,17 +135,13 @@ class Pipeline:
         """One serialized ExportTraceServiceRequest (the gRPC and HTTP/protobuf bodies). Raises ``InvalidRequest``
         for a body that is not one, ``WALError`` when the records were not stored."""
         with self._work:
-            result = normalize_bytes(data)  # None leaves the request to protobuf
-            if result is None:
-                self._metrics.add(requests_protobuf_path=1)
-                try:
-                    request, warnings = parse_export_request(data)
-                except InvalidRequest:
-                    self._metrics.add(requests_invalid=1)
-                    raise
-                prepared = self._prepare(normalize_request(request), warnings)
-            else:
-                prepared = self._prepare(result, [])
+            try:
+                request, warnings = parse_export_request(data)
+                result = normalize_request(request)
+            except InvalidRequest:
+                self._metrics.add(requests_invalid=1)
+                raise
+            prepared = self._prepare(result, warnings)
         return self._store(prepared)
 
     def _prepare(self, result: NormalizeResult, warnings: list[str]) -> _Prepared:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -32,8 +32,10 @@ __all__ = [
     "BytesValue",
     "InvalidValue",
     "any_value",
-    "any_values",
     "as_fast_request",
+    "attribute_entry",
+    "scrub_request",
+    "UnreadableAttribute",
     "as_python",
     "as_str",
     "as_int",
@@ -163,15 +165,15 @@ _FAST: list[type[Message]] = []
 
 
 def fast_request_class() -> type[Message]:
-    """ExportTraceServiceRequest whose ``Span.attributes`` is declared ``map<string, bytes>``.
+    """ExportTraceServiceRequest whose ``Span.attributes`` is declared ``repeated bytes``: each element is one
+    ``KeyValue``'s own encoding (a length-delimited field either way, so the same bytes parse).
 
-    A map entry is encoded exactly like a ``KeyValue`` (key = 1, value = 2), so the same bytes parse either way. As a
-    map, attributes are looked up by key inside upb instead of being turned into Python objects one by one; as
-    ``bytes``, a value is the ``AnyValue``'s own encoding, which ``any_value`` decodes (and remembers) only for the
-    keys a reader asks for: no message object per value (the attribute walk is the receiver's ceiling:
-    docs/ARCHITECTURE.md, "Performance"). Duplicate keys: the last one wins, as when a list is turned into a dict. A value that is not a valid
-    ``AnyValue`` (or holds invalid UTF-8) fails only when it is read (``InvalidValue``). Built once, in a private
-    descriptor pool."""
+    protobuf then neither builds a message per attribute nor checks its strings when it parses (parsing costs about a
+    third of the standard class's), and a reader meets each attribute as one ``bytes`` object it can look up whole in
+    a memo: the attributes that repeat from span to span (models, providers, flags, the keys of other spans) cost one
+    dict lookup each (docs/ARCHITECTURE.md, "Performance"). ``attribute_entry`` splits an encoding into its key and its
+    value's encoding, which ``any_value`` decodes. Duplicate keys: the last one wins, as when a list is turned into a
+    dict. Built once, in a private descriptor pool."""
     if _FAST:
         return _FAST[0]
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -191,17 +193,51 @@ def fast_request_class() -> type[Message]:
         for message in proto.message_type:
             if message.name != "Span":
                 continue
-            entry = message.nested_type.add(name="AttributesEntry")
-            entry.options.map_entry = True
-            entry.field.add(name="key", number=1, label=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING)
-            entry.field.add(name="value", number=2, label=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_BYTES)
             for f in message.field:
                 if f.name == "attributes":
-                    f.type_name = ".opentelemetry.proto.trace.v1.Span.AttributesEntry"
+                    f.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                    f.ClearField("type_name")
         pool.Add(proto)
     cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(ExportTraceServiceRequest.DESCRIPTOR.full_name))
     _FAST.append(cls)
     return cls
+
+
+class UnreadableAttribute(ValueError):
+    """A span attribute of a ``fast_request_class()`` message that is not a ``KeyValue`` encoding or whose key holds
+    invalid UTF-8: the standard class would have refused the request at parse, so its reader takes the request back
+    to ``scrub_request``."""
+
+
+def attribute_entry(raw: bytes) -> tuple[str, bytes]:
+    """The key and the value's ``AnyValue`` encoding of one ``KeyValue`` encoding. The usual layout (key, then value,
+    nothing else) is split here; anything else (fields repeated or reordered, unknown fields) is read by protobuf.
+    Raises ``UnreadableAttribute``."""
+    n = len(raw)
+    try:
+        if n and raw[0] == 0x0A:
+            length, pos = _varint(raw, 1)
+            key_end = pos + length
+            if key_end == n:
+                return _key(raw[pos:]), b""
+            if key_end < n and raw[key_end] == 0x12:
+                length, value_start = _varint(raw, key_end + 1)
+                if value_start + length == n:
+                    return _key(raw[pos:key_end]), raw[value_start:]
+    except (IndexError, InvalidValue):
+        raise UnreadableAttribute("malformed attribute") from None
+    try:
+        entry: Any = _lenient_key_value_class().FromString(raw)
+    except DecodeError:
+        raise UnreadableAttribute("malformed attribute") from None
+    return _key(entry.key), entry.value.SerializeToString()
+
+
+def _key(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise UnreadableAttribute("attribute key with invalid UTF-8") from None
 
 
 def as_fast_request(request: Any) -> Any:
@@ -253,30 +289,6 @@ def any_value(raw: bytes) -> object:
                 _MEMO.clear()
             _MEMO[raw] = value
     return value
-
-
-def any_values(raws: Sequence[bytes]) -> list[object]:
-    """``any_value`` of each encoding, the memo read inline (the receiver decodes ~15 values a span: a Python call
-    per value costs more than the lookup). Raises ``InvalidValue``."""
-    memo = _MEMO
-    values = list(map(memo.get, raws))
-    if None in values:
-        for i, value in enumerate(values):
-            if value is None:
-                raw = raws[i]
-                n = len(raw)
-                if 2 < n <= _MEMO_MAX_BYTES and raw[0] == 0x0A and raw[1] == n - 2:
-                    # One short string field (an id, mostly: each seen once), decoded without the general decoder.
-                    try:
-                        decoded: object = raw[2:].decode()
-                    except UnicodeDecodeError:
-                        raise InvalidValue("invalid UTF-8") from None
-                    if len(memo) >= _MEMO_MAX_ENTRIES:
-                        memo.clear()
-                    memo[raw] = values[i] = decoded
-                else:
-                    values[i] = any_value(raw)
-    return values
 
 
 def _varint(raw: bytes, pos: int) -> tuple[int, int]:
@@ -373,20 +385,30 @@ def parse_export_request(data: bytes) -> tuple[Any, list[str]]:
     try:
         return fast_request_class().FromString(data), []
     except DecodeError as exc:
-        first_error = exc
+        return _parse_lenient(data, exc)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"malformed ExportTraceServiceRequest: {exc}") from None
+
+
+def scrub_request(data: bytes) -> tuple[Any, list[str]]:
+    """``parse_export_request`` for a request the fast class parsed but whose attributes turned out unreadable
+    (``UnreadableAttribute``): read as the standard class would, with every invalid UTF-8 string dropped or
+    cleared; raises ``InvalidRequest`` when the request is malformed."""
+    return _parse_lenient(data, None)
+
+
+def _parse_lenient(data: bytes, first_error: Exception | None) -> tuple[Any, list[str]]:
     lenient_cls = _lenient_request_class()
     try:
         lenient = lenient_cls.FromString(data)
-    except (DecodeError, ValueError, TypeError):
-        raise InvalidRequest(f"malformed ExportTraceServiceRequest: {first_error}") from None
+    except (DecodeError, ValueError, TypeError) as exc:
+        raise InvalidRequest(f"malformed ExportTraceServiceRequest: {first_error or exc}") from None
     warnings: list[str] = []
     _scrub(lenient, warnings)
     try:
         request = fast_request_class().FromString(lenient.SerializeToString())
-    except DecodeError:
-        raise InvalidRequest(f"malformed ExportTraceServiceRequest: {first_error}") from None
+    except DecodeError as exc:
+        raise InvalidRequest(f"malformed ExportTraceServiceRequest: {first_error or exc}") from None
     return request, warnings
 
 
@@ -430,11 +452,18 @@ def _lenient_request_class() -> type[Message]:
 
 
 def _lenient_any_value_class() -> type[Message]:
+    return _lenient_class(AnyValue)
+
+
+def _lenient_key_value_class() -> type[Message]:
+    return _lenient_class(KeyValue)
+
+
+def _lenient_class(standard: type[Message]) -> type[Message]:
     from google.protobuf import message_factory
 
-    cls = _lenient_request_class()
-    pool = cls.DESCRIPTOR.file.pool
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(AnyValue.DESCRIPTOR.full_name))
+    pool = _lenient_request_class().DESCRIPTOR.file.pool
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(standard.DESCRIPTOR.full_name))
 
 
 def _valid_utf8(data: bytes) -> bool:

@@ -1,7 +1,8 @@
 """Every GenAI span becomes one usage record: the one reader that applies a dialect's table row to a span.
 
-A span is read once: only the attribute keys some dialect names (``dialects.KEYS``) are looked up and decoded, so a
-span that is not about an LLM call costs a few membership tests and no conversions. Which key supplies each fact
+A span is read once: each attribute, as the sender encoded it, is looked up whole in a bounded memo (``_Entries``),
+and only those whose keys some dialect names (``dialects.KEYS``) are decoded, so a span that is not about an LLM
+call costs one lookup an attribute and no conversions. Which key supplies each fact
 depends only on the dialect and on which known keys a span carries, so that choice is made once per distinct key
 set (a ``Plan``, cached: data, not code) and a span costs one dict lookup per fact it carries. Each record is one
 tuple in ``schema.FIELD_NAMES`` order; a request's records become ``schema.UsageColumns`` without an object per
@@ -65,11 +66,12 @@ from tokentrail.processor.normalize.otlp import (
     STATUS_CODE_ERROR,
     InvalidRequest,
     InvalidValue,
+    UnreadableAttribute,
     any_value,
-    any_values,
     as_fast_request,
-    parse_export_request,
+    attribute_entry,
     resource_service_environment,
+    scrub_request,
 )
 from tokentrail.processor.normalize.rules import VERCEL_PROVIDER_METADATA, Finish, Found
 from tokentrail.processor.normalize.usage import counts as usage_counts
@@ -107,7 +109,6 @@ __all__ = [
     "Finish",
     "NormalizeResult",
     "SpanRejected",
-    "normalize_bytes",
     "normalize_request",
 ]
 
@@ -219,58 +220,88 @@ def _plan(present: frozenset[str], span_name: str) -> Plan:
     return plan
 
 
-# -- picking a span's known attributes ---------------------------------------------------------------------------
+# -- a span's known attributes ----------------------------------------------------------------------------------
 
 
-class _Shape:
-    """One full set of attribute keys (known and unknown) spans arrive with, and the plan of its known keys.
+class _Invalid:
+    """A known attribute whose value cannot be decoded (dropped with a warning unless a later duplicate replaces
+    it)."""
 
-    A span has this shape when it has as many attributes, all of the shape's known keys (whose values are fetched
-    by the same lookups, with ``get``: a protobuf map's ``[]`` would insert a missing key) and all of its other
-    keys. One lookup a key, cheaper than hashing every key of every span into a set."""
+    __slots__ = ("reason",)
 
-    __slots__ = ("size", "known", "others", "present", "plan")
-
-    def __init__(self, size: int, known: tuple[str, ...], others: tuple[str, ...]) -> None:
-        self.size = size
-        self.known = known  # sorted
-        self.others = others
-        self.present = frozenset(known)
-        self.plan = _plan(self.present, "")  # for spans whose name chooses no dialect: nearly all
-
-    def raw_values(self, attributes: Any) -> list[Any] | None:
-        """The values of the known keys, in ``known`` order, when ``attributes`` has this shape; else None."""
-        if len(attributes) != self.size:
-            return None
-        raws = list(map(attributes.get, self.known))
-        if None in raws or not all(map(attributes.__contains__, self.others)):
-            return None
-        return raws
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
-_SHAPES: dict[int, list[_Shape]] = {}  # by number of attributes
-_MAX_SHAPES: Final = 1024
+_NOTHING_DROPPED: Final[frozenset[str]] = frozenset()
+_OTHER: Final = (None, None)  # an attribute no dialect names: one entry of the span's dict, removed once
+_ENTRIES_MAX: Final = 1 << 16  # attributes come from spans: bound what a stream of odd values can take
+_ENTRY_MAX_BYTES: Final = 160  # longer attributes (prompts, URLs) rarely repeat: not remembered
 
 
-def _shape_of(attributes: Any, last: _Shape | None) -> tuple[_Shape, list[Any]]:
-    """The shape of a span's attributes (a upb map of key -> AnyValue encoding) and the raw values of
-    its known keys: the last span's shape when it fits (the spans of one request mostly share one), else a known
-    one, else a new one."""
-    if last is not None:
-        raws = last.raw_values(attributes)
-        if raws is not None:
-            return last, raws
-    for shape in _SHAPES.get(len(attributes), ()):
-        raws = shape.raw_values(attributes)
-        if raws is not None:
-            return shape, raws
-    keys = list(attributes)
-    known = tuple(sorted(KEYS.intersection(keys)))
-    shape = _Shape(len(keys), known, tuple(k for k in keys if k not in KEYS))
-    if sum(len(c) for c in _SHAPES.values()) >= _MAX_SHAPES:
-        _SHAPES.clear()  # key sets come from spans: bound what a stream of odd spans can take
-    _SHAPES.setdefault(len(keys), []).append(shape)
-    return shape, [attributes[k] for k in known]
+class _Entries(dict[bytes, tuple[str | None, object]]):
+    """Attribute encodings (``KeyValue``) -> (key, decoded value) for the known keys, ``_OTHER`` for the rest.
+
+    Looked up with ``[]``: an encoding met before (a model, a provider, a flag, another span's key) costs one lookup
+    inside ``dict(map(...))``, and ``__missing__`` splits and decodes the others (remembering the short ones).
+    ``invalid`` counts the values that could not be decoded, so that a reader notices one by comparing it before
+    and after a span."""
+
+    invalid = 0
+
+    def __missing__(self, raw: bytes) -> tuple[str | None, object]:
+        key, value_raw = attribute_entry(raw)
+        if key not in KEYS:
+            pair: tuple[str | None, object] = _OTHER
+        else:
+            try:
+                value = any_value(value_raw)
+            except InvalidValue as exc:
+                self.invalid += 1
+                return key, _Invalid(str(exc))
+            pair = (key, value)
+            if type(value) is dict:  # a kvlist's dict is the reader's to change: never shared
+                return pair
+        if len(raw) <= _ENTRY_MAX_BYTES:
+            if len(self) >= _ENTRIES_MAX:
+                self.clear()
+            self[raw] = pair
+        return pair
+
+
+_ENTRIES: Final = _Entries()
+
+
+def _known_attributes(entries: Any) -> tuple[dict[Any, object], bool]:
+    """The span's known attributes (key -> decoded value; the last of duplicate keys wins) and whether one holds an
+    ``_Invalid`` value. Raises ``UnreadableAttribute``."""
+    invalid = _ENTRIES.invalid
+    found = dict(map(_ENTRIES.__getitem__, entries))
+    if None in found:
+        del found[None]
+    if _ENTRIES.invalid != invalid:
+        return found, any(type(v) is _Invalid for v in found.values())
+    return found, False
+
+
+def _all_attributes(span: Any) -> dict[str, bytes]:
+    """Every attribute of the span, key -> value encoding (the last of duplicate keys wins): for the dialects that
+    read attribution from keys by prefix."""
+    return dict(map(attribute_entry, span.attributes))
+
+
+_PLANS_BY_KEYS: dict[tuple[tuple[str, ...], str], Plan] = {}
+
+
+def _plan_of(found: dict[str, object], span_name: str) -> Plan:
+    """``_plan`` by the known keys in the order the span carries them (a sender keeps one order: no set to build)."""
+    key = (tuple(found), span_name if span_name in _SPAN_NAMES else "")
+    plan = _PLANS_BY_KEYS.get(key)
+    if plan is None:
+        if len(_PLANS_BY_KEYS) >= _MAX_PLANS:
+            _PLANS_BY_KEYS.clear()
+        plan = _PLANS_BY_KEYS[key] = _plan(frozenset(key[0]), key[1])
+    return plan
 
 
 # -- a request ---------------------------------------------------------------------------------------------------
@@ -279,20 +310,17 @@ def _shape_of(attributes: Any, last: _Shape | None) -> tuple[_Shape, list[Any]]:
 def normalize_request(request: ExportTraceServiceRequest) -> NormalizeResult:
     """All usage records in one OTLP export (the standard message, or the faster ``otlp.fast_request_class()`` one
     the receiver parses into). Never raises for a bad span: it is rejected, counted and explained."""
-    return _normalize(_resources(as_fast_request(request)))
-
-
-def normalize_bytes(data: bytes) -> NormalizeResult | None:
-    """All usage records in one serialized ExportTraceServiceRequest, or None when the body needs its caller: it is
-    not a request (``parse_export_request`` raises ``InvalidRequest`` with the reason), or it could be read only by
-    dropping strings with invalid UTF-8 (``parse_export_request`` returns the warnings to pass on)."""
+    fast = as_fast_request(request)
     try:
-        request, warnings = parse_export_request(data)
-    except InvalidRequest:
-        return None
-    if warnings:
-        return None
-    return _normalize(_resources(request))
+        return _normalize(_resources(fast), [])
+    except UnreadableAttribute:
+        # The fast class does not look inside attributes at parse; the standard class would have refused this
+        # request: read it as ``parse_export_request`` reads such a request (raises ``InvalidRequest``).
+        scrubbed, warnings = scrub_request(fast.SerializeToString())
+    try:
+        return _normalize(_resources(scrubbed), warnings)
+    except UnreadableAttribute as exc:
+        raise InvalidRequest(f"malformed ExportTraceServiceRequest: {exc}") from None
 
 
 def _resources(request: Any) -> Iterator[tuple[Any, str | None, str | None]]:
@@ -311,28 +339,26 @@ def _service_environment(resource: Any) -> tuple[str | None, str | None]:
     return service, environment
 
 
-def _normalize(resources: Iterable[tuple[Any, str | None, str | None]]) -> NormalizeResult:
+def _normalize(resources: Iterable[tuple[Any, str | None, str | None]], warnings: list[str]) -> NormalizeResult:
     result = NormalizeResult()
+    for warning in warnings:  # strings dropped at parse, first, as the sender would have read them
+        result.warn(1, warning)
     append = result.rows.append
     now = time.time_ns()
     embedding_parents: dict[bytes, int] | None = None  # v7 Vercel embeddings: an outer span over inner ones
-    shape: _Shape | None = None
     for spans, service, environment in resources:
         result.received += len(spans)
         for span in spans:
-            attributes = span.attributes
-            shape, raws = _shape_of(attributes, shape)
-            span_name = span.name
-            plan = _plan(shape.present, span_name) if span_name in _SPAN_NAMES else shape.plan
+            found, invalid = _known_attributes(span.attributes)
+            plan = _plan_of(found, span.name)
             if plan.dialect is None:
                 result.skipped += 1  # not an LLM call: the common, cheap case
                 continue
-            try:
-                found = dict(zip(shape.known, any_values(raws)))
-            except InvalidValue:
-                found = _drop_bad_values(result, attributes, shape.known)
-                plan = _plan(frozenset(found), span_name)
-            row = _read(result, span, found, plan, service, environment, now)
+            dropped = _NOTHING_DROPPED
+            if invalid:
+                dropped = _drop_invalid(result, found)
+                plan = _plan(frozenset(found), span.name)
+            row = _read(result, span, found, plan, dropped, service, environment, now)
             if row is None:
                 continue
             append(row)
@@ -360,13 +386,15 @@ def _read(
     span: Any,
     found: dict[str, object],
     plan: Plan,
+    dropped: frozenset[str],
     service: str | None,
     environment: str | None,
     now: int,
 ) -> tuple[Any, ...] | None:
     """The span's record, or None when it is skipped or rejected (counted and explained in ``result``). An attribute
     that cannot be decoded met outside the known keys (attribution by prefix) is dropped with a warning, and the span
-    read again without it (each round removes one attribute: the loop ends)."""
+    read again without it (each round removes one attribute: the loop ends). ``dropped``: attributes already
+    dropped, which attribution by prefix must not meet again."""
     while True:
         dialect = plan.dialect
         notes: Notes = []
@@ -374,12 +402,11 @@ def _read(
             if dialect is None or _skip(span, dialect, found):
                 result.skipped += 1
                 return None
-            row = _row(span, found, plan, service, environment, notes, now)
+            row = _row(span, found, plan, dropped, service, environment, notes, now)
         except _BadAttribute as bad:
             result.warn(1, f"attribute {bad.key[:100]!r} dropped: {bad.reason}")
-            attributes = span.attributes
-            del attributes[bad.key]
-            found = {k: any_value(attributes[k]) for k in KEYS.intersection(attributes)}
+            dropped = dropped | {bad.key}
+            found = {k: v for k, v in found.items() if k != bad.key}
             plan = _plan(frozenset(found), span.name)
             continue
         except SpanRejected as exc:
@@ -394,17 +421,15 @@ def _read(
         return row
 
 
-def _drop_bad_values(result: NormalizeResult, attributes: Any, known: tuple[str, ...]) -> dict[str, object]:
-    """A span with known attributes whose values cannot be decoded: they are removed (as if never sent), with a
-    warning each, and the span is read without them."""
-    found: dict[str, object] = {}
-    for key in known:  # sorted
-        try:
-            found[key] = any_value(attributes[key])
-        except InvalidValue as exc:
-            result.warn(1, f"attribute {key[:100]!r} dropped: {exc}")
-            del attributes[key]
-    return found
+def _drop_invalid(result: NormalizeResult, found: dict[str, object]) -> frozenset[str]:
+    """Known attributes whose values cannot be decoded are removed from ``found`` (as if never sent), with a warning
+    each, in key order; returns their keys."""
+    invalid = sorted(k for k, v in found.items() if type(v) is _Invalid)
+    for key in invalid:
+        value = found.pop(key)
+        assert isinstance(value, _Invalid)
+        result.warn(1, f"attribute {key[:100]!r} dropped: {value.reason}")
+    return frozenset(invalid)
 
 
 def _drop_outer_embedding_spans(result: NormalizeResult, parents: dict[bytes, int]) -> None:
@@ -435,6 +460,7 @@ def _row(
     span: Any,
     found: dict[str, object],
     plan: Plan,
+    dropped: frozenset[str],
     service: str | None,
     environment: str | None,
     notes: Notes,
@@ -485,7 +511,7 @@ def _row(
     if TOKENTRAIL_CREDENTIAL_TYPE in found:
         value = found[TOKENTRAIL_CREDENTIAL_TYPE]
         credential_type = (_CREDENTIAL_TYPES.get(value) if type(value) is str else None) or _credential_type(value)
-    user, tags = _attribution(span, dialect, plan, found, notes)
+    user, tags = _attribution(span, dialect, plan, found, dropped, notes)
     key = first["streamed"]
     streamed = False
     if key is not None:
@@ -502,9 +528,7 @@ def _row(
     value = found.get(TOKENTRAIL_API)
     api = (value if type(value) is str else text(value)) or dialect.default_api
     credential_id = (
-        _label(found[TOKENTRAIL_CREDENTIAL_ID], "credential id", notes)
-        if TOKENTRAIL_CREDENTIAL_ID in found
-        else None
+        _label(found[TOKENTRAIL_CREDENTIAL_ID], "credential id", notes) if TOKENTRAIL_CREDENTIAL_ID in found else None
     )
     service_tier = None
     key = first["service_tier"]
@@ -571,7 +595,9 @@ def _credential_type(value: object) -> str:
     return cached
 
 
-def _attribution(span: Any, dialect: Dialect, plan: Plan, found: Found, notes: Notes) -> tuple[str | None, list[str]]:
+def _attribution(
+    span: Any, dialect: Dialect, plan: Plan, found: Found, dropped: frozenset[str], notes: Notes
+) -> tuple[str | None, list[str]]:
     user_key = plan.first["user"]
     tag_keys = plan.keys["tags"]
     if not dialect.metadata_prefixes and not plan.keys["metadata_json"]:
@@ -587,16 +613,20 @@ def _attribution(span: Any, dialect: Dialect, plan: Plan, found: Found, notes: N
         return user, tags_of([found[tag_keys[0]]] if len(tag_keys) == 1 else [found[k] for k in tag_keys], notes)
     tags = [tag for k in tag_keys for tag in text_list(found[k])]
     raw_user, tags = from_metadata(
-        _metadata_items(span, dialect, plan, found), text(found[user_key]) if user_key else None, tags
+        _metadata_items(span, dialect, plan, found, dropped), text(found[user_key]) if user_key else None, tags
     )
     return user_of(raw_user, notes), limit_tags(tags, notes) if tags else tags
 
 
-def _metadata_items(span: Any, dialect: Dialect, plan: Plan, found: Found) -> Iterator[tuple[str, object]]:
+def _metadata_items(
+    span: Any, dialect: Dialect, plan: Plan, found: Found, dropped: frozenset[str]
+) -> Iterator[tuple[str, object]]:
     if dialect.metadata_prefixes:
         prefixes = dialect.metadata_prefixes
-        attributes = span.attributes  # every attribute, not only the known keys in ``found``
-        for key in sorted(attributes):  # key order: a upb map iterates in hash order
+        attributes = _all_attributes(span)  # every attribute, not only the known keys in ``found``
+        for key in sorted(attributes):  # key order, whatever order the sender used
+            if key in dropped:
+                continue
             for prefix in prefixes:
                 if key.startswith(prefix):
                     try:

@@ -1,12 +1,13 @@
 """Every golden fixture (``tests/processor/normalize/golden/``: spans captured from the real instrumentations, and
 hand-built ones for the Vercel AI SDK and for bent input) normalizes to exactly its stored records, counts, errors and
-warnings, through both entry points the receiver calls. Re-capture with ``python -m tests.helpers.golden capture``
+warnings, both from the message and from its serialized bytes as the receiver parses them. Re-capture with ``python -m tests.helpers.golden capture``
 only when a change of the numbers is intended."""
 
 from __future__ import annotations
 
 import pytest
-from tokentrail.processor.normalize.reader import DIALECTS, normalize_bytes, normalize_request
+from tokentrail.processor.normalize.otlp import parse_export_request
+from tokentrail.processor.normalize.reader import DIALECTS, normalize_request
 
 from tests.helpers import golden
 from tests.helpers.dialect_producers import PRODUCERS
@@ -32,6 +33,6 @@ def test_fixture_normalizes_to_its_records(name: str) -> None:
         assert len(actual["records"]) == len(expected["records"]), (name, i)
         for got, want in zip(actual["records"], expected["records"]):
             assert got == want, (name, i, {k: (got[k], want[k]) for k in want if got[k] != want[k]})
-        from_bytes = normalize_bytes(request.SerializeToString())
-        if from_bytes is not None:  # None: the receiver takes the protobuf path above
-            assert golden.result_to_json(from_bytes) == expected, (name, i)
+        parsed, warnings = parse_export_request(request.SerializeToString())  # as the receiver reads a body
+        assert warnings == [], (name, i)
+        assert golden.result_to_json(normalize_request(parsed)) == expected, (name, i)
