@@ -39,16 +39,24 @@ Import cost: ``import tokentrail.instrumentation`` against ``import opentelemetr
 fresh interpreter in CPU time (the least of several runs), as ``import_ratio`` (floor: <= 1.5).
 
 Every instrumented run is checked: each call must have produced its span with the right usage.
+
+Counted instructions (``python -m benchmarks.instrumentation_overhead instructions``, a few minutes, needs
+``valgrind``): the same non-streamed call, bare-span yardstick and SDK stream, each run in fresh interpreters under
+``valgrind --tool=callgrind``, give what a bare span, TokenTrail and openai-v2 add per call and per SSE chunk as
+instruction counts, which are the same on every run: the figures that settle a floor a noisy machine's clock cannot.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpcore2
@@ -188,11 +196,11 @@ def _fastest(samples: list[tuple[float, float]], clock: int = 0) -> float:
     return min(sample[clock] for sample in samples)
 
 
-def _provider() -> tuple[TracerProvider, BatchSpanProcessor, _Counting]:
+def _provider(schedule_delay_millis: int = 60_000) -> tuple[TracerProvider, BatchSpanProcessor, _Counting]:
     """A tracer provider as in production: a batch processor, whose cost on the caller is a queue append."""
     exporter = _Counting()
     provider = TracerProvider()
-    processor = BatchSpanProcessor(exporter, max_queue_size=1 << 16, schedule_delay_millis=60_000)
+    processor = BatchSpanProcessor(exporter, max_queue_size=1 << 16, schedule_delay_millis=schedule_delay_millis)
     provider.add_span_processor(processor)
     return provider, processor, exporter
 
@@ -451,5 +459,144 @@ def _loopback(calls: int) -> float:
         return _fastest([_per_op(call, calls) for _ in range(3)])
 
 
+# Counted instructions ---------------------------------------------------------------------------------------------
+#
+# Time on a shared machine cannot resolve a few microseconds; instructions counted by ``valgrind --tool=callgrind``
+# can, and they are the same on every run. Each figure is a difference of two runs of a fresh interpreter that do the
+# same thing but for the number of calls (or of chunks), so the interpreter's start, the imports and the warm-up
+# cancel out. ``python -m benchmarks.instrumentation_overhead instructions`` prints them (about a minute).
+
+# Calls made before counting starts, in every run: they are in the count too, hence in a long stream's chunks.
+_WARM_UP = 50
+
+
+def _instruction_worker(side: str, workload: str, calls: int, chunks: int, warm_up: int = _WARM_UP) -> None:
+    """Run inside callgrind: set ``side`` up (no instrumentation, one bare span around each call, TokenTrail, or
+    openai-v2), warm up, then make ``calls`` calls of ``workload`` with the garbage collector off."""
+    # Exported only by the force_flush at the end, whatever the time callgrind takes: the same work every run.
+    provider, _, exporter = _provider(schedule_delay_millis=24 * 3_600_000)
+    tracer = provider.get_tracer("bench")
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    json_pool = _MemoryPool([(b"content-type", b"application/json")], _json_body)
+    stream_chunks = chunks if workload == "sdk_long" else 0
+    sse_pool = _MemoryPool([(b"content-type", b"text/event-stream")], lambda: iter(_sse_chunks(stream_chunks)))
+    if workload == "json":
+        client = _client(json_pool)
+
+        def call() -> None:
+            with client.stream("POST", URL, content=REQUEST, headers=headers) as response:
+                for _ in response.iter_raw():
+                    pass
+
+    else:
+        sdk = openai.OpenAI(api_key=KEY, http_client=_client(sse_pool if workload != "sdk_json" else json_pool))
+        messages: Any = [{"role": "user", "content": "Summarise this paragraph. " * 20}]
+        if workload == "sdk_json":
+
+            def call() -> None:
+                sdk.chat.completions.create(model="gpt-4o-mini", messages=messages)
+
+        else:
+
+            def call() -> None:
+                for _ in sdk.chat.completions.create(
+                    model="gpt-4o-mini", messages=messages, stream=True, stream_options={"include_usage": True}
+                ):
+                    pass
+
+    operation = call
+    openai_v2 = OpenAIInstrumentor()
+    if side == "ours":
+        instrument(tracer_provider=provider, system_keys=[KEY], fingerprint_salt="bench-salt")
+    elif side == "openai_v2":
+        openai_v2.instrument(tracer_provider=provider)
+    elif side == "bare":
+
+        def operation() -> None:
+            span = tracer.start_span("chat gpt-4o-mini")
+            call()
+            span.end()
+
+    try:
+        for _ in range(warm_up):
+            operation()
+        gc.collect()
+        gc.disable()
+        for _ in range(calls):
+            operation()
+        gc.enable()
+        provider.force_flush()
+        # Every call of a traced side made its span (the warm-up's included): it really traced what it counts.
+        assert exporter.count == (0 if side == "plain" else warm_up + calls), (side, exporter.count)
+    finally:
+        if side == "ours":
+            uninstrument()
+        elif side == "openai_v2":
+            openai_v2.uninstrument()
+        provider.shutdown()
+
+
+def instructions(side: str, workload: str, calls: int, chunks: int = 0) -> int:
+    """Instructions counted by callgrind in a fresh interpreter running ``_instruction_worker``."""
+    command = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--dump-instr=no",
+        sys.executable, "-m", "benchmarks.instrumentation_overhead", "worker", side, workload, str(calls), str(chunks),
+    ]  # fmt: skip
+    # The same hash seed every run: dict and set layouts, hence instruction counts, do not vary between runs.
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=True)
+    counted = re.search(r"Collected : (\d+)", done.stderr)
+    if counted is None:
+        raise RuntimeError(f"callgrind reported no instruction count: {done.stderr[-500:]}")
+    return int(counted.group(1))
+
+
+def instruction_counts(calls: int = 200, chunks: int = 200, stream_calls: int = 10) -> dict[str, float]:
+    """Instructions added per call and per SSE chunk, by a bare span, TokenTrail and openai-v2 (two cores, in
+    parallel: the counts do not depend on the timing)."""
+    jobs = {
+        **{(side, "json", n): (side, "json", n, 0) for side in ("plain", "bare", "ours") for n in (0, calls)},
+        **{(side, "sdk_json", n): (side, "sdk_json", n, 0) for side in ("plain", "ours", "openai_v2") for n in (0, calls)},
+        **{
+            (side, workload, stream_calls): (side, workload, stream_calls, chunks)
+            for side in ("plain", "ours", "openai_v2")
+            for workload in ("sdk_long", "sdk_short")
+        },
+    }  # fmt: skip
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(instructions, *job) for key, job in jobs.items()}
+        counted = {key: future.result() for key, future in futures.items()}
+
+    def per_call(side: str, workload: str) -> float:
+        return (counted[(side, workload, calls)] - counted[(side, workload, 0)]) / calls
+
+    def per_chunk(side: str) -> float:
+        long, short = counted[(side, "sdk_long", stream_calls)], counted[(side, "sdk_short", stream_calls)]
+        return (long - short) / ((_WARM_UP + stream_calls) * chunks)  # the warm-up's streams are long too
+
+    bare = per_call("bare", "json") - per_call("plain", "json")
+    ours = per_call("ours", "json") - per_call("plain", "json")
+    return {
+        "instructions_per_call_uninstrumented": round(per_call("plain", "json")),
+        "instructions_added_per_call_bare_span": round(bare),
+        "instructions_added_per_call": round(ours),
+        "instructions_added_per_call_vs_bare_span": _ratio(ours, bare),
+        # Through the real OpenAI SDK, non-streamed: ours and openai-v2's (which wraps the SDK, not the transport).
+        "instructions_added_per_sdk_call": round(per_call("ours", "sdk_json") - per_call("plain", "sdk_json")),
+        "openai_v2_instructions_added_per_sdk_call": round(
+            per_call("openai_v2", "sdk_json") - per_call("plain", "sdk_json")
+        ),
+        # Per SSE chunk through the real OpenAI SDK (target: ours <= openai-v2's).
+        "instructions_added_per_sse_chunk_sdk": round(per_chunk("ours") - per_chunk("plain")),
+        "openai_v2_instructions_added_per_sse_chunk_sdk": round(per_chunk("openai_v2") - per_chunk("plain")),
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    if sys.argv[1:2] == ["worker"]:
+        side, workload, calls, chunks = sys.argv[2:6]
+        _instruction_worker(side, workload, int(calls), int(chunks))
+    elif sys.argv[1:2] == ["instructions"]:
+        print(json.dumps(instruction_counts(), indent=2))
+    else:
+        print(json.dumps(run(), indent=2))

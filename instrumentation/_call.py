@@ -178,6 +178,29 @@ def _with_include_usage(request: Any, body: bytes | None) -> Any:
     return request
 
 
+def _body_headers(headers: Any) -> tuple[str, str | None]:
+    """A response's ``Content-Type`` (empty when absent) and ``Content-Encoding`` as ``headers.get`` gives them (a
+    repeated header's values joined by ", "), found in one pass over ``headers.raw``: each ``get`` is a scan of its
+    own, and one for a header the response lacks raises and catches a ``KeyError``."""
+    content_type: bytes | None = None
+    content_encoding: bytes | None = None
+    for name, value in headers.raw:
+        lowered = name.lower()
+        if lowered == b"content-type":
+            content_type = value if content_type is None else content_type + b", " + value
+        elif lowered == b"content-encoding":
+            content_encoding = value if content_encoding is None else content_encoding + b", " + value
+    if (content_type is not None and not content_type.isascii()) or (
+        content_encoding is not None and not content_encoding.isascii()
+    ):
+        # Not ASCII: decoded as the HTTP library decodes its header values.
+        return headers.get("content-type", ""), headers.get("content-encoding")
+    return (
+        "" if content_type is None else content_type.decode("ascii"),
+        None if content_encoding is None else content_encoding.decode("ascii"),
+    )
+
+
 def _media_kind(content_type: str) -> bool | None:
     """How a response's media type is read: True for an event stream, False for JSON, None for a body we read no
     usage from."""
@@ -271,9 +294,8 @@ class Call:
             if self._claim_end() and self.own:
                 span.end()  # a span nobody records: nothing to set on it
             return response
-        headers = response.headers
-        streamed = _media_kind(headers.get("content-type", ""))
-        content_encoding = headers.get("content-encoding")
+        content_type, content_encoding = _body_headers(response.headers)
+        streamed = _media_kind(content_type)
         if streamed is None:
             self.end("read")  # not a body we can read usage from: the call is recorded without it
             return response
@@ -324,7 +346,7 @@ class Call:
             # The request's, then the response's.
             attributes = self.attributes
             try:
-                attributes.update(response_attributes(facts))
+                response_attributes(facts, into=attributes)
                 if incomplete:
                     attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
                 if error is not None:

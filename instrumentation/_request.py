@@ -140,8 +140,9 @@ def read_headers(headers: Any) -> HeaderFacts:
         raw = [(str(name).encode("latin-1"), str(value).encode("latin-1")) for name, value in headers.items()]
     found: dict[bytes, bytes] = {}
     for name, value in raw:
-        if name.lower() in WANTED_HEADERS:
-            found.setdefault(name.lower(), value)
+        lowered = name.lower()
+        if lowered in WANTED_HEADERS and lowered not in found:
+            found[lowered] = value
     if not found:
         return NO_HEADERS
     get = found.get

@@ -85,9 +85,12 @@ def request_attributes(
     return attributes
 
 
-def response_attributes(facts: ResponseFacts) -> dict[str, AttributeValue]:
-    """Response id, model, finish reasons, service tier and usage. A count the response did not carry sets nothing."""
-    attributes: dict[str, AttributeValue] = {}
+def response_attributes(
+    facts: ResponseFacts, into: dict[str, AttributeValue] | None = None
+) -> dict[str, AttributeValue]:
+    """Response id, model, finish reasons, service tier and usage, added to ``into`` when given (our span's request
+    attributes: one dict, no merge). A count the response did not carry sets nothing."""
+    attributes: dict[str, AttributeValue] = {} if into is None else into
     if facts.response_id is not None:
         attributes[semconv.GEN_AI_RESPONSE_ID] = facts.response_id
     if facts.response_model is not None:

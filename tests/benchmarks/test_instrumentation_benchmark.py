@@ -3,6 +3,8 @@ for what it reports and for the spans it produces, never for its timings (timed 
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks import instrumentation_overhead
 
 
@@ -40,3 +42,22 @@ def test_the_import_costs_are_measured_in_fresh_interpreters() -> None:
     costs = instrumentation_overhead.import_costs(runs=1)
     assert costs["import_instrumentation_ms"] > 0 and costs["import_sdk_trace_ms"] > 0
     assert costs["import_ratio"] > 0
+
+
+@pytest.mark.parametrize(
+    "side, workload",
+    [(side, "json") for side in ("plain", "bare", "ours")]
+    + [(side, workload) for side in ("plain", "ours", "openai_v2") for workload in ("sdk_json", "sdk_long", "sdk_short")],
+)
+def test_what_the_instruction_count_runs_traces_every_call(side: str, workload: str) -> None:
+    """The callgrind worker, run here without callgrind: each side traces each of its calls (it checks the span
+    count itself), so the counted instructions are those of the side named."""
+    instrumentation_overhead._instruction_worker(side, workload, calls=3, chunks=5, warm_up=2)
+
+
+@pytest.mark.slow
+def test_counted_instructions_grow_with_the_calls_and_repeat_exactly() -> None:
+    """The deterministic figure: the same run counts the same instructions, and more calls count more."""
+    none = instrumentation_overhead.instructions("ours", "json", 0)
+    assert instrumentation_overhead.instructions("ours", "json", 0) == none
+    assert instrumentation_overhead.instructions("ours", "json", 5) > none

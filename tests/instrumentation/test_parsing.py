@@ -443,3 +443,24 @@ def test_any_json_object_is_picked_as_json_reads_it(data: dict[str, Any]) -> Non
 )
 def test_a_response_is_read_as_json_or_events_by_its_media_type(content_type: str, kind: bool | None) -> None:
     assert _call._media_kind(content_type) is kind
+
+
+@pytest.mark.parametrize("library", [httpx, httpx2], ids=["httpx", "httpx2"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [(b"Content-Type", b"application/json")],
+        [(b"content-type", b"text/event-stream"), (b"Content-Encoding", b"gzip")],
+        [(b"x-request-id", b"abc")],
+        [(b"content-encoding", b"gzip"), (b"CONTENT-ENCODING", b"br"), (b"content-type", b"application/json")],
+        [(b"content-type", b"application/json; charset=\xe9t\xe9"), (b"content-encoding", b"zstd")],
+        [(b"content-type", "application/json; x=\u00e9".encode())],
+        [],
+    ],
+)
+def test_a_response_s_body_headers_read_in_one_pass_are_what_headers_get_gives(
+    library: Any, raw: list[tuple[bytes, bytes]]
+) -> None:
+    headers = library.Headers(raw)
+    expected = (headers.get("content-type", ""), headers.get("content-encoding"))
+    assert _call._body_headers(headers) == expected
