@@ -108,18 +108,6 @@ _ZERO: Final = Decimal(0)
 _EPOCH_DAY: Final = date(1970, 1, 1)
 _US_PER_DAY: Final = 86_400_000_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=_UTC)
-# The catalog price keys of the usage we record. A model priced only in other units (audio hours, characters,
-# pages) cannot be priced from a usage record: it is unpriced, not $0. A model with no price at all is free ($0).
-_RECORDED_PRICE_KEYS: Final = (
-    "input_mtok",
-    "output_mtok",
-    "cache_read_mtok",
-    "cache_write_mtok",
-    "cache_write_1h_mtok",
-    "input_audio_mtok",
-    "output_audio_mtok",
-    "cache_audio_read_mtok",
-)
 
 
 def catalog_price(
