@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -15,6 +16,10 @@ from tokentrail.processor.demo.fake_provider import FakeProvider
 
 from tests.helpers.spans import SYSTEM_KEY, TEST_SALT
 
+# Property tests judge our code, not the machine: on a loaded CI runner input generation and single examples can be
+# slow, which Hypothesis would otherwise report as a failure. Tests that set their own settings inherit this.
+settings.register_profile("tokentrail", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tokentrail")
 
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeProvider]:
