@@ -1,6 +1,7 @@
 """``tokentrail prices``: explain a number, list what is unpriced, check an overrides file, show price versions.
 
     tokentrail prices explain --provider openai --model gpt-4o --input 10000 --cached 4000 --output 1000
+    tokentrail prices explain --provider perplexity --model sonar-deep-research --input 1000 --output 10000 --reasoning 8000
     tokentrail prices unpriced --start-date 2026-11-01 --end-date 2026-11-30
     tokentrail prices check pricing.toml
     tokentrail prices versions --start-date 2026-11-01 --end-date 2026-11-30
@@ -63,7 +64,9 @@ def register(commands: Any, default_data_dir: Path) -> None:
     ex = sub.add_parser(
         "explain",
         help="the catalog model, rates, each component and the total of one call",
-        description="Input tokens are inclusive: --cached and --cache-write are part of --input (OTel semantics).",
+        description="Counts are inclusive (OTel semantics): --cached and --cache-write are part of --input, "
+        "--cache-write-1h of --cache-write, --input-audio of --input, --cached-audio of --cached and of --input-audio, "
+        "--reasoning and --output-audio of --output. A part larger than its whole is an error.",
     )
     ex.add_argument("--provider", required=True, help="as on the span (gen_ai.provider.name) or a catalog id")
     ex.add_argument("--model", required=True, help="as on the span")
@@ -73,6 +76,10 @@ def register(commands: Any, default_data_dir: Path) -> None:
     ex.add_argument("--cache-write", type=_count, default=0, help="cache-write input tokens (all TTLs)")
     ex.add_argument("--cache-write-1h", type=_count, default=0, help="of which written for 1 hour")
     ex.add_argument("--output", type=_count, default=0, help="output tokens, reasoning included")
+    ex.add_argument(
+        "--reasoning", type=_count, default=0,
+        help="of the output, reasoning tokens (at the catalog's reasoning rate where it has one, else the output rate)",
+    )
     ex.add_argument("--input-audio", type=_count, default=0, help="of the input, audio tokens")
     ex.add_argument("--cached-audio", type=_count, default=0, help="of the cache reads, audio tokens")
     ex.add_argument("--output-audio", type=_count, default=0, help="of the output, audio tokens")
@@ -131,10 +138,41 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
+# (part, whole) flags of explain: a part cannot exceed its whole.
+_PARTS = (
+    ("cache_write_1h", "cache_write"),
+    ("reasoning", "output"),
+    ("output_audio", "output"),
+    ("input_audio", "input"),
+    ("cached_audio", "cached"),
+    ("cached_audio", "input_audio"),
+)
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _part_errors(args: argparse.Namespace) -> list[str]:
+    errors = []
+    if args.cached + args.cache_write > args.input:
+        errors.append(f"--cached ({args.cached:,}) plus --cache-write ({args.cache_write:,}) exceed --input ({args.input:,})")
+    for part, whole in _PARTS:
+        if getattr(args, part) > getattr(args, whole):
+            errors.append(f"{_flag(part)} ({getattr(args, part):,}) exceeds {_flag(whole)} ({getattr(args, whole):,}), "
+                          "which includes it")
+    return errors
+
+
 def _explain(args: argparse.Namespace) -> int:
     from tokentrail.processor.pricing.explain import explain  # see the module docstring
     from tokentrail.processor.pricing.overrides import PricingConfigError
 
+    errors = _part_errors(args)
+    if errors:
+        for error in errors:
+            print(f"tokentrail prices explain: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         pricer = _pricer(args.pricing)
     except PricingConfigError as exc:
@@ -154,6 +192,7 @@ def _explain(args: argparse.Namespace) -> int:
         input_audio_tokens=args.input_audio,
         cached_audio_input_tokens=args.cached_audio,
         output_audio_tokens=args.output_audio,
+        reasoning_tokens=args.reasoning,
         service_tier=args.service_tier,
         credential_type=args.credential_type,
     )

@@ -27,7 +27,10 @@ Semantics. Input tokens are inclusive (cache reads and writes are part of them),
 fields the schema has and ``price`` reads when the record type has them (a reprice row may lack older ones):
 ``service_tier`` (batch / flex / priority -> the catalog's ``price_context``), ``cache_creation_1h_input_tokens`` (the
 part of the cache writes kept for 1 hour, priced at the catalog's 1-hour rate where it has one), ``input_audio_tokens``,
-``cached_audio_input_tokens`` and ``output_audio_tokens`` (parts of input, cache reads and output).
+``cached_audio_input_tokens`` and ``output_audio_tokens`` (parts of input, cache reads and output), and
+``reasoning_tokens`` (the part of the output that is reasoning: the library's ``output_reasoning_tokens``, priced at the
+catalog's reasoning rate, ``output_reasoning_mtok``, where it has one, e.g. perplexity ``sonar-deep-research``, and at
+the output rate otherwise; explicit prices from the overrides file have no reasoning rate and bill it as output).
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ OPTIONAL_FIELDS: Final = (
     "input_audio_tokens",
     "cached_audio_input_tokens",
     "output_audio_tokens",
+    "reasoning_tokens",
 )
 
 _UTC: Final = UTC
@@ -123,6 +127,7 @@ def catalog_price(
     input_audio_tokens: int = 0,
     cached_audio_input_tokens: int = 0,
     output_audio_tokens: int = 0,
+    reasoning_tokens: int = 0,
     service_tier: str | None = None,
 ) -> Decimal:
     """The library's own answer for this exact name (slow path, and the reference the fast path is tested against).
@@ -138,6 +143,7 @@ def catalog_price(
             input_audio_tokens,
             cached_audio_input_tokens,
             output_audio_tokens,
+            reasoning_tokens,
         ),
         model,
         provider_id=canonical_provider(provider),
@@ -159,7 +165,7 @@ class Quote:
 class _Optional:
     """Which optional record fields a record type has (looked up once per type, not per record)."""
 
-    __slots__ = ("tier", "write_1h", "audio_in", "audio_cached", "audio_out")
+    __slots__ = ("tier", "write_1h", "audio_in", "audio_cached", "audio_out", "reasoning")
 
     def __init__(self, cls: type) -> None:
         self.tier = hasattr(cls, "service_tier")
@@ -167,6 +173,7 @@ class _Optional:
         self.audio_in = hasattr(cls, "input_audio_tokens")
         self.audio_cached = hasattr(cls, "cached_audio_input_tokens")
         self.audio_out = hasattr(cls, "output_audio_tokens")
+        self.reasoning = hasattr(cls, "reasoning_tokens")
 
 
 def _truthy(value: str | None) -> bool:
@@ -293,6 +300,7 @@ class Pricer:
         input_audio_tokens: int = 0,
         cached_audio_input_tokens: int = 0,
         output_audio_tokens: int = 0,
+        reasoning_tokens: int = 0,
         service_tier: str | None = None,
     ) -> Quote | None:
         """The list price, or None when it cannot be priced (unknown model, inconsistent usage)."""
@@ -309,6 +317,7 @@ class Pricer:
             input_audio_tokens,
             cached_audio_input_tokens,
             output_audio_tokens,
+            reasoning_tokens,
         )
         market = list_price(entry, counts, timestamp)
         return None if market is None else Quote(*market)
@@ -352,9 +361,10 @@ class Pricer:
             columns["cache_creation_1h_input_tokens"],
             columns["output_tokens"],
         )
-        audio_in, audio_out, credential, given = (
+        audio_in, audio_out, reasoning, credential, given = (
             columns["input_audio_tokens"],
             columns["output_audio_tokens"],
+            columns["reasoning_tokens"],
             columns["credential_type"],
             columns["price_status"],
         )
@@ -373,7 +383,7 @@ class Pricer:
                 entry = entries[key] = self._entry(key[0], key[1], _EPOCH_DAY + timedelta(days=key[2]), tier_key(key[3]))
             m: int | None = None
             picos = entry.picos
-            c_in, c_read, c_write, c_1h, c_out = inp[i], cached[i], write[i], write_1h[i], out[i]
+            c_in, c_read, c_write, c_1h, c_out, c_r = inp[i], cached[i], write[i], write_1h[i], out[i], reasoning[i]
             if (
                 picos is not None
                 and not audio_in[i]
@@ -382,9 +392,11 @@ class Pricer:
                 and c_write >= c_1h >= 0
                 and c_read + c_write <= c_in
                 and c_out >= 0
+                and c_r >= 0
+                and (c_r <= c_out or not entry.reasoning)
             ):
                 starts, pieces = picos
-                base, uncached, read, write5, write1, output = (
+                base, uncached, read, write5, write1, output, reason = (
                     pieces[bisect_left(starts, c_in)] if starts else pieces[0]
                 )
                 m = (
@@ -393,7 +405,8 @@ class Pricer:
                     + read * c_read
                     + write5 * (c_write - c_1h)
                     + write1 * c_1h
-                    + output * c_out
+                    + output * (c_out - c_r)
+                    + reason * c_r
                 )
                 if credential[i] == "byok":
                     t = m if byok_list else 0
@@ -432,6 +445,7 @@ class Pricer:
                 columns["input_audio_tokens"][i],
                 0,
                 columns["output_audio_tokens"][i],
+                columns["reasoning_tokens"][i],
             )
             market = list_price(entry, counts, when)
             if market is None:
@@ -478,6 +492,7 @@ class Pricer:
                 (record.input_audio_tokens or 0) if opt.audio_in else 0,
                 (record.cached_audio_input_tokens or 0) if opt.audio_cached else 0,
                 (record.output_audio_tokens or 0) if opt.audio_out else 0,
+                (record.reasoning_tokens or 0) if opt.reasoning else 0,
             )
             market = list_price(entry, counts, ts)
             if market is None:

@@ -3,6 +3,10 @@
 ``explain(...)`` uses the pricer's own resolved prices (so it shows exactly what a record with this usage gets)
 and checks the list price against ``genai_prices.calc_price`` for the matched name; ``Explanation.text()`` is what
 ``tokentrail prices explain`` prints and ``to_dict()`` its ``--format json``.
+
+It takes every token kind the pricer prices: inclusive input with its cache reads and (1-hour) cache writes, output
+with its reasoning part (a line of its own at the catalog's reasoning rate where there is one), and the audio parts of
+input, cache reads and output (priced by the library, not broken down into lines).
 """
 
 from __future__ import annotations
@@ -30,6 +34,18 @@ from tokentrail.processor.pricing.resolved import (
 __all__ = ["Component", "Explanation", "explain"]
 
 _MILLION = Decimal(1_000_000)
+# How the usage row of ``text()`` names each count, in order; a part follows its whole.
+_USAGE_LABELS = (
+    ("input_tokens", "input"),
+    ("cached_input_tokens", "cache reads"),
+    ("cache_creation_input_tokens", "cache writes"),
+    ("cache_creation_1h_input_tokens", "1-hour cache writes"),
+    ("input_audio_tokens", "input audio"),
+    ("cached_audio_input_tokens", "cached audio"),
+    ("output_tokens", "output"),
+    ("reasoning_tokens", "reasoning"),
+    ("output_audio_tokens", "output audio"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +147,7 @@ class Explanation:
             tier += f" (price context {self.price_context})"
         row("Service tier", tier)
         row("Credential", self.credential_type)
+        row("Usage", ", ".join(f"{label} {self.usage[key]:,}" for key, label in _USAGE_LABELS if key in self.usage))
         if self.catalog_prices is not None:
             row("Catalog prices", self.catalog_prices or "none listed: the model is free")
         if self.tier:
@@ -183,11 +200,17 @@ def _num(value: Decimal | None) -> str | None:
 
 
 def _rate_components(
-    rates: tuple[Decimal, Decimal, Decimal, Decimal, Decimal], counts: Counts, base: Decimal = Decimal(0)
+    rates: tuple[Decimal, Decimal, Decimal, Decimal, Decimal],
+    counts: Counts,
+    base: Decimal = Decimal(0),
+    reasoning_rate: Decimal | None = None,
 ) -> list[Component]:
     """Per-token rates (uncached, read, write 5m, write 1h, output) -> components, skipping zero-token lines that
-    have no effect."""
+    have no effect. With a ``reasoning_rate`` (the catalog prices reasoning separately) the reasoning part of the
+    output is a line of its own and "output" is the rest."""
     uncached, cached, write_5m, write_1h, output = counts.components()
+    if reasoning_rate is not None:
+        output -= counts.reasoning
     names = ("uncached input", "cache read", "cache write (5 min)", "cache write (1 h)", "output")
     out = []
     if base:
@@ -196,6 +219,8 @@ def _rate_components(
         if tokens == 0 and name.startswith("cache"):
             continue
         out.append(Component(name, tokens, rate * _MILLION, rate * tokens))
+    if reasoning_rate is not None and counts.reasoning:
+        out.append(Component("reasoning output", counts.reasoning, reasoning_rate * _MILLION, reasoning_rate * counts.reasoning))
     return out
 
 
@@ -213,6 +238,7 @@ def explain(
     input_audio_tokens: int = 0,
     cached_audio_input_tokens: int = 0,
     output_audio_tokens: int = 0,
+    reasoning_tokens: int = 0,
     service_tier: str | None = None,
     credential_type: str = "system",
 ) -> Explanation:
@@ -229,6 +255,7 @@ def explain(
         input_audio_tokens,
         cached_audio_input_tokens,
         output_audio_tokens,
+        reasoning_tokens,
     )
     usage = {
         "input_tokens": input_tokens,
@@ -236,6 +263,7 @@ def explain(
         "cache_creation_input_tokens": cache_creation_input_tokens,
         "cache_creation_1h_input_tokens": cache_creation_1h_input_tokens,
         "output_tokens": output_tokens,
+        "reasoning_tokens": reasoning_tokens,
         "input_audio_tokens": input_audio_tokens,
         "cached_audio_input_tokens": cached_audio_input_tokens,
         "output_audio_tokens": output_audio_tokens,
@@ -272,6 +300,12 @@ def explain(
             "inconsistent usage: cache reads plus writes exceed the (inclusive) input, or 1-hour writes exceed writes"
         )
         return ex
+    if not counts.valid(entry.reasoning):
+        ex.unpriced_reason = (
+            "inconsistent usage: reasoning tokens exceed the output tokens they are part of (the catalog prices "
+            "reasoning separately)"
+        )
+        return ex
     market = list_price(entry, counts, at)
     if market is None:
         ex.unpriced_reason = entry.reason or "the price catalog cannot price this usage"
@@ -284,6 +318,8 @@ def explain(
         ex.catalog_model = None
         ex.notes.append(f"list price from the overrides file: {custom.describe()}")
         ex.components = _rate_components(custom.rates.per_token, counts)
+        if counts.reasoning:
+            ex.notes.append("reasoning tokens are part of the output, at the output rate (explicit prices have no reasoning rate)")
     elif match is not None:
         ex.method = "fast" if market[1] else "library"
         ex.library_cost = catalog_price(match.ref.provider, match.ref.model, at, service_tier=service_tier, **usage)
@@ -302,9 +338,14 @@ def explain(
                 low = above[-1] + 1 if above else 0
                 piece = probe_piece(match, at, context, low)
             rates = (piece.uncached_input, piece.cache_read, piece.cache_write, piece.cache_write_1h, piece.output)
-            ex.components = _rate_components(rates, counts, piece.base)
+            ex.components = _rate_components(rates, counts, piece.base, piece.reasoning if entry.reasoning else None)
             if sum((c.cost for c in ex.components), Decimal(0)) != ex.market_cost:
                 ex.notes.append("this price is not linear in the tokens (e.g. a billed minimum): the total is the library's")
+        if counts.reasoning and not entry.reasoning:
+            ex.notes.append(
+                "reasoning tokens are part of the output and priced at the output rate (the catalog has no separate "
+                "reasoning price for this model)"
+            )
         if entry.kind == KIND_LIBRARY:
             ex.notes.append("prices of this model change within a day (or are otherwise not flat): priced by the library per record")
     # What this organisation pays

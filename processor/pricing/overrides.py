@@ -33,8 +33,9 @@ is reported at once, each with the line it is on, and a bad file stops the recei
 
 ``market_cost`` is always the catalog's list price (or a ``[[model]]``'s, when the catalog lacks the model);
 ``total_cost`` is what the organisation pays: the first matching ``[[rule]]`` applied to it for system
-credentials, the ``[byok]`` policy for keys customers brought. Explicit rule prices count audio tokens as input
-or output tokens (a rule has no per-modality prices).
+credentials, the ``[byok]`` policy for keys customers brought. Explicit prices (a rule's or a ``[[model]]``'s)
+count audio tokens as input or output tokens and reasoning tokens as output tokens at ``output_mtok`` (they have no
+per-modality or reasoning prices).
 """
 
 from __future__ import annotations

@@ -2,9 +2,16 @@
 
 The library prices a few probe usages per tier of a piecewise-linear catalog price; the coefficients that come out
 (``Linear`` per tier, in pico-dollars too when every one is a whole number of them) make the per-record cost plain
-arithmetic (``market``). What is not piecewise linear goes to the library per record (``KIND_LIBRARY``); a custom
+arithmetic (``list_price``). What is not piecewise linear goes to the library per record (``KIND_LIBRARY``); a custom
 model's explicit prices come from the overrides file (``KIND_CUSTOM``). ``Pricer`` caches the ``Entry`` of each key;
 ``explain`` shows one.
+
+Token kinds priced: inclusive input (cache reads, 5-minute and 1-hour cache writes inside it), output, reasoning
+output, and the audio parts of input, cache reads and output. Reasoning follows the library: ``output_reasoning_tokens``
+is a part of ``output_tokens`` (as in our records), billed at ``output_reasoning_mtok`` instead of the output rate
+where the catalog has that price, and ignored otherwise (a reasoning token is then an output token like any other, at
+the output rate). So a model without a reasoning price costs the same whatever the reasoning count, and one with it
+rejects (unpriced) a reasoning count above the output, as the library does.
 """
 
 from __future__ import annotations
@@ -57,7 +64,10 @@ _RECORDED_PRICE_KEYS: Final = (
     "input_audio_mtok",
     "output_audio_mtok",
     "cache_audio_read_mtok",
+    "output_reasoning_mtok",
 )
+# The one reasoning price key the library applies to the usage we record (``output_reasoning_tokens``).
+_REASONING_PRICE_KEY: Final = "output_reasoning_mtok"
 
 
 def usage_of(
@@ -69,6 +79,7 @@ def usage_of(
     input_audio_tokens: int = 0,
     cached_audio_input_tokens: int = 0,
     output_audio_tokens: int = 0,
+    reasoning_tokens: int = 0,
 ) -> Usage:
     """The library's usage for one record. Every key is explicit (0 when absent) so the library never has to infer
     a count; the reference (``catalog_price``) and the fast path price the same usage."""
@@ -81,12 +92,15 @@ def usage_of(
         input_audio_tokens=input_audio_tokens,
         cache_audio_read_tokens=cached_audio_input_tokens,
         output_audio_tokens=output_audio_tokens,
+        output_reasoning_tokens=reasoning_tokens,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Linear:
-    """One tier as per-token rates: cost = base + uncached*in + read*cr + write*(cw - w1h) + write_1h*w1h + out*o."""
+    """One tier as per-token rates: cost = base + uncached*in + read*cr + write*(cw - w1h) + write_1h*w1h
+    + out*(o - r) + reasoning*r, reasoning tokens ``r`` being part of the output ``o``. ``reasoning`` equals ``output``
+    unless the catalog prices reasoning separately."""
 
     base: Decimal
     uncached_input: Decimal
@@ -94,6 +108,7 @@ class Linear:
     cache_write: Decimal
     cache_write_1h: Decimal
     output: Decimal
+    reasoning: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +141,12 @@ class Entry:
     custom: CustomModel | None = None
     rule: Rule | None = None
     reason: str | None = None  # why a record is unpriced
+    # The catalog prices reasoning output separately: a reasoning count above the output (or below 0) is inconsistent,
+    # as the library says. Without a reasoning price the library ignores the count, and so do we.
+    reasoning: bool = False
     # The piecewise coefficients in integer pico-dollars per token, when every one of them is a whole number of
     # pico-dollars (the catalog's per-million prices have at most 6 decimals): costs are then integer arithmetic.
-    picos: tuple[tuple[int, ...], tuple[tuple[int, int, int, int, int, int], ...]] | None = None
+    picos: tuple[tuple[int, ...], tuple[tuple[int, int, int, int, int, int, int], ...]] | None = None
 
 
 def _is_piecewise_linear(model_info: ModelInfo, provider: Provider) -> bool:
@@ -162,8 +180,8 @@ def library_cost(match: NameMatch, usage: Usage, when: datetime, context: Mappin
 def probe_piece(match: NameMatch, when: datetime, context: Mapping[str, str] | None, low: int) -> Linear:
     """Rates of the tier whose inputs start at ``low`` (probes use ``low`` and ``low + 1`` input tokens)."""
 
-    def f(i: int, cr: int, cw: int, w1h: int, o: int) -> Decimal:
-        return library_cost(match, usage_of(i, cr, cw, o, w1h), when, context)
+    def f(i: int, cr: int, cw: int, w1h: int, o: int, r: int = 0) -> Decimal:
+        return library_cost(match, usage_of(i, cr, cw, o, w1h, reasoning_tokens=r), when, context)
 
     at_low = f(low, 0, 0, 0, 0)
     uncached = f(low + 1, 0, 0, 0, 0) - at_low
@@ -174,6 +192,7 @@ def probe_piece(match: NameMatch, when: datetime, context: Mapping[str, str] | N
         cache_write=f(low + 1, 0, 1, 0, 0) - at_low,
         cache_write_1h=f(low + 1, 0, 1, 1, 0) - at_low,
         output=f(low, 0, 0, 0, 1) - at_low,
+        reasoning=f(low, 0, 0, 0, 1, 1) - at_low,  # one output token, which is a reasoning token
     )
 
 
@@ -189,17 +208,23 @@ def catalog_entry(match: NameMatch, day: date, context: Mapping[str, str] | None
                 reason=f"the catalog prices {match.provider.id}/{match.model.id} only per {', '.join(keys)}, "
                 "which usage records do not carry",
             )
+        reasoning = getattr(price, _REASONING_PRICE_KEY, None) is not None
         if not _is_piecewise_linear(match.model, match.provider):
-            return Entry(KIND_LIBRARY, match=match, context=context)
+            return Entry(KIND_LIBRARY, match=match, context=context, reasoning=reasoning)
         starts = tier_starts(price)
         # Tier k covers inputs in (starts[k-1], starts[k]]; its probes need two input counts inside it.
         lows = (0, *(s + 1 for s in starts))
         highs = (*starts, None)
         if any(hi is not None and lo + 1 > hi for lo, hi in zip(lows, highs)):
-            return Entry(KIND_LIBRARY, match=match, context=context)
+            return Entry(KIND_LIBRARY, match=match, context=context, reasoning=reasoning)
         pieces = tuple(probe_piece(match, day_start, context, lo) for lo in lows)
         return Entry(
-            KIND_FAST, match=match, piecewise=Piecewise(starts, pieces), context=context, picos=_pico_pieces(starts, pieces)
+            KIND_FAST,
+            match=match,
+            piecewise=Piecewise(starts, pieces),
+            context=context,
+            picos=_pico_pieces(starts, pieces),
+            reasoning=reasoning,
         )
     except Exception:  # a catalog entry the probes cannot price: the library decides per record
         log.debug("price of %s/%s not linear; using the library per record", match.provider.id, match.model.id,
@@ -209,15 +234,16 @@ def catalog_entry(match: NameMatch, day: date, context: Mapping[str, str] | None
 
 def _pico_pieces(
     starts: tuple[int, ...], pieces: tuple[Linear, ...]
-) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int, int, int], ...]] | None:
-    out: list[tuple[int, int, int, int, int, int]] = []
+) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int, int, int, int], ...]] | None:
+    out: list[tuple[int, int, int, int, int, int, int]] = []
     for piece in pieces:
         scaled = [value * PICO_PER_USD for value in (piece.base, piece.uncached_input, piece.cache_read,
-                                                     piece.cache_write, piece.cache_write_1h, piece.output)]
+                                                     piece.cache_write, piece.cache_write_1h, piece.output,
+                                                     piece.reasoning)]
         if any(s != s.to_integral_value() for s in scaled):
             return None  # a rate below a pico-dollar per token: the Decimal path keeps it exact
-        base, uncached, read, write, write_1h, output = (int(s) for s in scaled)
-        out.append((base, uncached, read, write, write_1h, output))
+        base, uncached, read, write, write_1h, output, reasoning = (int(s) for s in scaled)
+        out.append((base, uncached, read, write, write_1h, output, reasoning))
     return starts, tuple(out)
 
 
@@ -231,14 +257,18 @@ class Counts:
     audio_in: int = 0
     audio_cached: int = 0
     audio_out: int = 0
+    reasoning: int = 0  # part of output
 
-    def valid(self) -> bool:
-        """Inclusive input: cache reads and writes are inside it, 1-hour writes inside the writes."""
+    def valid(self, reasoning_priced: bool = False) -> bool:
+        """Inclusive input: cache reads and writes are inside it, 1-hour writes inside the writes. Reasoning is part
+        of the output; a count above it is inconsistent only where the catalog prices reasoning (elsewhere the
+        library ignores the count, so the record costs what its output costs)."""
         return (
-            min(self.input, self.cached, self.write, self.write_1h, self.output) >= 0
+            min(self.input, self.cached, self.write, self.write_1h, self.output, self.reasoning) >= 0
             and self.cached + self.write <= self.input
             and self.write_1h <= self.write
             and min(self.audio_in, self.audio_cached, self.audio_out) >= 0
+            and (self.reasoning <= self.output or not reasoning_priced)
         )
 
     @property
@@ -248,11 +278,12 @@ class Counts:
     def usage(self) -> Usage:
         return usage_of(
             self.input, self.cached, self.write, self.output, self.write_1h, self.audio_in, self.audio_cached,
-            self.audio_out,
+            self.audio_out, self.reasoning,
         )
 
     def components(self) -> tuple[int, int, int, int, int]:
-        """(uncached input, cache reads, 5-minute writes, 1-hour writes, output), as explicit prices bill them."""
+        """(uncached input, cache reads, 5-minute writes, 1-hour writes, output), as explicit prices bill them
+        (reasoning at the output rate: the overrides file has no reasoning price)."""
         return (self.input - self.cached - self.write, self.cached, self.write - self.write_1h, self.write_1h, self.output)
 
 
@@ -260,7 +291,7 @@ def list_price(entry: Entry, c: Counts, when: datetime) -> tuple[Decimal, bool] 
     """The list price and whether the fast path produced it; None when unpriceable."""
     kind = entry.kind
     if kind == KIND_FAST and not c.audio:
-        if not c.valid():
+        if not c.valid(entry.reasoning):
             return None
         piece = entry.piecewise.piece(c.input)  # type: ignore[union-attr]  # a KIND_FAST entry always has one
         write_5m = c.write - c.write_1h
@@ -270,10 +301,11 @@ def list_price(entry: Entry, c: Counts, when: datetime) -> tuple[Decimal, bool] 
             + piece.cache_read * c.cached
             + piece.cache_write * write_5m
             + piece.cache_write_1h * c.write_1h
-            + piece.output * c.output
+            + piece.output * (c.output - c.reasoning)
+            + piece.reasoning * c.reasoning
         ), True
     if kind == KIND_FAST or kind == KIND_LIBRARY:
-        if not c.valid():
+        if not c.valid(entry.reasoning):
             return None
         try:
             match = entry.match

@@ -121,8 +121,83 @@ def test_explain_an_unpriceable_call_says_why_and_fails(capsys: pytest.CaptureFi
     code, out, _ = run(capsys, "prices", "explain", "--provider", "acme-cloud", "--model", "mystery", "--input", "5")
     assert code == 1
     assert "UNPRICED" in out and "never $0" in out
-    code, out, _ = run(capsys, "prices", "explain", "--provider", "openai", "--model", "gpt-4o", "--input", "5", "--cached", "6")
-    assert code == 1 and "inconsistent usage" in out
+    code, out, err = run(capsys, "prices", "explain", "--provider", "openai", "--model", "gpt-4o", "--input", "5", "--cached", "6")
+    assert code == 2 and out == "" and "--cached (6) plus --cache-write (0) exceed --input (5)" in err
+
+
+def test_explain_prices_reasoning_at_the_catalogs_reasoning_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    # perplexity sonar-deep-research: the catalog prices reasoning output ($3/MTok) apart from output ($8/MTok).
+    code, result = explain_json(
+        capsys, "--provider", "perplexity", "--model", "sonar-deep-research", "--input", "1000", "--output", "10000",
+        "--reasoning", "8000",
+    )
+    assert code == 0
+    expected = catalog_price("perplexity", "sonar-deep-research", WHEN, input_tokens=1_000, output_tokens=10_000, reasoning_tokens=8_000)
+    assert expected != catalog_price("perplexity", "sonar-deep-research", WHEN, input_tokens=1_000, output_tokens=10_000)
+    assert Decimal(result["market_cost"]) == Decimal(result["calc_price"]) == expected
+    assert result["usage"]["reasoning_tokens"] == 8_000
+    components = {c["name"]: c for c in result["components"]}
+    assert (components["output"]["tokens"], components["reasoning output"]["tokens"]) == (2_000, 8_000)
+    assert components["reasoning output"]["usd_per_mtok"] == "3" and components["output"]["usd_per_mtok"] == "8"
+    assert sum(Decimal(c["cost"]) for c in result["components"]) == expected
+    code, out, _ = run(capsys, "prices", "explain", "--provider", "perplexity", "--model", "sonar-deep-research", "--at", AT,
+                       "--input", "1000", "--output", "10000", "--reasoning", "8000")
+    assert code == 0 and "output 10,000, reasoning 8,000" in out and "reasoning output" in out
+
+
+def test_explain_reasoning_without_a_reasoning_price_is_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = explain_json(capsys, "--provider", "openai", "--model", "o3", "--input", "1000", "--output", "10000",
+                                "--reasoning", "8000")
+    assert code == 0
+    assert Decimal(result["market_cost"]) == catalog_price("openai", "o3", WHEN, input_tokens=1_000, output_tokens=10_000)
+    assert [c["name"] for c in result["components"]] == ["uncached input", "output"]
+    assert any("output rate" in n for n in result["notes"])
+
+
+def test_explain_takes_one_hour_cache_writes_and_audio(capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = explain_json(
+        capsys, "--provider", "anthropic", "--model", "claude-haiku-4-5", "--input", "1000000", "--cache-write", "1000000",
+        "--cache-write-1h", "400000",
+    )
+    assert code == 0 and result["usage"]["cache_creation_1h_input_tokens"] == 400_000
+    assert {c["name"]: c["tokens"] for c in result["components"]}["cache write (1 h)"] == 400_000
+    assert Decimal(result["market_cost"]) == catalog_price(
+        "anthropic", "claude-haiku-4-5", WHEN, input_tokens=10**6, output_tokens=0, cache_creation_input_tokens=10**6,
+        cache_creation_1h_input_tokens=400_000,
+    ) != catalog_price("anthropic", "claude-haiku-4-5", WHEN, input_tokens=10**6, output_tokens=0, cache_creation_input_tokens=10**6)
+    audio = ["--input", "10000", "--cached", "3000", "--input-audio", "4000", "--cached-audio", "1000", "--output", "2000",
+             "--output-audio", "1500"]
+    code, result = explain_json(capsys, "--provider", "openai", "--model", "gpt-realtime", *audio)
+    assert code == 0 and result["method"] == "library"
+    assert result["usage"] == {"input_tokens": 10_000, "cached_input_tokens": 3_000, "input_audio_tokens": 4_000,
+                               "cached_audio_input_tokens": 1_000, "output_tokens": 2_000, "output_audio_tokens": 1_500}
+    assert Decimal(result["market_cost"]) == catalog_price(
+        "openai", "gpt-realtime", WHEN, input_tokens=10_000, cached_input_tokens=3_000, input_audio_tokens=4_000,
+        cached_audio_input_tokens=1_000, output_tokens=2_000, output_audio_tokens=1_500,
+    ) != catalog_price("openai", "gpt-realtime", WHEN, input_tokens=10_000, cached_input_tokens=3_000, output_tokens=2_000)
+    code, out, _ = run(capsys, "prices", "explain", "--provider", "openai", "--model", "gpt-realtime", "--at", AT, *audio)
+    assert code == 0
+    assert "input audio 4,000, cached audio 1,000, output 2,000, output audio 1,500" in out
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        (["--output", "10", "--reasoning", "11"], "--reasoning (11) exceeds --output (10)"),
+        (["--input", "10", "--cache-write", "5", "--cache-write-1h", "6"], "--cache-write-1h (6) exceeds --cache-write (5)"),
+        (["--input", "10", "--input-audio", "11"], "--input-audio (11) exceeds --input (10)"),
+        (["--input", "10", "--cached", "2", "--input-audio", "5", "--cached-audio", "3"], "--cached-audio (3) exceeds --cached (2)"),
+        (["--input", "10", "--cached", "5", "--input-audio", "2", "--cached-audio", "3"], "--cached-audio (3) exceeds --input-audio (2)"),
+        (["--output", "10", "--output-audio", "11"], "--output-audio (11) exceeds --output (10)"),
+        (["--input", "10", "--cached", "6", "--cache-write", "5"], "--cached (6) plus --cache-write (5) exceed --input (10)"),
+    ],
+)
+def test_explain_a_part_larger_than_its_whole_is_an_error(
+    capsys: pytest.CaptureFixture[str], counts: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, "prices", "explain", "--provider", "openai", "--model", "gpt-4o", "--at", AT, *counts)
+    assert (code, out) == (2, "")
+    assert message in err
 
 
 def test_explain_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,10 +210,13 @@ def test_explain_equals_calc_price_across_a_sample_of_the_catalog() -> None:
     models = [(p.id, m.id) for p in data_snapshot.get_snapshot().providers for m in p.models]
     rng = random.Random(7)
     checked = 0
-    for provider, model in rng.sample(models, 150):
+    sample = rng.sample(models, 150) + [("perplexity", "sonar-deep-research"), ("openrouter", "perplexity/sonar-deep-research")]
+    for provider, model in sample:
         inp = rng.randint(0, 400_000)
         cached = rng.randint(0, inp)
-        result = explain(pricer, provider, model, WHEN, input_tokens=inp, cached_input_tokens=cached, output_tokens=rng.randint(0, 9_000))
+        out = rng.randint(0, 9_000)
+        result = explain(pricer, provider, model, WHEN, input_tokens=inp, cached_input_tokens=cached, output_tokens=out,
+                         reasoning_tokens=rng.randint(0, out))
         if result.market_cost is None:
             continue
         checked += 1

@@ -1,6 +1,7 @@
 """Every model in the catalog: the fast path equals ``genai_prices.calc_price`` to the last digit, on every date a
-price changes, with and without a service tier, with 5-minute and 1-hour cache writes. Plus the semantics the
-catalog distinguishes: service tiers, 1-hour cache writes, audio tokens, models priced in units we do not record.
+price changes, with and without a service tier, with 5-minute and 1-hour cache writes and reasoning output. Plus the
+semantics the catalog distinguishes: service tiers, 1-hour cache writes, reasoning rates, audio tokens, models priced
+in units we do not record.
 
 The sample is deterministic (seeded per model) so the suite stays fast and a failure reproduces; a hypothesis test
 adds random models and usages on top."""
@@ -20,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokentrail.processor.pricing.catalog import Pricer, catalog_price
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES, parse_overrides
+from tokentrail.processor.pricing.resolved import effective_price
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageColumns, UsageRecord, from_picos
+from tokentrail.processor.storage.reprice import reprice_table
 
 SNAPSHOT = data_snapshot.get_snapshot()
 ALL_MODELS = [(p.id, m) for p in SNAPSHOT.providers for m in p.models]
@@ -68,12 +71,14 @@ def _usage(rng: random.Random, one_hour: bool) -> dict[str, Any]:
     )
     cached = rng.randint(0, inp)
     write = rng.randint(0, inp - cached)
+    out = rng.randint(0, 200_000)
     return dict(
         input_tokens=inp,
         cached_input_tokens=cached,
         cache_creation_input_tokens=write,
         cache_creation_1h_input_tokens=rng.randint(0, write) if one_hour else 0,
-        output_tokens=rng.randint(0, 200_000),
+        output_tokens=out,
+        reasoning_tokens=rng.randint(1, out) if out else 0,  # part of the output
     )
 
 
@@ -126,12 +131,14 @@ def usages(draw: st.DrawFn) -> dict[str, int]:
     inp = draw(st.one_of(st.integers(0, 5_000), st.integers(0, 1_000_000_000), st.integers(199_990, 272_010)))
     cached = draw(st.integers(0, inp))
     write = draw(st.integers(0, inp - cached))
+    out = draw(st.integers(0, 1_000_000))
     return dict(
         input_tokens=inp,
         cached_input_tokens=cached,
         cache_creation_input_tokens=write,
         cache_creation_1h_input_tokens=draw(st.integers(0, write)),
-        output_tokens=draw(st.integers(0, 1_000_000)),
+        output_tokens=out,
+        reasoning_tokens=draw(st.integers(0, out)),
     )
 
 
@@ -240,6 +247,66 @@ def test_reasoning_tokens_are_inside_output_and_never_priced_twice(pricer: Price
     assert with_reasoning.market_cost == without.market_cost
 
 
+# The catalog models with a reasoning price (the library's ``output_reasoning_mtok``), read from the catalog itself.
+REASONING_PRICED = [
+    (provider, model.id)
+    for provider, model in ALL_MODELS
+    for price in ([c.prices for c in model.prices] if isinstance(model.prices, list) else [model.prices])
+    if getattr(price, "output_reasoning_mtok", None) is not None
+]
+
+
+def test_the_catalog_prices_reasoning_separately_for_some_models() -> None:
+    assert ("perplexity", "sonar-deep-research") in REASONING_PRICED  # the model of issue 11: so the tests below bite
+
+
+@pytest.mark.parametrize(("provider", "model"), REASONING_PRICED)
+def test_reasoning_is_billed_at_the_catalogs_reasoning_rate_where_it_has_one(pricer: Pricer, provider: str, model: str) -> None:
+    when = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    match = pricer.match(provider, model)
+    assert match is not None
+    price = effective_price(match, when, None)
+    rates: list[Decimal] = []
+    for rate in (price.input_mtok, price.output_mtok, price.output_reasoning_mtok):
+        assert isinstance(rate, Decimal), "flat prices expected: computed by hand below"
+        rates.append(rate / 1_000_000)
+    in_rate, out_rate, reasoning_rate = rates
+    assert reasoning_rate != out_rate
+    # Reasoning is part of the output: the rest of the output at the output rate, reasoning at the reasoning rate.
+    by_hand = 1_000 * in_rate + (10_000 - 8_000) * out_rate + 8_000 * reasoning_rate
+    usage: dict[str, Any] = dict(input_tokens=1_000, output_tokens=10_000, reasoning_tokens=8_000)
+    assert catalog_price(provider, model, when, **usage) == by_hand
+    quote = pricer.quote(provider, model, when, **usage)
+    assert quote is not None and quote.fast and quote.market_cost == by_hand
+    records = [rich(provider=provider, model=model, timestamp=when, **usage), rich(provider=provider, model=model, timestamp=when, **usage)]
+    assert pricer.price(records[0]) and records[0].market_cost == by_hand
+    columns = UsageColumns.from_records(records[1:])
+    assert pricer.price_columns(columns) == 0 and from_picos(columns["market_cost"][0]) == by_hand
+    # The stored form (reprice reads only the fields the pricer names) prices reasoning too.
+    table, _ = reprice_table(UsageColumns.from_records(records[1:]).to_table(), pricer)
+    assert table["market_cost"].to_pylist() == [by_hand]
+    # More reasoning than output: the library refuses it, so the record is unpriced, never guessed.
+    assert pricer.quote(provider, model, when, input_tokens=1_000, output_tokens=10, reasoning_tokens=11) is None
+    with pytest.raises(ValueError):
+        catalog_price(provider, model, when, input_tokens=1_000, output_tokens=10, reasoning_tokens=11)
+
+
+def test_without_a_reasoning_price_the_reasoning_count_changes_nothing(pricer: Pricer) -> None:
+    """As in the library, which ignores the count (even one above the output) where it has no reasoning price."""
+    when = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    for reasoning in (0, 800, 1_000, 1_200):
+        usage: dict[str, Any] = dict(input_tokens=5_000, output_tokens=1_000, reasoning_tokens=reasoning)
+        quote = pricer.quote("openai", "o3", when, **usage)
+        assert quote is not None and quote.fast
+        assert quote.market_cost == catalog_price("openai", "o3", when, **usage) == catalog_price(
+            "openai", "o3", when, input_tokens=5_000, output_tokens=1_000
+        )
+        columns = UsageColumns.from_records([rich(provider="openai", model="o3", timestamp=when, **usage)])
+        pricer.price_columns(columns)
+        assert from_picos(columns["market_cost"][0]) == quote.market_cost
+    assert pricer.quote("openai", "o3", when, input_tokens=5, output_tokens=10, reasoning_tokens=-1) is None
+
+
 # -- the receiver's batch path ---------------------------------------------------------------------------------------
 
 BATCH_OVERRIDES = """
@@ -279,6 +346,8 @@ def _batch(rng: random.Random) -> list[UsageRecord]:
                 usage.update(input_audio_tokens=rng.randint(0, usage["input_tokens"]), output_audio_tokens=rng.randint(0, 50))
             if i % 17 == 0 and k == 1:
                 usage["cached_input_tokens"] = usage["input_tokens"] + 1  # inconsistent: unpriced, never guessed
+            if i % 13 == 0 and k == 0:
+                usage["reasoning_tokens"] = usage["output_tokens"] + 1  # unpriced where the catalog prices reasoning
             records.append(
                 UsageRecord(
                     timestamp=when + timedelta(seconds=rng.randrange(86_400)),
