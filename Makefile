@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-oldest-otel bench clean
+.PHONY: demo test lint test-oldest-otel bench drift clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ lint: $(VENV)/.dev-installed
 	ln -sfn ../../../instrumentation build/typecheck/tokentrail/instrumentation
 	ln -sfn ../../../processor build/typecheck/tokentrail/processor
 	$(BIN)/mypy
+
+# The drift suite: every instrumentation we accept, as it ships today, against the fake provider. The Python ones
+# (tests/processor/normalize/test_dialects.py) at the newest versions pyproject.toml admits; the Vercel AI SDK (Node
+# 22 from npm) at the newest release of each pinned major, captured into build/drift and checked like its golden
+# fixtures. Needs the PyPI and npm registries. `make test` checks the stored fixtures.
+DRIFT_DIR := build/drift
+drift: $(VENV)/.dev-installed
+	$(BIN)/pip install --quiet --upgrade -e '.[dev]'
+	rm -rf $(DRIFT_DIR)
+	$(BIN)/python -m tests.drift.vercel.capture --latest --out $(DRIFT_DIR)
+	TOKENTRAIL_DRIFT_DIR=$(DRIFT_DIR) $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/processor/normalize/test_vercel_drift.py tests/processor/normalize/test_dialects.py
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks $(BENCH)

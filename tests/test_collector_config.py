@@ -152,3 +152,31 @@ def test_the_filter_keeps_genai_spans(span_conditions: list[str], attributes: di
 
 def test_the_cli_default_grpc_port_is_the_receivers_default() -> None:
     assert inspect.signature(Receiver).parameters["grpc_port"].default == DEFAULT_GRPC_PORT
+
+
+def test_the_filter_keeps_every_span_the_receiver_counts(span_conditions: list[str]) -> None:
+    """Every span of every golden fixture that becomes a usage record (the real instrumentations' spans, calls
+    without usage among them) passes the filter: a call the Collector dropped would be lost without a trace. (The
+    edge cases are spans bent out of shape on purpose, several without any GenAI marker.)"""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from tokentrail.processor.normalize.otlp import any_value
+    from tokentrail.processor.normalize.reader import normalize_request
+
+    from tests.helpers.golden import load, names
+
+    counted = 0
+    for name in names():
+        if name == "edge-cases-handbuilt":
+            continue
+        for request, _ in load(name):
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        single = ExportTraceServiceRequest()
+                        single.resource_spans.add().scope_spans.add().spans.append(span)
+                        if not normalize_request(single).rows:
+                            continue
+                        counted += 1
+                        attributes = {kv.key: any_value(kv.value.SerializeToString()) for kv in span.attributes}
+                        assert not drops(span_conditions, attributes), (name, span.name, sorted(attributes))
+    assert counted >= 30

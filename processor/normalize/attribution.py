@@ -3,8 +3,8 @@
 The limits are Vercel AI Gateway's (at most 10 tags of 1-64 characters, a user id of at most 256), so attribution
 written for one reads the same in the other. Values beyond them are truncated or dropped with a note; the record is
 always kept. Dialects that carry attribution as free-form metadata (``<prefix><name>`` attributes or one JSON
-object) are read with ``from_metadata``: a ``user_id``-like name is the user, ``tags`` adds tags, and any other
-scalar becomes a ``name:value`` tag.
+object) are read with ``from_metadata``: a ``user_id``-like name is the user, ``tags`` adds tags, ``credential``
+states the credential type, and any other scalar becomes a ``name:value`` tag.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ MAX_USER_CHARS: Final = 256
 
 # Metadata names that mean "the user" (compared lower-cased, ``-`` as ``_``).
 USER_NAMES: Final = frozenset({"user", "userid", "user_id", "user.id", "enduser.id", "enduserid"})
+# Metadata names that give the credential type (``byok`` or ``system``), for instrumentations whose spans can carry
+# attribution only as metadata (the Vercel AI SDK's, OpenLLMetry's association properties, OpenInference's).
+CREDENTIAL_NAMES: Final = frozenset({"credential", "credentialtype", "credential_type", "tokentrail.credential.type"})
 
 # A tags attribute's value -> its tags, for values that needed no note: the same list arrives span after span.
 _TAG_LISTS: dict[tuple[object, ...], tuple[str, ...]] = {}
@@ -92,14 +95,20 @@ def limit_tags(tags: list[str], notes: Notes) -> list[str]:
 
 def from_metadata(
     items: Iterable[tuple[str, object]], user: str | None, tags: list[str]
-) -> tuple[str | None, list[str]]:
-    """``user`` and ``tags`` completed from metadata items (name, value): the first user-like name is the user when
-    none was set, ``tags`` (a list or comma-separated text) adds tags, any other scalar adds a ``name:value`` tag."""
+) -> tuple[str | None, list[str], str | None]:
+    """``user`` and ``tags`` completed from metadata items (name, value), and the credential type they state: the
+    first user-like name is the user when none was set, a credential name (``credential``, ``credentialType``)
+    states the credential type, ``tags`` (a list or comma-separated text) adds tags, any other scalar adds a
+    ``name:value`` tag."""
+    credential: str | None = None
     for item_name, value in items:
         normalized = item_name.strip().lower().replace("-", "_")
         if normalized in USER_NAMES:
             if user is None and isinstance(value, (str, int)) and not isinstance(value, bool):
                 user = str(value)
+        elif normalized in CREDENTIAL_NAMES:
+            if credential is None and isinstance(value, str):
+                credential = value
         elif normalized == "tags":
             if isinstance(value, str):
                 tags.extend(t for t in value.split(",") if t.strip())
@@ -107,4 +116,4 @@ def from_metadata(
                 tags.extend(v for v in value if isinstance(v, str))
         elif isinstance(value, (str, int, float, bool)):
             tags.append(f"{item_name}:{value}")
-    return user, tags
+    return user, tags, credential

@@ -33,10 +33,12 @@ from typing import Final
 
 from tokentrail.instrumentation import semconv as sc
 from tokentrail.processor.normalize.rules import (
+    LLM_REQUEST_TYPE,
     OI_INVOCATION_PARAMETERS,
     OI_OUTPUT_VALUE,
     OI_SPAN_KIND,
     TRACELOOP_SPAN_KIND,
+    VERCEL_CONTEXT_PREFIXES,
     VERCEL_INPUT_DETAILS,
     VERCEL_OPERATION_ID,
     VERCEL_PROVIDER_METADATA,
@@ -44,9 +46,11 @@ from tokentrail.processor.normalize.rules import (
     Found,
     SpanLike,
     Usage,
+    openinference_call,
     openinference_counted,
     openinference_finish,
     openllmetry_counted,
+    operation_is_call,
     pydantic_ai_counted,
     vercel_counted,
     vercel_finish,
@@ -69,6 +73,7 @@ __all__ = [
     "VERCEL_AI",
     "Dialect",
     "dialect_of",
+    "usage_free",
 ]
 
 # Aggregating spans repeat the totals of the calls under them: counting them would bill twice.
@@ -84,13 +89,21 @@ TOKENTRAIL_REPORTED_COST: Final = "tokentrail.usage.reported_cost"
 # OTel GenAI names of every version: semconv <= 1.26 said prompt/completion, and spelled the caches differently.
 _INPUT: Final = (sc.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens")
 _OUTPUT: Final = (sc.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completion_tokens")
-_CACHE_READ: Final = (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens")
+# `gen_ai.usage.input_cached_tokens`: LiveKit's (and others') name for the cached part of the input.
+_CACHE_READ: Final = (
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    "gen_ai.usage.cache_read_input_tokens",
+    "gen_ai.usage.input_cached_tokens",
+)
 _CACHE_WRITE: Final = (
     sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
     sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
     "gen_ai.usage.cache_creation_input_tokens",
 )
 _REPORTED_COST: Final = (TOKENTRAIL_REPORTED_COST, "gen_ai.usage.cost")
+_TIME_TO_FIRST_CHUNK: Final = ("gen_ai.client.operation.time_to_first_chunk", "gen_ai.response.time_to_first_chunk")
+# The Vercel AI SDK's reasoning count (v6+ legacy spans; v7 GenAI spans with `usage: true`).
+_VERCEL_REASONING: Final = "ai.usage.outputTokenDetails.reasoningTokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +146,9 @@ class Dialect:
     response_id: tuple[str, ...] = (sc.GEN_AI_RESPONSE_ID,)
     operation: tuple[str, ...] = (sc.GEN_AI_OPERATION_NAME,)
     streamed: tuple[str, ...] = (sc.GEN_AI_REQUEST_STREAM,)
+    # Keys whose mere presence says the call was streamed (a time to the first chunk: the Vercel AI SDK v7 and
+    # pydantic-ai state streaming no other way).
+    stream_markers: tuple[str, ...] = _TIME_TO_FIRST_CHUNK
     user: tuple[str, ...] = (sc.USER_ID,)
     tags: tuple[str, ...] = (sc.TOKENTRAIL_TAGS,)  # every list named is merged
     # Attribution carried as ``<prefix><name>`` attributes or inside a JSON object attribute (``attribution.py``).
@@ -148,6 +164,11 @@ class Dialect:
     # The usage keys without which a span marked as this dialect's is not a call (a workflow, tool or retrieval
     # span): False for dialects whose every marked span is a call.
     needs_usage: bool = True
+    # A span of this dialect with no usage key at all is still a call (a stream whose usage was never asked for or
+    # never arrived) when it carries one of ``call_keys``, a provider and a model, and ``call`` says its values make
+    # it one: it becomes a ``no_usage`` record, counted and visible, never a silent $0.
+    call_keys: tuple[str, ...] = ()
+    call: Callable[[SpanLike, Found], bool] | None = None  # rules.py
     counted: Callable[[SpanLike, Found], bool] | None = None  # rules.py
     resolve: Callable[[SpanLike, Found, Usage, str], Usage] | None = None  # rules.py
     finish: Callable[[SpanLike, Found, Finish], None] | None = None  # rules.py
@@ -155,6 +176,10 @@ class Dialect:
     def keys(self) -> frozenset[str]:
         """Every attribute key this dialect reads."""
         return frozenset((*self.markers, *(k for fact in KEY_FACTS for k in getattr(self, fact))))
+
+    def identity_keys(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The keys that name a provider, and those that name a model."""
+        return frozenset(self.provider), frozenset((*self.request_model, *self.response_model))
 
     def usage_keys(self) -> frozenset[str]:
         """The keys that state usage: one of them makes a span a call."""
@@ -168,7 +193,8 @@ USAGE_FACTS: Final = (
 )
 KEY_FACTS: Final = (
     "provider", "response_model", "request_model", *USAGE_FACTS, "cache_write_1h", "input_audio", "output_audio",
-    "service_tier", "reported_cost", "response_id", "operation", "streamed", "user", "tags", "metadata_json",
+    "service_tier", "reported_cost", "response_id", "operation", "streamed", "stream_markers", "user", "tags",
+    "metadata_json", "call_keys",
 )
 
 
@@ -177,7 +203,14 @@ KEY_FACTS: Final = (
 # OpenTelemetry GenAI semantic conventions, any version. `gen_ai.usage.input_tokens` is inclusive of cached input.
 # The modality splits of newer versions (`gen_ai.usage.text.input_tokens`, ...) are parts of these totals and are
 # never added.
-OTEL_GENAI: Final = Dialect(source="otel-genai")
+# The Vercel AI SDK v7 `chat {model}` spans follow them too, with the reasoning count (`usage: true`) under the SDK's
+# own name.
+OTEL_GENAI: Final = Dialect(
+    source="otel-genai",
+    reasoning=(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, _VERCEL_REASONING),
+    call_keys=(sc.GEN_AI_OPERATION_NAME,),
+    call=operation_is_call,
+)
 
 # Our own instrumentation: the same conventions plus `tokentrail.*` attribution.
 TOKENTRAIL: Final = Dialect(source="tokentrail", markers=frozenset({sc.TOKENTRAIL_API}), needs_usage=False)
@@ -198,6 +231,8 @@ ANTHROPIC_SDK: Final = Dialect(
 
 # Vercel AI SDK, legacy spans (v3-v7 `LegacyOpenTelemetry`). Names by generation: `promptTokens`/`completionTokens`
 # (v3-v4), `inputTokens`/`outputTokens`/`cachedInputTokens`/`reasoningTokens` (v5+), `inputTokenDetails.*` (v6+).
+# Attribution: `ai.telemetry.metadata.*` (v3-v6 `metadata`), `ai.settings.context.*` (v7 `runtimeContext` with
+# `includeRuntimeContext`; v7 removed `metadata`).
 VERCEL_AI: Final = Dialect(
     source="vercel-ai",
     markers=frozenset({VERCEL_OPERATION_ID, "ai.model.provider", "ai.model.id"}),
@@ -221,11 +256,13 @@ VERCEL_AI: Final = Dialect(
     total_tokens=("ai.usage.totalTokens",),
     cache_read=("ai.usage.inputTokenDetails.cacheReadTokens", "ai.usage.cachedInputTokens", *_CACHE_READ),
     cache_write=("ai.usage.inputTokenDetails.cacheWriteTokens", *_CACHE_WRITE),
-    reasoning=("ai.usage.outputTokenDetails.reasoningTokens", "ai.usage.reasoningTokens"),
+    reasoning=(_VERCEL_REASONING, "ai.usage.reasoningTokens"),
     response_id=("ai.response.id", sc.GEN_AI_RESPONSE_ID),
     operation=(sc.GEN_AI_OPERATION_NAME,),
     streamed=(),
-    metadata_prefixes=("ai.telemetry.metadata.",),
+    metadata_prefixes=VERCEL_CONTEXT_PREFIXES,
+    call_keys=(VERCEL_OPERATION_ID, "ai.model.id"),
+    call=vercel_counted,
     counted=vercel_counted,
     resolve=vercel_resolve,
     finish=vercel_finish,
@@ -254,6 +291,8 @@ OPENINFERENCE: Final = Dialect(
     user=(sc.USER_ID,),
     tags=(sc.TOKENTRAIL_TAGS, "tag.tags"),
     metadata_json=("metadata",),
+    call_keys=(OI_SPAN_KIND,),
+    call=openinference_call,
     counted=openinference_counted,
     finish=openinference_finish,
 )
@@ -266,6 +305,8 @@ PYDANTIC_AI: Final = Dialect(
     cache_read=(*_CACHE_READ, "gen_ai.usage.details.cache_read_tokens"),
     cache_write=(*_CACHE_WRITE, "gen_ai.usage.details.cache_write_tokens"),
     reasoning=(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, "gen_ai.usage.details.reasoning_tokens"),
+    call_keys=(sc.GEN_AI_OPERATION_NAME,),
+    call=operation_is_call,
     counted=pydantic_ai_counted,
 )
 
@@ -280,7 +321,7 @@ OPENLLMETRY: Final = Dialect(
         {
             "llm.usage.total_tokens",
             "gen_ai.usage.total_tokens",
-            "llm.request.type",
+            LLM_REQUEST_TYPE,
             "gen_ai.is_streaming",
             "llm.is_streaming",
             "gen_ai.usage.reasoning_tokens",
@@ -295,10 +336,12 @@ OPENLLMETRY: Final = Dialect(
         "gen_ai.usage.reasoning_tokens",
         "llm.usage.reasoning_tokens",
     ),
-    operation=(sc.GEN_AI_OPERATION_NAME, "llm.request.type"),
+    operation=(sc.GEN_AI_OPERATION_NAME, LLM_REQUEST_TYPE),
     streamed=("gen_ai.is_streaming", "llm.is_streaming", sc.GEN_AI_REQUEST_STREAM),
     user=(sc.USER_ID, "gen_ai.user", "llm.user"),
     metadata_prefixes=("traceloop.association.properties.",),
+    call_keys=(sc.GEN_AI_OPERATION_NAME, LLM_REQUEST_TYPE),
+    call=operation_is_call,
     counted=openllmetry_counted,
 )
 
@@ -332,6 +375,7 @@ KEYS: Final = frozenset().union(COMMON_KEYS, *(d.keys() for d in DIALECTS))
 # Any of these makes a span a GenAI call (besides the markers and the Anthropic span name).
 _USAGE_KEYS: Final = frozenset().union(*(d.usage_keys() for d in DIALECTS))
 _USAGE_KEYS_OF: Final = {d.source: d.usage_keys() for d in DIALECTS}
+_IDENTITY_KEYS: Final = {d.source: d.identity_keys() for d in DIALECTS}
 
 
 def dialect_of(present: frozenset[str], span_name: str) -> Dialect | None:
@@ -348,8 +392,27 @@ def dialect_of(present: frozenset[str], span_name: str) -> Dialect | None:
             break
     else:
         if _USAGE_KEYS.isdisjoint(present):
-            return None
+            # No dialect's marker and no usage: a call of the conventions whose usage never came, or nothing.
+            return OTEL_GENAI if _may_be_call(OTEL_GENAI, present) else None
         dialect = OTEL_GENAI
     if dialect.needs_usage and _USAGE_KEYS_OF[dialect.source].isdisjoint(present):
-        return None  # marked by a dialect but without usage: a workflow, tool or retrieval span
+        # Marked by a dialect but without usage: a workflow, tool or retrieval span, or a call whose usage never
+        # came (``Dialect.call`` tells them apart by value).
+        return dialect if _may_be_call(dialect, present) else None
     return dialect
+
+
+def usage_free(dialect: Dialect, present: frozenset[str]) -> bool:
+    """Whether a span of ``dialect`` with these keys states no usage at all: a call only if ``Dialect.call`` says
+    so (``reader._skip``)."""
+    return dialect.needs_usage and _USAGE_KEYS_OF[dialect.source].isdisjoint(present)
+
+
+def _may_be_call(dialect: Dialect, present: frozenset[str]) -> bool:
+    """A span without usage may be one of ``dialect``'s calls: it carries a key that says what it is, a provider
+    (or the dialect names one) and a model."""
+    if dialect.call is None or present.isdisjoint(dialect.call_keys):
+        return False
+    providers, models = _IDENTITY_KEYS[dialect.source]
+    has_provider = dialect.default_provider is not None or not providers.isdisjoint(present)
+    return has_provider and not models.isdisjoint(present)

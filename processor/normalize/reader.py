@@ -61,6 +61,7 @@ from tokentrail.processor.normalize.dialects import (
     VERCEL_AI,
     Dialect,
     dialect_of,
+    usage_free,
 )
 from tokentrail.processor.normalize.otlp import (
     STATUS_CODE_ERROR,
@@ -73,7 +74,7 @@ from tokentrail.processor.normalize.otlp import (
     resource_service_environment,
     scrub_request,
 )
-from tokentrail.processor.normalize.rules import VERCEL_PROVIDER_METADATA, Finish, Found
+from tokentrail.processor.normalize.rules import VERCEL_CONTEXT_PREFIXES, VERCEL_PROVIDER_METADATA, Finish, Found
 from tokentrail.processor.normalize.usage import counts as usage_counts
 from tokentrail.processor.normalize.usage import reported_cost as usage_reported_cost
 from tokentrail.processor.normalize.values import (
@@ -123,6 +124,12 @@ _SPAN_NAMES: Final = frozenset().union(*(d.span_names for d in DIALECTS))  # nam
 _NO_TRACE_ID: Final = bytes(16)
 _NO_SPAN_ID: Final = bytes(8)
 _OPERATION_COLUMN: Final = FIELD_NAMES.index("operation")
+_USER_COLUMN: Final = FIELD_NAMES.index("user_id")
+_TAGS_COLUMN: Final = FIELD_NAMES.index("tags")
+_CREDENTIAL_COLUMN: Final = FIELD_NAMES.index("credential_type")
+# What an ancestor's attribution is read from: the Vercel AI SDK v7's runtime context (not its legacy metadata,
+# which its call spans carry themselves).
+_INHERITED_PREFIXES: Final = VERCEL_CONTEXT_PREFIXES[1:]
 _SPAN_ID_COLUMN: Final = FIELD_NAMES.index("span_id")
 
 
@@ -164,7 +171,7 @@ class Plan:
     not a call to count, whatever the values) and, per fact, the keys present that state it, in the dialect's
     order."""
 
-    __slots__ = ("dialect", "keys", "first", "details", "provider_names")
+    __slots__ = ("dialect", "keys", "first", "details", "provider_names", "usage_free")
 
     def __init__(self, present: frozenset[str], dialect: Dialect | None) -> None:
         self.dialect = dialect
@@ -172,8 +179,10 @@ class Plan:
         self.first: dict[str, str | None] = {}
         self.provider_names: dict[str, str] = {}  # provider value -> canonical provider, for this dialect
         self.details = False
+        self.usage_free = False  # no usage key at all: a call only if the dialect's ``call`` says so
         if dialect is None:
             return
+        self.usage_free = usage_free(dialect, present)
         for fact in KEY_FACTS:
             keys = self.keys[fact] = tuple(k for k in getattr(dialect, fact) if k in present)
             self.first[fact] = keys[0] if keys else None
@@ -346,6 +355,9 @@ def _normalize(resources: Iterable[tuple[Any, str | None, str | None]], warnings
     append = result.rows.append
     now = time.time_ns()
     embedding_parents: dict[bytes, int] | None = None  # v7 Vercel embeddings: an outer span over inner ones
+    # (row, parent span id, credential type stated) of the records with no user and no tags
+    unattributed: list[tuple[int, bytes, bool]] | None = None
+    resources = list(resources)
     for spans, service, environment in resources:
         result.received += len(spans)
         for span in spans:
@@ -362,13 +374,92 @@ def _normalize(resources: Iterable[tuple[Any, str | None, str | None]], warnings
             if row is None:
                 continue
             append(row)
+            if row[_USER_COLUMN] is None and not row[_TAGS_COLUMN] and span.parent_span_id:
+                if unattributed is None:
+                    unattributed = []
+                unattributed.append((len(result.rows) - 1, span.parent_span_id, TOKENTRAIL_CREDENTIAL_TYPE in found))
             if row[_OPERATION_COLUMN] == "embeddings" and span.parent_span_id:
                 if embedding_parents is None:
                     embedding_parents = {}
                 embedding_parents[span.parent_span_id] = embedding_parents.get(span.parent_span_id, 0) + 1
+    if unattributed:
+        _inherit_attribution(result, unattributed, resources)
     if embedding_parents:
         _drop_outer_embedding_spans(result, embedding_parents)
     return result
+
+
+_MAX_ANCESTORS: Final = 32  # a parent chain is a few spans deep; a cycle in forged ids must still end
+
+
+def _inherit_attribution(
+    result: NormalizeResult,
+    unattributed: list[tuple[int, bytes, bool]],
+    resources: list[tuple[Any, str | None, str | None]],
+) -> None:
+    """Records with no user and no tags take them from the nearest ancestor in the same export that states them as
+    the Vercel AI SDK v7 does: its GenAI ``chat`` spans carry none, the enclosing ``step`` and ``invoke_agent``
+    spans carry the call's ``runtimeContext`` as ``ai.settings.context.*``. (An ancestor exported in another
+    request is not seen: ``enrichSpan`` setting ``user.id`` and ``tokentrail.tags`` on the call span always is.)"""
+    by_id = {span.span_id: span for spans, _, _ in resources for span in spans}
+    inherited: dict[bytes, list[tuple[str, object]] | None] = {}
+    for index, parent_id, credential_stated in unattributed:
+        found = _ancestor_attribution(parent_id, by_id, inherited)
+        if found is None:
+            continue
+        notes: Notes = []
+        user, tags, credential = from_metadata(found, None, [])
+        user = user_of(user, notes)
+        tags = limit_tags(tags, notes) if tags else tags
+        if notes:
+            result.warn(len(notes), "inherited attribution: " + "; ".join(notes))
+        if user is not None or tags or credential is not None:
+            row = list(result.rows[index])
+            row[_USER_COLUMN], row[_TAGS_COLUMN] = user, tags
+            if credential is not None and not credential_stated:
+                row[_CREDENTIAL_COLUMN] = _credential_type(credential)
+            result.rows[index] = tuple(row)
+
+
+def _ancestor_attribution(
+    parent_id: bytes, by_id: dict[bytes, Any], memo: dict[bytes, Any]
+) -> list[tuple[str, object]] | None:
+    """The ``ai.settings.context.*`` items of the nearest ancestor that has any, or None."""
+    visited: list[bytes] = []
+    found: list[tuple[str, object]] | None = None
+    span_id = parent_id
+    for _ in range(_MAX_ANCESTORS):
+        if span_id in memo:
+            found = memo[span_id]
+            break
+        span = by_id.get(span_id)
+        if span is None:
+            break
+        visited.append(span_id)
+        items = _context_items(span)
+        if items:
+            found = items
+            break
+        span_id = span.parent_span_id
+        if not span_id:
+            break
+    for seen in visited:
+        memo[seen] = found
+    return found
+
+
+def _context_items(span: Any) -> list[tuple[str, object]]:
+    """A span's Vercel runtime-context attribution items (name, value), in key order; undecodable values skipped."""
+    items = []
+    for key, raw in sorted(_all_attributes(span).items()):
+        for prefix in _INHERITED_PREFIXES:
+            if key.startswith(prefix):
+                try:
+                    items.append((key[len(prefix) :], plain(any_value(raw))))
+                except InvalidValue:
+                    pass
+                break
+    return items
 
 
 class _BadAttribute(Exception):
@@ -399,7 +490,7 @@ def _read(
         dialect = plan.dialect
         notes: Notes = []
         try:
-            if dialect is None or _skip(span, dialect, found):
+            if dialect is None or _skip(span, plan, dialect, found):
                 result.skipped += 1
                 return None
             row = _row(span, found, plan, dropped, service, environment, notes, now)
@@ -442,9 +533,12 @@ def _drop_outer_embedding_spans(result: NormalizeResult, parents: dict[bytes, in
     result.rows = kept
 
 
-def _skip(span: Any, dialect: Dialect, found: Found) -> bool:
-    """True when the values say this span is not a call to count (an outer span, an aggregate, a duplicate)."""
+def _skip(span: Any, plan: Plan, dialect: Dialect, found: Found) -> bool:
+    """True when the values say this span is not a call to count (an outer span, an aggregate, a duplicate, or a
+    span without usage that is not a call)."""
     if dialect.counted is not None and not dialect.counted(span, found):
+        return True
+    if plan.usage_free and (dialect.call is None or not dialect.call(span, found)):
         return True
     operation = found.get(GEN_AI_OPERATION_NAME)
     if operation is not None and text(operation) in AGGREGATE_OPERATIONS:
@@ -483,7 +577,8 @@ def _row(
     model = (name(found[key], "model") if key is not None else None) or request_model
     if not provider or not model:
         missing = " and ".join(n for n, v in (("provider", provider), ("model", model)) if not v)
-        raise SpanRejected(f"span {span.name[:100]!r} has GenAI usage but no {missing}")
+        what = "is a GenAI call without usage" if plan.usage_free else "has GenAI usage"
+        raise SpanRejected(f"span {span.name[:100]!r} {what} but no {missing}")
     trace_id, span_id = span.trace_id, span.span_id
     if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _NO_TRACE_ID or span_id == _NO_SPAN_ID:
         raise SpanRejected(f"span {span.name[:100]!r} has no valid trace or span id")
@@ -507,16 +602,20 @@ def _row(
     else:
         status = "ok"
 
+    user, tags, stated_credential = _attribution(span, dialect, plan, found, dropped, notes)
     credential_type = DEFAULT_CREDENTIAL_TYPE
     if TOKENTRAIL_CREDENTIAL_TYPE in found:
         value = found[TOKENTRAIL_CREDENTIAL_TYPE]
         credential_type = (_CREDENTIAL_TYPES.get(value) if type(value) is str else None) or _credential_type(value)
-    user, tags = _attribution(span, dialect, plan, found, dropped, notes)
+    elif stated_credential is not None:
+        credential_type = _credential_type(stated_credential)
     key = first["streamed"]
     streamed = False
     if key is not None:
         value = found[key]
         streamed = value if type(value) is bool else flag(value)
+    if not streamed and first["stream_markers"] is not None:
+        streamed = True
     key = first["response_id"]
     response_id = _label(found[key], "response id", notes) if key is not None else None
     key = first["operation"]
@@ -597,7 +696,8 @@ def _credential_type(value: object) -> str:
 
 def _attribution(
     span: Any, dialect: Dialect, plan: Plan, found: Found, dropped: frozenset[str], notes: Notes
-) -> tuple[str | None, list[str]]:
+) -> tuple[str | None, list[str], str | None]:
+    """The record's user and tags, and the credential type metadata states (None: not stated there)."""
     user_key = plan.first["user"]
     tag_keys = plan.keys["tags"]
     if not dialect.metadata_prefixes and not plan.keys["metadata_json"]:
@@ -609,13 +709,14 @@ def _attribution(
             else:
                 user = user_of(value, notes)
         if not tag_keys:
-            return user, []
-        return user, tags_of([found[tag_keys[0]]] if len(tag_keys) == 1 else [found[k] for k in tag_keys], notes)
+            return user, [], None
+        values = [found[tag_keys[0]]] if len(tag_keys) == 1 else [found[k] for k in tag_keys]
+        return user, tags_of(values, notes), None
     tags = [tag for k in tag_keys for tag in text_list(found[k])]
-    raw_user, tags = from_metadata(
+    raw_user, tags, credential = from_metadata(
         _metadata_items(span, dialect, plan, found, dropped), text(found[user_key]) if user_key else None, tags
     )
-    return user_of(raw_user, notes), limit_tags(tags, notes) if tags else tags
+    return user_of(raw_user, notes), limit_tags(tags, notes) if tags else tags, credential
 
 
 def _metadata_items(

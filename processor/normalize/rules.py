@@ -22,10 +22,13 @@ from typing import Any, Final, Protocol
 from tokentrail.processor.normalize.values import is_count, json_object, text
 
 __all__ = [
+    "CALL_OPERATIONS",
+    "LLM_REQUEST_TYPE",
     "OI_INVOCATION_PARAMETERS",
     "OI_OUTPUT_VALUE",
     "OI_SPAN_KIND",
     "TRACELOOP_SPAN_KIND",
+    "VERCEL_CONTEXT_PREFIXES",
     "VERCEL_INPUT_DETAILS",
     "VERCEL_OPERATION_ID",
     "VERCEL_PROVIDER_METADATA",
@@ -33,9 +36,11 @@ __all__ = [
     "Found",
     "SpanLike",
     "Usage",
+    "openinference_call",
     "openinference_counted",
     "openinference_finish",
     "openllmetry_counted",
+    "operation_is_call",
     "pydantic_ai_counted",
     "vercel_counted",
     "vercel_finish",
@@ -78,9 +83,32 @@ class Usage:
     output_audio: int = 0
 
 
+# -- calls without usage ------------------------------------------------------------------------------------------
+
+LLM_REQUEST_TYPE: Final = "llm.request.type"  # OpenLLMetry's operation, before it wrote gen_ai.operation.name
+# The operations that are one call to a provider, billed whether or not its usage reached the span (the conventions'
+# names, and OpenLLMetry's older ones). Agents, tools, workflows and retrieval are not.
+CALL_OPERATIONS: Final = frozenset(
+    {"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding"}
+)
+
+
+def operation_is_call(span: SpanLike, found: Found) -> bool:
+    """The span's operation (``gen_ai.operation.name``, else OpenLLMetry's ``llm.request.type``) is a call."""
+    for key in ("gen_ai.operation.name", LLM_REQUEST_TYPE):
+        value = text(found.get(key))
+        if value is not None:
+            return value.strip().lower() in CALL_OPERATIONS
+    return False
+
+
 # -- Vercel AI SDK, legacy spans -------------------------------------------------------------------------------
 
 VERCEL_OPERATION_ID: Final = "ai.operationId"
+# Attribution as metadata: v3-v6 `telemetry.metadata`; v7 the call's `runtimeContext` (the keys the call names in
+# `telemetry.includeRuntimeContext`), written as `ai.settings.context.*` (its documentation says
+# `ai.settings.runtimeContext.*`: both are read).
+VERCEL_CONTEXT_PREFIXES: Final = ("ai.telemetry.metadata.", "ai.settings.context.", "ai.settings.runtimeContext.")
 VERCEL_PROVIDER_METADATA: Final = "ai.response.providerMetadata"
 VERCEL_INPUT_DETAILS: Final = (
     "ai.usage.inputTokenDetails.noCacheTokens",
@@ -150,6 +178,12 @@ def openinference_counted(span: SpanLike, found: Found) -> bool:
     """LLM and EMBEDDING spans are calls; CHAIN, AGENT, TOOL... spans sum or wrap them."""
     kind = text(found.get(OI_SPAN_KIND))
     return kind is None or kind.upper() in _OI_COUNTED_KINDS
+
+
+def openinference_call(span: SpanLike, found: Found) -> bool:
+    """Without usage, only a span that says it is an LLM or EMBEDDING call is one."""
+    kind = text(found.get(OI_SPAN_KIND))
+    return kind is not None and kind.upper() in _OI_COUNTED_KINDS
 
 
 def openinference_finish(span: SpanLike, found: Found, fields: Finish) -> None:

@@ -3,7 +3,9 @@
 ``input_tokens`` includes cached input (a dialect whose count excludes the cache has it added, never the others),
 ``output_tokens`` includes reasoning, counts billed on top of the main usage (Anthropic's compaction) are added, a
 total derives whichever of input or output is missing, and a part (cache reads and writes, reasoning, 1-hour writes,
-audio) larger than its whole is capped to it with a note: the record is kept, its numbers consistent.
+audio) larger than its whole is capped to it with a note: the record is kept, its numbers consistent. Cached input
+larger than the input is the exception: such an input count can only be exclusive of the cache, so the cache is
+added to it (with a note), never capped away.
 """
 
 from __future__ import annotations
@@ -66,16 +68,18 @@ def counts(
     usage.cache_write_1h = _first_count(found, keys["cache_write_1h"]) or 0
     usage.input_audio = _first_count(found, keys["input_audio"]) or 0
     usage.output_audio = _first_count(found, keys["output_audio"]) or 0
-    if keys["total_tokens"] and (usage.input is None) != (usage.output is None):
-        total = _first_count(found, keys["total_tokens"])
+    if keys["total_tokens"]:
+        if (usage.input is None) != (usage.output is None):
+            total = _first_count(found, keys["total_tokens"])  # needed: a bad total rejects the span
+        elif usage.reasoning and usage.input is not None:
+            try:
+                total = _first_count(found, keys["total_tokens"])
+            except SpanRejected:  # only a check of the output's convention: a bad total is not needed
+                total = None
+        else:
+            total = None
         if total is not None:
-            known = usage.input if usage.input is not None else usage.output
-            assert known is not None
-            if total >= known:
-                if usage.input is None:
-                    usage.input = total - known
-                else:
-                    usage.output = total - known
+            _with_total(usage, total)
     extra_input = sum(count(found[k], k) or 0 for k in keys["extra_input"])
     extra_output = sum(count(found[k], k) or 0 for k in keys["extra_output"])
     if dialect.resolve is not None:
@@ -103,6 +107,28 @@ def counts(
     )
 
 
+def _with_total(usage: Usage, total: int) -> None:
+    """What a stated total says: whichever of input or output is missing, or (all three stated) that the output
+    count EXCLUDES reasoning: ``input + output + reasoning == total`` (with reasoning > 0) can only be so when the
+    sender counted thinking apart from output (the Vercel AI SDK v5's Google provider, OpenInference's Gemini
+    spans). The house rule puts reasoning inside output."""
+    if (usage.input is None) != (usage.output is None):
+        known = usage.input if usage.input is not None else usage.output
+        assert known is not None
+        if total >= known:
+            if usage.input is None:
+                usage.input = total - known
+            else:
+                usage.output = total - known
+    elif (
+        usage.input is not None
+        and usage.output is not None
+        and usage.reasoning > 0
+        and usage.input + usage.output + usage.reasoning == total
+    ):
+        usage.output += usage.reasoning
+
+
 def _capped(
     inclusive_input: int,
     output_tokens: int,
@@ -117,11 +143,15 @@ def _capped(
 ) -> tuple[int, int, int, int, int, int, int, int, bool]:
     """The parts capped to their wholes (an inconsistent span is kept, with a note per cap)."""
     if cache_read + cache_write > inclusive_input:
+        # Only an input count that EXCLUDES the cache (Anthropic's own convention, sent under an inclusive name) can
+        # be smaller than its cached part: capping would under-price the call; adding the cache prices it exactly.
         notes.append(
-            f"cached input ({cache_read} read + {cache_write} written) exceeds input {inclusive_input}: capped"
+            f"cached input ({cache_read} read + {cache_write} written) exceeds input {inclusive_input}: "
+            "taken as an input count exclusive of the cache"
         )
-        cache_read = min(cache_read, inclusive_input)
-        cache_write = min(cache_write, inclusive_input - cache_read)
+        inclusive_input += cache_read + cache_write
+        if inclusive_input > MAX_TOKENS:
+            raise SpanRejected(f"token counts add up to more than {MAX_TOKENS}")
     if reasoning > output_tokens:
         notes.append(f"reasoning tokens {reasoning} exceed output {output_tokens}: capped")
         reasoning = output_tokens

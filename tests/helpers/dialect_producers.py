@@ -22,6 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tokentrail.processor.demo.fake_provider import FakeCall, FakeProvider
 
 MESSAGES: Any = [  # plain dicts, as a caller writes them (the SDKs type them as TypedDicts)
     {"role": "user", "content": "Say something about foxes."}
@@ -38,15 +39,18 @@ def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
     return provider, memory
 
 
-def _openai_calls(base_url: str, *, stream_options: bool = True, user: str | None = None) -> None:
+def _openai_calls(base_url: str, *, user: str | None = None) -> None:
+    """A Chat Completion, one streamed with ``stream_options.include_usage``, and one streamed without it: the
+    provider sends no usage for that one, and it must still be counted (a ``no_usage`` record), never lost."""
     import openai
 
     client = openai.OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0)
     extra: dict[str, Any] = {"user": user} if user else {}
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)
-    kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream_options else {}
-    for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **kwargs, **extra):
-        pass
+    with_usage: dict[str, Any] = {"stream_options": {"include_usage": True}}
+    for options in (with_usage, {}):
+        for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **options, **extra):
+            pass
 
 
 def _shim_util_genai_instruments() -> None:
@@ -205,24 +209,31 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
 }
 
 
-def produce_all(openai_base_url: str, anthropic_base_url: str, out: Path) -> dict[str, bytes]:
-    """Every producer's ExportTraceServiceRequest bytes, each made in its own process (run in parallel)."""
+def produce_all(out: Path) -> dict[str, tuple[bytes, list[FakeCall]]]:
+    """Every producer's ExportTraceServiceRequest bytes and the calls the provider served it, in order. Each
+    producer runs in its own process (in parallel) against a fake provider of its own, so every record can be held
+    against exactly the calls its producer made."""
     procs: dict[str, subprocess.Popen[str]] = {}
-    for name in PRODUCERS:
-        base = anthropic_base_url if "anthropic" in name else openai_base_url
-        env = {k: v for k, v in os.environ.items() if k != "OTEL_SEMCONV_STABILITY_OPT_IN"}
-        env.update(ENVIRONMENT.get(name, {}))
-        procs[name] = subprocess.Popen(
-            [sys.executable, __file__, name, base, str(out / f"{name}.pb")], env=env, stderr=subprocess.PIPE, text=True
-        )
-    failures = {}
-    for name, proc in procs.items():
-        _, err = proc.communicate(timeout=120)
-        if proc.returncode:
-            failures[name] = err[-3000:]
-    if failures:
-        raise RuntimeError(f"producers failed: {failures}")
-    return {name: (out / f"{name}.pb").read_bytes() for name in PRODUCERS}
+    fakes = {name: FakeProvider().start() for name in PRODUCERS}
+    try:
+        for name, fake in fakes.items():
+            base = fake.anthropic_base_url if "anthropic" in name else fake.openai_base_url
+            env = {k: v for k, v in os.environ.items() if k != "OTEL_SEMCONV_STABILITY_OPT_IN"}
+            env.update(ENVIRONMENT.get(name, {}))
+            procs[name] = subprocess.Popen(
+                [sys.executable, __file__, name, base, str(out / f"{name}.pb")], env=env, stderr=subprocess.PIPE, text=True
+            )
+        failures = {}
+        for name, proc in procs.items():
+            _, err = proc.communicate(timeout=120)
+            if proc.returncode:
+                failures[name] = err[-3000:]
+        if failures:
+            raise RuntimeError(f"producers failed: {failures}")
+        return {name: ((out / f"{name}.pb").read_bytes(), list(fakes[name].calls)) for name in PRODUCERS}
+    finally:
+        for fake in fakes.values():
+            fake.stop()
 
 
 def main(name: str, base_url: str, out: str) -> None:

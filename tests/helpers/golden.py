@@ -11,8 +11,11 @@ Where the spans come from:
 
 * the real instrumentations (``dialect_producers.PRODUCERS``: ours, the Anthropic SDK's, openai-v2 in both modes,
   OpenLLMetry for OpenAI and Anthropic, OpenInference, pydantic-ai), each calling the fake provider for real;
-* ``vercel-ai-handbuilt``: the Vercel AI SDK is JavaScript (Node is not part of the test run), so its spans are
-  built by hand from the SDK's documented attribute names, one generation of each;
+* ``vercel-ai-v6``, ``vercel-ai-v7-otel``, ``vercel-ai-v7-enrich``, ``vercel-ai-v7-legacy``: the real Vercel AI SDK
+  (JavaScript) run with Node by ``tests.drift.vercel.capture --golden`` (Node is not part of the test run: the
+  fixtures are, with the calls behind them in ``<name>.calls.json``);
+* ``vercel-ai-handbuilt``: the SDK's older generations (v3-v5), built by hand from their documented attribute
+  names;
 * ``edge-cases-handbuilt``: realistic spans of every dialect bent the ways bad senders bend them (values of the
   wrong type, out of range, missing, repeated keys, odd names and clocks), from a fixed seed.
 
@@ -37,7 +40,6 @@ from typing import Any
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from tokentrail.processor.demo.fake_provider import FakeProvider
 from tokentrail.processor.normalize.otlp import parse_json_request
 from tokentrail.processor.normalize.reader import NormalizeResult, normalize_request
 from tokentrail.processor.schema import UsageRecord
@@ -47,6 +49,8 @@ from tests.helpers.otlp import T0_NS, genai_attributes, key_values, make_request
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "processor" / "normalize" / "golden"
 HANDBUILT = ("vercel-ai-handbuilt", "edge-cases-handbuilt")
+# Captured from the real Vercel AI SDK with Node (``tests.drift.vercel.capture --golden``), each with a ``.calls.json``.
+NODE_CAPTURED = ("vercel-ai-v6", "vercel-ai-v7-otel", "vercel-ai-v7-enrich", "vercel-ai-v7-legacy")
 
 
 # -- files -----------------------------------------------------------------------------------------------------
@@ -112,6 +116,11 @@ def _write(name: str, requests: list[ExportTraceServiceRequest], *, compact: boo
     (GOLDEN_DIR / f"{name}.otlp.json").write_text(text)
     results = [result_to_json(normalize_request(request)) for request, _ in _read_back(name)]
     (GOLDEN_DIR / f"{name}.records.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def write_fixture(name: str, documents: list[dict[str, Any]]) -> None:
+    """A fixture from OTLP/JSON requests captured outside Python (the Vercel AI SDK's, see ``tests.drift.vercel``)."""
+    _write(name, [parse_json_request(json.dumps(d).encode()) for d in documents])
 
 
 def _read_back(name: str) -> list[tuple[ExportTraceServiceRequest, None]]:
@@ -612,9 +621,9 @@ def edge_requests(seed: int = 10, spans: int = 300, per_request: int = 10) -> li
 def capture() -> None:
     """Runs every real producer against the fake provider and writes every fixture, hand-built ones included."""
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, FakeProvider() as fake:
-        produced = produce_all(fake.openai_base_url, fake.anthropic_base_url, Path(tmp))
-    for name, data in produced.items():
+    with tempfile.TemporaryDirectory() as tmp:
+        produced = produce_all(Path(tmp))
+    for name, (data, _calls) in produced.items():
         _write(name, [ExportTraceServiceRequest.FromString(data)])
     _write("vercel-ai-handbuilt", [vercel_request()])
     _write("edge-cases-handbuilt", edge_requests(), compact=True)

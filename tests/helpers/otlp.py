@@ -84,11 +84,13 @@ def make_span(
     start_ns: int = T0_NS,
     duration_ns: int = 1_500_000_000,
     status_code: Status.StatusCode.ValueType = Status.STATUS_CODE_UNSET,
+    parent_span_id: bytes = b"",
 ) -> Span:
     n = next(_ids)
     return Span(
         trace_id=trace_id if trace_id is not None else n.to_bytes(16, "big"),
         span_id=span_id if span_id is not None else (n | 1 << 60).to_bytes(8, "big"),
+        parent_span_id=parent_span_id,
         name=name,
         kind=Span.SPAN_KIND_CLIENT,
         start_time_unix_nano=start_ns,

@@ -6,12 +6,11 @@ golden fixtures: ``test_golden.py`` pins every field of every record.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from tokentrail.processor.demo.fake_provider import FakeCall, FakeProvider
+from tokentrail.processor.demo.fake_provider import FakeCall
 from tokentrail.processor.normalize.reader import NormalizeResult, normalize_request
 from tokentrail.processor.schema import UsageRecord
 
@@ -19,30 +18,37 @@ from tests.helpers.dialect_producers import produce_all
 
 
 class Produced:
-    def __init__(self, request: ExportTraceServiceRequest, calls: dict[str, FakeCall]) -> None:
+    def __init__(self, request: ExportTraceServiceRequest, calls: list[FakeCall]) -> None:
         self.request = request
         self.result: NormalizeResult = normalize_request(request)
-        self.calls = calls
+        self.calls = calls  # what the provider served this producer, in order
 
     @property
     def records(self) -> list[UsageRecord]:
         return self.result.records
 
+    def call_of(self, record: UsageRecord) -> FakeCall:
+        """The call behind a record: the calls are made one after another, so their spans end (and their records
+        come) in the same order; a record that carries a response id must name that very call."""
+        call = self.calls[self.records.index(record)]
+        if record.response_id is not None:
+            assert record.response_id == call.response_id
+        return call
+
     def truth(self, record: UsageRecord) -> dict[str, Any]:
-        """What the provider said about this record's call, matched by response id."""
-        assert record.response_id, "record has no response id to match"
-        call = self.calls[record.response_id]
-        assert call.usage is not None
-        return call.usage
+        """What the provider said about this record's call."""
+        usage = self.call_of(record).usage
+        assert usage is not None
+        return usage
 
 
 @pytest.fixture(scope="module")
-def produced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Produced]]:
+def produced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Produced]:
     out = tmp_path_factory.mktemp("dialects")
-    with FakeProvider() as fake:
-        requests = produce_all(fake.openai_base_url, fake.anthropic_base_url, out)
-        calls = {c.response_id: c for c in fake.calls if c.response_id}
-    yield {name: Produced(ExportTraceServiceRequest.FromString(data), calls) for name, data in requests.items()}
+    return {
+        name: Produced(ExportTraceServiceRequest.FromString(data), calls)
+        for name, (data, calls) in produce_all(out).items()
+    }
 
 
 def openai_truth(usage: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -61,16 +67,39 @@ def anthropic_truth(usage: dict[str, Any]) -> tuple[int, int, int, int]:
     return usage["input_tokens"] + read + write, usage["output_tokens"], read, write
 
 
-def test_every_producer_made_one_record_per_call_and_rejected_nothing(produced: dict[str, Produced]) -> None:
+def test_every_producer_counts_every_call_exactly_once_and_rejects_nothing(produced: dict[str, Produced]) -> None:
     for name, p in produced.items():
         assert p.result.rejected == 0, (name, p.result.errors)
-        assert len(p.records) == 2, (name, [(r.source, r.model) for r in p.records])
+        assert len(p.calls) >= 2, name
+        assert len(p.records) == len(p.calls), (name, [(r.source, r.response_id) for r in p.records])
+        for record in p.records:
+            call = p.call_of(record)
+            assert (record.model, record.request_model) == (call.model, call.model), name
+            assert record.provider == ("anthropic" if "/messages" in call.path else "openai"), name
+
+
+def test_a_streamed_call_without_usage_is_a_no_usage_record_in_every_dialect(produced: dict[str, Produced]) -> None:
+    """Chat Completions streams without stream_options.include_usage carry no usage: the call is still counted,
+    as ``no_usage`` (never priced as $0), by every instrumentation that saw it."""
+    without_usage = 0
+    for name, p in produced.items():
+        for record in p.records:
+            call = p.call_of(record)
+            if call.usage is None:
+                without_usage += 1
+                assert call.stream and not call.include_usage, name
+                assert record.price_status == "no_usage", name
+                assert (record.input_tokens, record.output_tokens) == (0, 0), name
+            else:
+                assert record.price_status != "no_usage", name
+    # Every producer over the OpenAI SDK made one such call (ours asks for the usage only when told to inject it).
+    assert without_usage == sum(1 for name in produced if name not in ("anthropic-sdk", "openllmetry-anthropic", "pydantic-ai"))
 
 
 @pytest.mark.parametrize("mode", ["openai-v2", "openai-v2-latest"])
 def test_official_openai_v2_instrumentation_in_both_modes(produced: dict[str, Produced], mode: str) -> None:
     p = produced[mode]
-    for record in p.records:
+    for record in p.records[:2]:  # the third is the stream without usage
         prompt, completion, _cached, _reasoning = openai_truth(p.truth(record))
         assert record.source == "otel-genai"
         assert (record.provider, record.model) == ("openai", "gpt-4o-mini")
@@ -84,7 +113,7 @@ def test_official_openai_v2_instrumentation_in_both_modes(produced: dict[str, Pr
 
 def test_openllmetry_openai_with_association_properties(produced: dict[str, Produced]) -> None:
     p = produced["openllmetry-openai"]
-    plain, streamed = p.records
+    plain, streamed, _without_usage = p.records
     assert {r.source for r in p.records} == {"openllmetry"}
     prompt, completion, cached, reasoning = openai_truth(p.truth(plain))
     assert (plain.input_tokens, plain.output_tokens, plain.cached_input_tokens, plain.reasoning_tokens) == (
@@ -121,7 +150,7 @@ def test_openllmetry_anthropic_input_is_inclusive_of_both_caches(produced: dict[
 
 def test_openinference_counts_details_and_reads_user_tags_and_metadata(produced: dict[str, Produced]) -> None:
     p = produced["openinference"]
-    plain, streamed = p.records
+    plain, streamed, _without_usage = p.records
     prompt, completion, cached, reasoning = openai_truth(p.truth(plain))
     assert plain.source == "openinference"
     assert (plain.input_tokens, plain.output_tokens, plain.cached_input_tokens, plain.reasoning_tokens) == (
@@ -130,7 +159,7 @@ def test_openinference_counts_details_and_reads_user_tags_and_metadata(produced:
         cached,
         reasoning,
     )
-    assert plain.response_id in p.calls  # read from the start of the output payload
+    assert plain.response_id == p.calls[0].response_id  # read from the start of the output payload
     assert (plain.streamed, streamed.streamed) == (False, True)
     for record in p.records:
         assert (record.provider, record.model, record.user_id) == ("openai", "gpt-4o-mini", "cust_oi")

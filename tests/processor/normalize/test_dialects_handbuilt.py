@@ -342,22 +342,173 @@ def test_an_enclosing_span_marked_duplicate_by_our_instrumentation_is_not_counte
     assert records(outer).records == []
 
 
+def test_reasoning_beyond_the_output_is_capped_to_it_with_a_warning() -> None:
+    base = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}
+    result = records(span("chat", {**base, "gen_ai.usage.output_tokens": 5, "gen_ai.usage.reasoning.output_tokens": 50}))
+    (record,) = result.records
+    assert (record.output_tokens, record.reasoning_tokens) == (5, 5)
+    assert result.dropped_fields == 1 and "capped" in result.warnings[0]
+
+
 @pytest.mark.parametrize(
     ("attrs", "expected"),
     [
-        ({"gen_ai.usage.input_tokens": 100, "gen_ai.usage.cache_read.input_tokens": 500}, (100, 100)),
-        ({"gen_ai.usage.output_tokens": 5, "gen_ai.usage.reasoning.output_tokens": 50}, (5, 5)),
+        # Anthropic's exclusive count sent under the conventions' inclusive name: 100 uncached + 500 read.
+        ({"gen_ai.usage.input_tokens": 100, "gen_ai.usage.cache_read.input_tokens": 500}, (600, 500, 0)),
+        (
+            {
+                "gen_ai.usage.input_tokens": 40,
+                "gen_ai.usage.cache_read.input_tokens": 30,
+                "gen_ai.usage.cache_creation.input_tokens": 20,
+            },
+            (90, 30, 20),
+        ),
     ],
 )
-def test_inconsistent_details_are_capped_to_their_totals_with_a_warning(attrs: dict, expected: tuple) -> None:
-    base = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}
-    result = records(span("chat", {**base, **attrs}))
+def test_cached_input_beyond_the_input_means_an_exclusive_input_count_never_capped(
+    attrs: dict, expected: tuple
+) -> None:
+    base = {"gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-sonnet-4-5"}
+    result = records(span("chat", {**base, **attrs, "gen_ai.usage.output_tokens": 7}))
     (record,) = result.records
-    if "gen_ai.usage.cache_read.input_tokens" in attrs:
-        assert (record.input_tokens, record.cached_input_tokens) == expected
-    else:
-        assert (record.output_tokens, record.reasoning_tokens) == expected
-    assert result.dropped_fields == 1 and "capped" in result.warnings[0]
+    assert (record.input_tokens, record.cached_input_tokens, record.cache_creation_input_tokens) == expected
+    assert record.output_tokens == 7
+    # Recorded that it was done: a warning in the export's partial success.
+    assert result.warnings and "exclusive of the cache" in result.warnings[0]
+
+
+def test_cached_input_within_the_input_is_left_inclusive_without_a_warning() -> None:
+    attrs = {
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 500,
+        "gen_ai.usage.cache_read.input_tokens": 500,
+        "gen_ai.usage.output_tokens": 3,
+    }
+    result = records(span("chat", attrs))
+    (record,) = result.records
+    assert (record.input_tokens, record.cached_input_tokens) == (500, 500)
+    assert result.warnings == []
+
+
+def test_input_cached_tokens_is_the_cached_part_of_the_input() -> None:
+    record = only(
+        span(
+            "chat gpt-4o",
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 1000,
+                "gen_ai.usage.input_cached_tokens": 800,
+                "gen_ai.usage.output_tokens": 10,
+            },
+        )
+    )
+    assert (record.input_tokens, record.cached_input_tokens, record.output_tokens) == (1000, 800, 10)
+
+
+def test_vercel_v5_google_output_without_thinking_tokens_is_completed_from_the_total() -> None:
+    """AI SDK v5's Google provider: outputTokens = candidates only; totalTokens also counts the thoughts."""
+    usage = {
+        "ai.usage.inputTokens": 1500,
+        "ai.usage.outputTokens": 694,
+        "ai.usage.reasoningTokens": 634,
+        "ai.usage.totalTokens": 1500 + 694 + 634,
+    }
+    record = only(vercel_call("ai.generateText.doGenerate", **{**usage, "ai.model.provider": "google.generative-ai"}))
+    assert (record.provider, record.output_tokens, record.reasoning_tokens) == ("google", 694 + 634, 634)
+
+
+def test_vercel_v6_output_with_thinking_tokens_inside_is_left_as_it_is() -> None:
+    usage = {
+        "ai.usage.inputTokens": 1500,
+        "ai.usage.outputTokens": 694 + 634,
+        "ai.usage.outputTokenDetails.reasoningTokens": 634,
+        "ai.usage.totalTokens": 1500 + 694 + 634,
+    }
+    record = only(vercel_call("ai.generateText.doGenerate", **{**usage, "ai.model.provider": "google.generative-ai"}))
+    assert (record.output_tokens, record.reasoning_tokens) == (694 + 634, 634)
+
+
+# -- calls whose usage never came: counted as no_usage, in every dialect ------------------------------------------
+
+_NO_USAGE_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    # openai-v2 (both modes) streaming a Chat Completion without stream_options.include_usage.
+    "otel-genai": (
+        "chat gpt-4o-mini",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+            "gen_ai.response.id": "chatcmpl-nousage",
+            "gen_ai.response.finish_reasons": ["stop"],
+        },
+    ),
+    "openllmetry": (
+        "openai.chat",
+        {
+            "llm.request.type": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+            "llm.is_streaming": True,
+            "traceloop.association.properties.user_id": "cust_ll",
+        },
+    ),
+    "vercel-ai": (
+        "ai.streamText.doStream",
+        {**VERCEL_BASE, "ai.operationId": "ai.streamText.doStream", "ai.response.model": "gpt-4o-mini"},
+    ),
+    "openinference": (
+        "ChatCompletion",
+        {"openinference.span.kind": "LLM", "llm.provider": "openai", "llm.model_name": "gpt-4o-mini"},
+    ),
+    "pydantic-ai": (
+        "chat gpt-4o-mini",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "model_request_parameters": "{}",
+            "logfire.msg": "chat gpt-4o-mini",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("source", sorted(_NO_USAGE_CALLS))
+def test_a_call_without_usage_is_a_no_usage_record_in_every_dialect(source: str) -> None:
+    name, attrs = _NO_USAGE_CALLS[source]
+    record = only(span(name, attrs))
+    assert (record.source, record.provider, record.price_status) == (source, "openai", "no_usage")
+    assert record.total_cost is None and record.market_cost is None
+    assert (record.input_tokens, record.output_tokens) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "attrs"),
+    [
+        # An agent, a tool, a workflow: not calls, with or without usage.
+        ("invoke_agent support", {"gen_ai.operation.name": "invoke_agent", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}),
+        ("execute_tool lookup", {"gen_ai.operation.name": "execute_tool", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}),
+        ("retrieve", {"gen_ai.operation.name": "retrieval", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}),
+        ("workflow", {"traceloop.span.kind": "workflow", "llm.request.type": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}),
+        ("ai.streamText", {**VERCEL_BASE, "ai.operationId": "ai.streamText"}),
+        ("ai.toolCall", {"ai.operationId": "ai.toolCall", "ai.toolCall.name": "lookup"}),
+        ("Chain", {"openinference.span.kind": "CHAIN", "llm.provider": "openai", "llm.model_name": "gpt-4o"}),
+        ("Retriever", {"openinference.span.kind": "RETRIEVER"}),
+        # Saying it is a chat, but naming no model or no provider: nothing to price, not taken for a call.
+        ("chat", {"gen_ai.operation.name": "chat", "gen_ai.system": "openai"}),
+        ("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}),
+        # An HTTP span.
+        ("POST", {"http.request.method": "POST", "server.address": "api.openai.com"}),
+    ],
+)
+def test_spans_that_are_not_calls_stay_skipped_without_usage(name: str, attrs: dict[str, Any]) -> None:
+    result = records(span(name, attrs))
+    assert (result.records, result.skipped) == ([], 1)
 
 
 def test_each_dialects_realistic_span_is_one_record_and_an_embeddings_root_over_its_calls_is_not() -> None:
@@ -376,3 +527,67 @@ def test_each_dialects_realistic_span_is_one_record_and_an_embeddings_root_over_
     assert len(result.records) == len(TEMPLATES) + 2
     assert {r.source for r in result.records} == {d.source for d in DIALECTS}
     assert parent.span_id.hex() not in {r.span_id for r in result.records}
+
+
+# -- attribution as metadata, and from ancestors ------------------------------------------------------------------
+
+
+def test_metadata_can_state_the_credential_type_and_it_is_not_a_tag() -> None:
+    record = only(
+        vercel_call(
+            "ai.generateText.doGenerate",
+            **{"ai.usage.inputTokens": 10, "ai.usage.outputTokens": 2, "ai.telemetry.metadata.credential": "byok"},
+        )
+    )
+    assert record.credential_type == "byok"
+    assert not any(tag.startswith("credential") for tag in record.tags)
+
+
+def _v7_tree(context: dict[str, Any], *, chat_attrs: dict[str, Any] | None = None):  # noqa: ANN202
+    """An ``invoke_agent`` > ``step`` > ``chat`` tree as the AI SDK v7 OpenTelemetry integration writes it."""
+    trace_id = os.urandom(16)
+    agent = make_span(
+        {"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+         "gen_ai.usage.input_tokens": 40, "gen_ai.usage.output_tokens": 16, **context},
+        name="invoke_agent gpt-4o", trace_id=trace_id, span_id=os.urandom(8),
+    )  # fmt: skip
+    step = make_span(
+        {"gen_ai.operation.name": "agent_step", **context},
+        name="step 1", trace_id=trace_id, span_id=os.urandom(8), parent_span_id=agent.span_id,
+    )  # fmt: skip
+    chat = make_span(
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+         "gen_ai.usage.input_tokens": 40, "gen_ai.usage.output_tokens": 16, **(chat_attrs or {})},
+        name="chat gpt-4o", trace_id=trace_id, span_id=os.urandom(8), parent_span_id=step.span_id,
+    )  # fmt: skip
+    return agent, step, chat
+
+
+def test_a_v7_chat_span_inherits_the_runtime_context_of_its_ancestors_in_the_same_export() -> None:
+    context = {
+        "ai.settings.context.userId": "cust_7",
+        "ai.settings.context.tags": ["plan:pro"],
+        "ai.settings.context.credential": "byok",
+    }
+    agent, step, chat = _v7_tree(context)
+    result = records(chat, step, agent)  # the order spans end in: the call first
+    (record,) = result.records  # the invoke_agent span's totals are never counted
+    assert (record.user_id, record.tags, record.credential_type) == ("cust_7", ["plan:pro"], "byok")
+
+
+def test_attribution_on_the_call_span_itself_wins_over_its_ancestors() -> None:
+    agent, step, chat = _v7_tree(
+        {"ai.settings.context.userId": "outer"}, chat_attrs={"user.id": "inner", "tokentrail.credential.type": "system"}
+    )
+    (record,) = records(agent, step, chat).records
+    assert (record.user_id, record.credential_type) == ("inner", "system")
+
+
+def test_ancestors_missing_from_the_export_or_in_a_cycle_leave_the_record_unattributed() -> None:
+    agent, step, chat = _v7_tree({"ai.settings.context.userId": "cust_7"})
+    (alone,) = records(chat).records
+    assert (alone.user_id, alone.tags) == (None, [])
+    _, bare_step, bare_chat = _v7_tree({})
+    bare_step.parent_span_id = bare_chat.span_id  # forged ids: chat > step > chat ...
+    (cyclic,) = records(bare_chat, bare_step).records
+    assert cyclic.user_id is None

@@ -14,7 +14,7 @@ from tests.helpers.dialect_producers import PRODUCERS
 
 
 def test_there_is_a_fixture_for_every_producer_and_every_dialect() -> None:
-    assert set(golden.names()) == {*PRODUCERS, *golden.HANDBUILT}
+    assert set(golden.names()) == {*PRODUCERS, *golden.HANDBUILT, *golden.NODE_CAPTURED}
     sources = {
         record["source"]
         for name in golden.names()
