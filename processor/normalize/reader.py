@@ -246,6 +246,9 @@ _NOTHING_DROPPED: Final[frozenset[str]] = frozenset()
 _OTHER: Final = (None, None)  # an attribute no dialect names: one entry of the span's dict, removed once
 _ENTRIES_MAX: Final = 1 << 16  # attributes come from spans: bound what a stream of odd values can take
 _ENTRY_MAX_BYTES: Final = 160  # longer attributes (prompts, URLs) rarely repeat: not remembered
+# Values that are new on every call (response ids) are never remembered: each would cost an insert, and together
+# they would fill the memo and clear what does repeat (models, providers, users) every 65k calls.
+_UNIQUE_KEYS: Final = frozenset({"gen_ai.response.id", "ai.response.id"})
 
 
 class _Entries(dict[bytes, tuple[str | None, object]]):
@@ -271,7 +274,7 @@ class _Entries(dict[bytes, tuple[str | None, object]]):
             pair = (key, value)
             if type(value) is dict:  # a kvlist's dict is the reader's to change: never shared
                 return pair
-        if len(raw) <= _ENTRY_MAX_BYTES:
+        if len(raw) <= _ENTRY_MAX_BYTES and key not in _UNIQUE_KEYS:
             if len(self) >= _ENTRIES_MAX:
                 self.clear()
             self[raw] = pair
