@@ -1,4 +1,5 @@
-"""OTLP/gRPC for the receiver: ``TraceService/Export`` on a gRPC server, answered by the pipeline.
+"""OTLP/gRPC for the receiver: ``TraceService/Export`` on a gRPC server, answered by the pipeline;
+``MetricsService/Export`` and ``LogsService/Export`` acknowledged and counted, never stored (``ingest.signals``).
 
 Status codes: OK once the records are durable (``partial_success`` carries rejected spans and warnings),
 INVALID_ARGUMENT for a body that is not a request (not retried), UNAUTHENTICATED for a missing or wrong bearer token
@@ -8,15 +9,19 @@ INVALID_ARGUMENT for a body that is not a request (not retried), UNAUTHENTICATED
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, NoReturn
 
 import grpc
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from tokentrail.processor.ingest.auth import bearer_matches
+from tokentrail.processor.ingest.listen import ListenError, check_port_free
 from tokentrail.processor.ingest.metrics import Metrics
 from tokentrail.processor.ingest.pipeline import Pipeline
+from tokentrail.processor.ingest.signals import SIGNALS, Signal
 from tokentrail.processor.normalize.otlp import InvalidRequest
 
 __all__ = ["TRACE_SERVICE", "GrpcTransport"]
@@ -56,8 +61,10 @@ class GrpcTransport:
         self.port: int | None = None
 
     def start(self) -> int:
-        """Listens and serves; returns the bound port (the real one when 0 was asked for). Raises ``OSError``
-        when the address cannot be bound."""
+        """Listens and serves; returns the bound port (the real one when 0 was asked for). Raises ``ListenError``
+        (an ``OSError``) when the address cannot be bound."""
+        # Before gRPC tries: its core prints its own error line for a port in use (see ``ingest.listen``).
+        check_port_free("OTLP/gRPC", self._host, self._requested_port, reuse_port=self._reuse_port)
         server = grpc.server(
             ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="tokentrail-otlp"),
             options=[
@@ -70,7 +77,13 @@ class GrpcTransport:
             request_deserializer=None,  # raw bytes: a bad message is our INVALID_ARGUMENT, not grpc's INTERNAL
             response_serializer=ExportTraceServiceResponse.SerializeToString,
         )
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": handler}),))
+        handlers = [grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": handler})]
+        for signal in SIGNALS.values():
+            other = grpc.unary_unary_rpc_method_handler(
+                self._acknowledger(signal), request_deserializer=None, response_serializer=_serialize
+            )
+            handlers.append(grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": other}))
+        server.add_generic_rpc_handlers(tuple(handlers))
         address = f"{self._host}:{self._requested_port}"
         try:
             if self._tls is not None:
@@ -79,10 +92,10 @@ class GrpcTransport:
                 port = server.add_secure_port(address, credentials)
             else:
                 port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {address}: {exc}") from exc
+        except RuntimeError as exc:  # bound by another process since the check
+            raise ListenError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from exc
         if port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise ListenError(f"cannot listen for OTLP/gRPC on {address}")
         server.start()
         self._server = server
         self.port = port
@@ -109,6 +122,27 @@ class GrpcTransport:
         except Exception:  # noqa: BLE001 - a bug answers INTERNAL with its traceback logged, never a dead server thread
             log.exception("export failed")
             _abort(context, grpc.StatusCode.INTERNAL, "internal error while ingesting spans")
+
+    def _acknowledger(self, signal: Signal) -> Callable[[bytes, grpc.ServicerContext], Message]:
+        """The Export of a signal TokenTrail does not store: the traces' token check and status codes, then counted."""
+
+        def export(data: bytes, context: grpc.ServicerContext) -> Message:
+            if self._token is not None and not bearer_matches(self._token, _authorization(context)):
+                self._metrics.add(requests_unauthenticated=1)
+                _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
+            try:
+                return signal.acknowledge(data, self._metrics)
+            except InvalidRequest as exc:
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except Exception:  # noqa: BLE001 - a bug answers INTERNAL with its traceback logged, never a dead thread
+                log.exception("OTLP %s export failed", signal.name)
+                _abort(context, grpc.StatusCode.INTERNAL, f"internal error while reading {signal.name}")
+
+        return export
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
 
 
 def _authorization(context: grpc.ServicerContext) -> str | None:

@@ -1,4 +1,5 @@
-"""OTLP/HTTP for the receiver: ``POST /v1/traces`` (protobuf or JSON, optionally gzip) and ``GET /metrics``.
+"""OTLP/HTTP for the receiver: ``POST /v1/traces`` (protobuf or JSON, optionally gzip) and ``GET /metrics``;
+``POST /v1/metrics`` and ``POST /v1/logs`` the same way, acknowledged and counted, never stored (``ingest.signals``).
 
 Status codes follow the OTLP/HTTP specification: 200 with an ``ExportTraceServiceResponse`` (in the request's
 encoding) when the records are durable, 400 for a body that is not a request, 401 for a missing or wrong bearer
@@ -22,8 +23,10 @@ from typing import Any, Final
 
 from google.rpc import status_pb2  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
 from tokentrail.processor.ingest.auth import bearer_matches
+from tokentrail.processor.ingest.listen import listen_error
 from tokentrail.processor.ingest.metrics import Metrics
 from tokentrail.processor.ingest.pipeline import Pipeline
+from tokentrail.processor.ingest.signals import SIGNALS, Signal
 from tokentrail.processor.normalize.otlp import InvalidRequest, parse_json_request, response_json
 
 __all__ = ["METRICS_PATH", "TRACES_PATH", "HttpReceiver"]
@@ -35,6 +38,7 @@ METRICS_PATH: Final = "/metrics"
 PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 RETRY_AFTER_SECONDS: Final = "2"
+NOT_FOUND: Final = f"OTLP goes to POST {TRACES_PATH} (and {', '.join(SIGNALS)}, acknowledged but not stored)"
 
 
 class _Server(ThreadingHTTPServer):
@@ -109,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
         path = self.path.split("?", 1)[0]
         if path != METRICS_PATH:
-            self._error(404, f"not found: {path}; OTLP traces go to POST {TRACES_PATH}", JSON)
+            self._error(404, f"not found: {path}; {NOT_FOUND}", JSON)
             return
         if not self._authorized():
             self.server.metrics.add(requests_unauthenticated=1)
@@ -141,9 +145,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(413, f"body of {length} bytes exceeds the limit of {self.server.max_body}", reply_type)
             return
         body = self.rfile.read(length)
+        signal: Signal | None = None
         if path != TRACES_PATH:
-            self._error(404, f"not found: {path}; OTLP traces go to POST {TRACES_PATH}", reply_type)
-            return
+            signal = SIGNALS.get(path)
+            if signal is None:
+                self._error(404, f"not found: {path}; {NOT_FOUND}", reply_type)
+                return
         if not self._authorized():
             metrics.add(requests_unauthenticated=1)
             self._error(401, "missing or wrong bearer token", reply_type, {"WWW-Authenticate": "Bearer"})
@@ -158,6 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
         except InvalidRequest as exc:
             metrics.add(requests_invalid=1)
             self._error(400, str(exc), reply_type)
+            return
+        if signal is not None:
+            self._acknowledge(signal, body, reply_type)
             return
         try:
             if content_type == JSON:
@@ -180,6 +190,20 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # noqa: BLE001 - a bug answers 500 with its traceback logged, never a dropped connection
             log.exception("OTLP/HTTP export failed")
             self._error(500, "internal error while ingesting spans", reply_type)
+
+    def _acknowledge(self, signal: Signal, body: bytes, reply_type: str) -> None:
+        """Metrics and logs: counted, answered as OTLP wants, never stored."""
+        metrics = self.server.metrics
+        try:
+            if reply_type == JSON:
+                self._send(200, response_json(signal.acknowledge_json(body, metrics)), JSON)
+            else:
+                self._send(200, signal.acknowledge(body, metrics).SerializeToString(), PROTOBUF)
+        except InvalidRequest as exc:
+            self._error(400, str(exc), reply_type)
+        except Exception:  # noqa: BLE001 - a bug answers 500 with its traceback logged, never a dropped connection
+            log.exception("OTLP/HTTP %s export failed", signal.name)
+            self._error(500, f"internal error while reading {signal.name}", reply_type)
 
     def _decompress(self, body: bytes, encoding: str) -> bytes:
         limit = self.server.max_body
@@ -214,9 +238,12 @@ class HttpReceiver:
         reuse_port: bool = False,
         max_body_bytes: int = 64 << 20,
     ) -> None:
-        self._server = _Server(
-            (host.strip("[]"), port), _Handler, pipeline, metrics, token, dict(labels or {}), reuse_port, max_body_bytes
-        )
+        try:
+            self._server = _Server(
+                (host.strip("[]"), port), _Handler, pipeline, metrics, token, dict(labels or {}), reuse_port, max_body_bytes
+            )
+        except OSError as exc:
+            raise listen_error("OTLP/HTTP", host, port, exc) from None
         if tls_cert is not None and tls_key is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -1,6 +1,6 @@
 """The receiver's own counters: spans received / accepted / rejected / deduplicated / skipped, unpriced records,
-dropped fields, WAL bytes, flush lag. Exposed as Prometheus text on ``GET /metrics`` and in the status file
-(``ingest.status``) for ``tokentrail status``.
+dropped fields, metric points and log records acknowledged but not stored, WAL bytes, flush lag. Exposed as
+Prometheus text on ``GET /metrics`` and in the status file (``ingest.status``) for ``tokentrail status``.
 
 Counters are plain integers behind one lock: an Export updates them once per request, not per span.
 """
@@ -26,7 +26,9 @@ COUNTERS: Final[dict[str, str]] = {
     "records_unpriced": "Accepted records stored with price_status=unpriced.",
     "fields_dropped": "Attribution values dropped or truncated (the record was kept).",
     "records_recovered": "Records replayed from the WAL at start (a previous run's acknowledged work).",
-    "requests_ok": "Export requests acknowledged.",
+    "metric_points_ignored": "OTLP metric data points acknowledged and dropped (TokenTrail bills from spans).",
+    "log_records_ignored": "OTLP log records acknowledged and dropped, never stored (they may carry prompts).",
+    "requests_ok": "Export requests acknowledged (traces, metrics and logs).",
     "requests_invalid": "Export requests refused as malformed (INVALID_ARGUMENT / HTTP 400).",
     "requests_unauthenticated": "Export requests refused for a missing or wrong token.",
     "requests_unavailable": "Export requests refused retryably (disk full, backlog, WAL error).",

@@ -2,8 +2,9 @@
 
 ``Receiver`` only composes the parts, each a module with one job: ``grpc`` and ``http`` (transports), ``pipeline``
 (one Export: normalize -> dedupe -> price -> WAL -> answer), ``recovery`` (replay at start, dedupe re-seeding),
-``flusher`` (WAL -> Parquet in the background), ``status`` (the status file), ``disk`` (``max_disk_bytes``) and
-``metrics``. Data flows one way: the transports call the pipeline, which writes the WAL the flusher reads.
+``flusher`` (WAL -> Parquet in the background), ``status`` (the status file), ``disk`` (``max_disk_bytes``),
+``metrics``, ``signals`` (OTLP metrics and logs: counted, acknowledged, never stored) and ``listen`` (a taken port
+is one ``ListenError``). Data flows one way: the transports call the pipeline, which writes the WAL the flusher reads.
 
 Several receiver processes may share one data directory (and, with ``reuse_port``, one port): each needs its own
 ``receiver_id`` (it names its WAL segments and Parquet files); per-day locks keep their flushers and compaction apart.
@@ -197,6 +198,8 @@ class Receiver:
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     def start(self) -> Receiver:
+        """Recovers, then listens. Raises ``ReceiverIdInUse``, or ``ListenError`` (an ``OSError`` whose message
+        names the port and the fix) when a port is taken; either way nothing is left running or locked."""
         if self._started:
             return self
         self.wal_dir.mkdir(parents=True, exist_ok=True)

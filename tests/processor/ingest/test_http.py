@@ -174,7 +174,8 @@ def test_a_body_over_the_limit_is_413(tmp_path: Path) -> None:
 
 
 def test_unknown_paths_are_404(receiver: Receiver) -> None:
-    assert post(f"http://127.0.0.1:{receiver.http_port}/v1/logs", b"")[0] == 404
+    status, reply, _ = post(f"http://127.0.0.1:{receiver.http_port}/v1/profiles", b"")
+    assert status == 404 and b"/v1/traces" in reply
 
 
 def test_a_refused_write_is_503_with_retry_after(receiver: Receiver) -> None:
