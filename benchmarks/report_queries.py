@@ -227,7 +227,10 @@ def _best(fn: Callable[[], Any]) -> tuple[float, Any]:
 def _same(ours: list[dict[str, Any]], raw: list[tuple[Any, ...]], n_keys: int) -> bool:
     """Same groups with the same total_cost and request_count (order aside: ties may sort either way)."""
     mine = {tuple(list(row.values())[:n_keys]): (row["total_cost"], row["request_count"]) for row in ours}
-    theirs = {tuple(row[:n_keys]): (exact_cost(row[n_keys]), int(row[n_keys + 7])) for row in raw}
+    theirs = {
+        tuple(row[:n_keys]): (None if row[n_keys] is None else exact_cost(row[n_keys]), int(row[n_keys + 7]))
+        for row in raw
+    }
     return mine == theirs
 
 

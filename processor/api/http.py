@@ -8,13 +8,15 @@ one DuckDB scan) and adds no dependency.
 * Auth: with a token (``TOKENTRAIL_API_TOKEN`` for ``tokentrail serve``), every ``/v1/`` endpoint needs
   ``Authorization: Bearer <token>``; missing or wrong is 401 with Vercel's error shape
   ``{"error": {"message": ..., "type": "authentication_error"}}``. ``/healthz`` and ``/openapi.json`` stay open.
-* Errors: a bad parameter is 400 ``invalid_request_error`` with a message naming it; an unknown path 404.
+* Errors: a bad parameter is 400 ``invalid_request_error`` with a message naming it, and so is a parameter name
+  the endpoint does not read (with the closest known name: ``user`` → ``user_id``); an unknown path 404.
 * Format: JSON by default; CSV with ``format=csv`` or ``Accept: text/csv`` (``format`` wins). A result cut at the
   row bound carries ``"truncated": true`` in JSON and the ``X-Result-Truncated: true`` header in both formats.
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
@@ -29,7 +31,8 @@ from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from tokentrail.processor import environment
-from tokentrail.processor.api.openapi import openapi_document
+from tokentrail.processor.api.openapi import ENDPOINT_PARAMETERS, openapi_document
+from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.reports.budgets import (
     BUDGET_COLUMNS,
     BudgetsConfig,
@@ -40,7 +43,7 @@ from tokentrail.processor.reports.budgets import (
 from tokentrail.processor.reports.errors import ReportError, ReportParameterError
 from tokentrail.processor.reports.formatting import exact_json, format_csv, report_json
 from tokentrail.processor.reports.margins import MARGIN_COLUMNS, margins_from_params
-from tokentrail.processor.reports.params import single_param
+from tokentrail.processor.reports.params import refuse_unknown, single_param
 from tokentrail.processor.reports.query import ReportQuery
 from tokentrail.processor.reports.report import Report
 from tokentrail.processor.reports.revenue import RevenueConfig, load_revenue
@@ -48,6 +51,7 @@ from tokentrail.processor.reports.spikes import SPIKE_COLUMNS, spikes_from_param
 
 __all__ = [
     "API_FORMATS",
+    "APIListenError",
     "BUDGETS_PATH",
     "DEFAULT_API_HOST",
     "DEFAULT_API_PORT",
@@ -157,6 +161,27 @@ def response_format(params: Mapping[str, list[str]], accept: str | None) -> str:
     return "csv" if csv_q > 0 and csv_q > json_q and csv_q >= wildcard_q else "json"
 
 
+class APIListenError(TokenTrailError, OSError):
+    """The report API cannot listen on its address. An ``OSError``, as a failed bind always was (``tokentrail serve``
+    prints those as one line); ``str()`` names the address and the fix."""
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> APIListenError:
+    """One line naming the address and the fix, instead of a bare ``[Errno 98] Address already in use``."""
+    if exc.errno == errno.EADDRINUSE:
+        why = (f"port {port} is already in use (another tokentrail serve?); stop what holds it or choose another "
+               "port with --api-port")
+    elif exc.errno == errno.EACCES:
+        why = f"not permitted to listen on port {port} (ports below 1024 need privileges); choose another with --api-port"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = f"{host} is not an address of this machine; use one it has (e.g. 127.0.0.1 or 0.0.0.0) with --host"
+    else:
+        why = exc.strerror or str(exc)
+    error = APIListenError(f"cannot listen for the report API on {host}:{port}: {why}")
+    error.errno = exc.errno
+    return error
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a slow client never blocks stop()
 
@@ -189,15 +214,17 @@ class _Handler(BaseHTTPRequestHandler):
                     {"WWW-Authenticate": 'Bearer realm="tokentrail"'},
                 )
                 return
-            self._answer(_ROUTES[path], url.query)
+            self._answer(path, url.query)
         else:
             self._send(HTTPStatus.NOT_FOUND, _error_body(f"no such endpoint: {url.path}", "not_found_error"))
 
-    def _answer(self, route: Callable[[_App, Mapping[str, list[str]]], _Answer], query_string: str) -> None:
+    def _answer(self, path: str, query_string: str) -> None:
         try:
             params = parse_qs(query_string, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+            refuse_unknown(params, ENDPOINT_PARAMETERS[path])  # first, so format's misspellings are caught too
             fmt = response_format(params, self.headers.get("Accept"))
-            answer = route(self.server.app, params)
+            params.pop("format", None)  # the server's, not the endpoint's: each endpoint refuses names it does not read
+            answer = _ROUTES[path](self.server.app, params)
         except ReportParameterError as exc:
             self._send(HTTPStatus.BAD_REQUEST, _error_body(exc.message, "invalid_request_error"))
         except _NotConfigured as exc:
@@ -255,6 +282,7 @@ class ReportServer:
     ``/openapi.json`` stay open). Bind to a non-loopback host only with a token or behind a proxy that
     authenticates. ``budgets`` and ``revenue`` (a file path or a loaded config) enable ``/v1/budgets`` and
     ``/v1/margins``; they are read here, so a bad file stops the server from starting, not a request later.
+    ``start()`` raises ``APIListenError`` (an ``OSError``) naming the address when it cannot listen there.
     """
 
     def __init__(
@@ -297,7 +325,10 @@ class ReportServer:
     def start(self) -> None:
         if self._httpd is not None:
             raise RuntimeError("ReportServer already started")
-        self._httpd = _HTTPServer((self._host, self._port), self._app)
+        try:
+            self._httpd = _HTTPServer((self._host, self._port), self._app)
+        except OSError as exc:
+            raise _listen_error(self._host, self._port, exc) from None
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="tokentrail-report-api", daemon=True
         )

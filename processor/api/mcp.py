@@ -4,7 +4,8 @@
 Each tool takes typed parameters, turns them into the HTTP API's query parameters and answers through the same
 function the HTTP endpoint uses: an agent gets the rows ``GET /v1/...`` would return, as the same exact JSON text
 (costs with every digit) plus the parsed object as structured content. A bad parameter is a tool error whose
-message says what to fix, as the HTTP API's 400 does.
+message says what to fix, as the HTTP API's 400 does; so is an argument the tool does not take (the SDK would drop it
+silently, and ``user`` for ``user_id`` would answer for everyone), with the closest name it does take.
 
 Needs the ``mcp`` extra (``pip install 'tokentrail[mcp]'``).
 """
@@ -13,20 +14,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import Field
 from tokentrail.processor.reports.budgets import BudgetsConfig, budgets_body, budgets_from_params, load_budgets
 from tokentrail.processor.reports.errors import ReportError
 from tokentrail.processor.reports.formatting import exact_json, report_json
 from tokentrail.processor.reports.margins import margins_from_params
+from tokentrail.processor.reports.params import refuse_unknown
 from tokentrail.processor.reports.query import ReportQuery
 from tokentrail.processor.reports.report import Report
 from tokentrail.processor.reports.revenue import RevenueConfig, load_revenue
@@ -87,6 +89,25 @@ async def _answer(compute: Callable[[], str]) -> CallToolResult:
     return _result(text)
 
 
+class _StrictServer(MCPServer[Any]):
+    """Refuses tool arguments the tool does not take: the SDK validates the ones it knows and drops the rest."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        for tool in await self.list_tools():
+            if tool.name == name:  # an unknown tool is the SDK's to answer
+                _refuse_unknown_arguments(tuple(tool.input_schema.get("properties", {})), arguments)
+        return await super().call_tool(name, arguments, context)
+
+
+def _refuse_unknown_arguments(known: tuple[str, ...], arguments: Mapping[str, object]) -> None:
+    try:
+        refuse_unknown(arguments, known, "argument")
+    except ReportError as exc:
+        raise ToolError(str(exc)) from None
+
+
 def _version() -> str:
     try:
         return metadata.version("tokentrail")
@@ -103,7 +124,7 @@ def build_server(
     report = Report(data_dir)
     budgets_config = load_budgets(budgets) if budgets is not None else None
     revenue_config = load_revenue(revenue) if revenue is not None else None
-    server: MCPServer[Any] = MCPServer("tokentrail", instructions=INSTRUCTIONS, version=_version())
+    server: MCPServer[Any] = _StrictServer("tokentrail", instructions=INSTRUCTIONS, version=_version())
 
     @server.tool(
         name="report",

@@ -50,6 +50,15 @@ _DECIMAL: Final = {"type": "number"}
 _MONEY_OR_NULL: Final = {**_MONEY, "type": ["number", "null"]}
 _STRING_OR_NULL: Final = {"type": ["string", "null"]}
 _INT: Final = {"type": "integer", "minimum": 0}
+_UNKNOWN_COST: Final = (
+    "null when no request of the row has a known price (all unpriced, or their responses stated no usage): "
+    "the cost is unknown, never reported as 0. A row with some priced requests sums those; "
+    "unpriced_request_count says how many requests the sum leaves out."
+)
+_UNPRICED_COUNT: Final = {
+    **_INT,
+    "description": "Requests with no known price (unpriced or no_usage): they add nothing to the costs.",
+}
 
 _KEY_DESCRIPTIONS: Final = {
     "day": "YYYY-MM-DD (UTC)",
@@ -150,14 +159,16 @@ def _report_row() -> dict:
     for key in ("day", "hour", "week", "month", *[g for g in GROUPS if g != "day"]):
         properties[key] = {**_STRING_OR_NULL, "description": _KEY_DESCRIPTIONS.get(key, f"the {key} of the group")}
     for metric in METRICS:
-        properties[metric] = dict(_MONEY) if metric in COST_METRICS else dict(_INT)
-    properties["total_cost"]["description"] = "What you pay: priced requests only, BYOK calls count 0. " + str(
-        _MONEY["description"]
+        properties[metric] = dict(_MONEY_OR_NULL) if metric in COST_METRICS else dict(_INT)
+    properties["total_cost"]["description"] = (
+        f"What you pay: priced requests only, BYOK calls count 0. {_MONEY['description']}; {_UNKNOWN_COST}"
     )
-    properties["market_cost"]["description"] = "List price of the priced requests. " + str(_MONEY["description"])
+    properties["market_cost"]["description"] = (
+        f"List price of the priced requests. {_MONEY['description']}; {_UNKNOWN_COST}"
+    )
     properties["input_tokens"]["description"] = "Includes cached input tokens."
     properties["output_tokens"]["description"] = "Includes reasoning tokens."
-    properties["unpriced_request_count"]["description"] = "Requests with no known price: they add nothing to costs."
+    properties["unpriced_request_count"] = dict(_UNPRICED_COUNT)
     return {"type": "object", "required": list(METRICS), "properties": properties}
 
 
@@ -179,17 +190,21 @@ def _budget_row() -> dict:
         "period_start": {"type": "string", "format": "date"},
         "period_end": {"type": ["string", "null"], "format": "date", "description": "last day; null for none"},
         "amount": _MONEY,
-        "spend": _MONEY,
-        "remaining": {**_MONEY, "description": "amount - spend (negative when over budget)"},
-        "percent": {**_DECIMAL, "description": "spend / amount, in percent, to 0.01"},
+        "spend": {**_MONEY_OR_NULL, "description": f"Spend of the priced requests this period; {_UNKNOWN_COST}"},
+        "remaining": {
+            **_MONEY_OR_NULL, "description": "amount - spend (negative when over budget); null when spend is",
+        },
+        "percent": {"type": ["number", "null"], "description": "spend / amount, in percent, to 0.01; null when spend is"},
         "projected_spend": {
             **_MONEY_OR_NULL,
-            "description": "spend plus the trailing min(period, 7 days) spend rate over the rest of the period",
+            "description": "spend plus the trailing min(period, 7 days) spend rate over the rest of the period; "
+            "null for period none or when spend is null",
         },
         "projected_percent": {"type": ["number", "null"]},
         "thresholds": {"type": "array", "items": _DECIMAL},
         "crossed": {"type": "array", "items": _DECIMAL},
         "count_byok": {"type": "boolean"},
+        "unpriced_request_count": _UNPRICED_COUNT,
     }
     assert tuple(props) == BUDGET_COLUMNS
     return {"type": "object", "required": list(BUDGET_COLUMNS), "properties": props}
@@ -222,8 +237,8 @@ def _margin_row(by: str) -> dict:
         "tag": {"type": "string"},
         "customers": _INT,
         "revenue": {**_MONEY_OR_NULL, "description": "null when no plan or contract prices the customer"},
-        "cost": _MONEY,
-        "margin": _MONEY_OR_NULL,
+        "cost": {**_MONEY_OR_NULL, "description": f"What you pay for the row's requests; {_UNKNOWN_COST}"},
+        "margin": {**_MONEY_OR_NULL, "description": "revenue - cost; null when either is unknown"},
         "margin_percent": {"type": ["number", "null"]},
         "allowance": _MONEY_OR_NULL,
         "percent_of_allowance": {"type": ["number", "null"]},
@@ -232,7 +247,7 @@ def _margin_row(by: str) -> dict:
         "cost_per_request": _MONEY_OR_NULL,
         "cost_per_1k_tokens": _MONEY_OR_NULL,
         "cost_per_customer": _MONEY_OR_NULL,
-        "unpriced_request_count": _INT,
+        "unpriced_request_count": _UNPRICED_COUNT,
     }
     columns = MARGIN_COLUMNS[by]
     return {"type": "object", "required": list(columns), "properties": {c: known[c] for c in columns}}
@@ -271,10 +286,14 @@ def _spike_row() -> dict:
     props: dict[str, Any] = {
         "dimension": {"type": "string", "enum": list(DIMENSIONS)},
         "value": _STRING_OR_NULL,
-        "observed": _DECIMAL,
+        "observed": {
+            "type": ["number", "null"],
+            "description": "the latest window's value; for a cost metric, null when none of the value's requests in "
+            "it has a known price (unknown, never 0: then score and ratio are null and it is no spike)",
+        },
         "expected": {**_DECIMAL, "description": "median of the baseline windows"},
         "mad": {**_DECIMAL, "description": "median absolute deviation of the baseline"},
-        "score": _DECIMAL,
+        "score": {"type": ["number", "null"], "description": "null when observed is"},
         "ratio": {"type": ["number", "null"], "description": "observed / expected"},
         "spike": {"type": "boolean"},
     }
@@ -320,7 +339,11 @@ def _operation(
 ) -> dict:
     responses = {
         "200": ok,
-        "400": _error_response("A bad parameter: the message says which and what is accepted (invalid_request_error)."),
+        "400": _error_response(
+            "A bad parameter, or one this endpoint does not take (a misspelt filter is never ignored): the message "
+            "names it and says what is accepted, e.g. \"unknown parameter 'user'; did you mean 'user_id'?\" "
+            "(invalid_request_error)."
+        ),
         "401": _error_response("Missing or wrong bearer token (authentication_error)."),
         "500": _error_response("The query failed (api_error)."),
     }

@@ -1,7 +1,9 @@
 """Report rows as text: JSON (the HTTP body), CSV (for spreadsheets) and an aligned table (for people).
 
-Money never passes through ``float`` here: JSON and CSV write a ``Decimal``'s exact digits, and only the table,
-which is for reading, rounds for display.
+Money never passes through ``float`` here: JSON and CSV write a ``Decimal``'s exact digits (an unknown cost is
+``null`` / empty), and only what is for people (the table, ``usd``) rounds. For people, money is shown to the cent,
+unless a cost would then read as $0.00 though it is not: per-call costs are often fractions of a cent, so such a
+column gets the decimals its smallest cost needs for two significant digits (``money_decimals``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ __all__ = [
     "format_csv",
     "format_rows",
     "format_table",
+    "money_decimals",
     "report_json",
+    "usd",
 ]
 
 FORMATS: Final = ("table", "json", "csv")
 
-_DISPLAY_QUANTUM: Final = Decimal("0.000001")  # table cost precision: a millionth of a dollar
+CENTS: Final = 2  # decimals of money for people, unless a cost would then read as $0.00
+MAX_MONEY_DECIMALS: Final = 12  # the stored scale (pico-dollars): every stored cost shows at this many
 # Short table headers: the full metric names fill a terminal with underscores. JSON and CSV keep the API names.
 TABLE_HEADERS: Final[Mapping[str, str]] = {
     "total_cost": "cost",
@@ -44,6 +49,14 @@ TABLE_HEADERS: Final[Mapping[str, str]] = {
 UNPRICED_NOTE: Final = "* Costs cover priced requests only; 'unpriced' counts the requests with no known price."
 TAG_NOTE: Final = "Tag rows overlap: a request counts in each of its tags, and untagged requests in none."
 TRUNCATED_NOTE: Final = "More rows matched than were returned: narrow the query, or use --order-by and --limit."
+TOTAL_LABEL: Final = "total"
+# Costs, and what is computed from cost alone: unknown in a row none of whose requests has a price.
+_COST_COLUMNS: Final = frozenset({
+    "total_cost", "market_cost", "cost", "cost_per_request", "cost_per_1k_tokens", "cost_per_customer", "spend",
+    "projected_spend",
+})
+# Money that leaves out the unpriced requests' cost when a row has some: marked with ``*``.
+_PARTIAL_COLUMNS: Final = _COST_COLUMNS | {"margin", "remaining"}
 
 
 def decimal_text(value: Decimal) -> str:
@@ -124,17 +137,33 @@ def _csv_value(value: object) -> str:
     return str(value)
 
 
-def _human(value: object) -> str:
+def money_decimals(values: Iterable[Decimal | None]) -> int:
+    """Decimals to show a set of amounts with (a table column, say, so its points align): cents, unless one of
+    them is not zero but would read as $0.00; then enough for that one's first two significant digits
+    ($0.0012), at most ``MAX_MONEY_DECIMALS``."""
+    decimals = CENTS
+    for value in values:
+        if value is None or not value.is_finite() or value == 0:
+            continue
+        if value.quantize(Decimal(1).scaleb(-CENTS), rounding=ROUND_HALF_EVEN) == 0:
+            decimals = max(decimals, min(MAX_MONEY_DECIMALS, 1 - value.adjusted()))
+    return decimals
+
+
+def usd(value: Decimal, decimals: int | None = None) -> str:
+    """Money for people: ``$1,234.50``, ``-$3.00``, ``$0.0012`` (``money_decimals`` of the value unless given).
+    Exact values are for JSON and CSV; this rounds (half to even)."""
+    places = money_decimals([value]) if decimals is None else decimals
+    shown = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    sign = "-" if shown < 0 else ""
+    return f"{sign}${abs(shown):,.{places}f}"
+
+
+def _human(value: object, decimals: int = CENTS) -> str:
     if value is None:
         return "-"
     if isinstance(value, Decimal):
-        if value == 0:
-            return "$0"
-        shown = value.quantize(_DISPLAY_QUANTUM, rounding=ROUND_HALF_EVEN)
-        if shown == 0:  # a real cost too small to show must not read as free
-            return "<$0.000001" if value > 0 else ">-$0.000001"
-        sign = "-" if shown < 0 else ""
-        return f"{sign}${abs(shown):,.6f}"
+        return usd(value, decimals)
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int):
@@ -146,34 +175,70 @@ def _human(value: object) -> str:
     return str(value)
 
 
-def _cell(row: Mapping[str, object], name: str) -> str:
-    """A group whose every request is unpriced has no known cost: say so rather than print $0."""
+def _all_unpriced(row: Mapping[str, object]) -> bool:
+    """No request of the row has a price (rows without ``request_count``, a budget's, say so by a None cost)."""
+    unpriced = row.get("unpriced_request_count")
+    return bool(unpriced) and row.get("request_count", unpriced) == unpriced
+
+
+def _cell(row: Mapping[str, object], name: str, decimals: int) -> str:
+    """A group whose every request is unpriced has no known cost: say so rather than print $0 or a bare dash."""
     value = row.get(name)
-    if isinstance(value, Decimal) and row.get("request_count") and row.get("unpriced_request_count") == row.get(
-        "request_count"
-    ):
+    if name in _COST_COLUMNS and (value is None or value == 0) and _all_unpriced(row):
         return "unpriced"
-    return _human(value)
+    return _human(value, decimals)
 
 
-def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
-    """Aligned plain-text columns: text left, numbers right, costs rounded to a millionth of a dollar
-    (use json or csv for exact values)."""
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, Decimal)) and not isinstance(value, bool)
+
+
+def _totals_row(rows: Sequence[Mapping[str, object]], names: Sequence[str]) -> dict[str, object]:
+    """Sums of every number column; a cost is unknown (None) only when it is unknown in every row. Its
+    ``unpriced_request_count`` marks the total partial exactly when a row's sum is."""
+    total: dict[str, object] = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        if any(isinstance(v, Decimal) for v in values):
+            known = [v for v in values if isinstance(v, Decimal)]
+            total[name] = sum(known, Decimal(0)) if known else None
+        elif any(_is_number(v) for v in values):
+            total[name] = sum(v for v in values if isinstance(v, int))
+        else:
+            total[name] = None
+    total[names[0]] = TOTAL_LABEL
+    return total
+
+
+def format_table(
+    rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None, *, totals: bool = False
+) -> str:
+    """Aligned plain-text columns: text left, numbers right, money to the cent (more decimals in a column where a
+    cost would otherwise read as $0.00: ``money_decimals``); use json or csv for exact values.
+
+    ``totals`` adds a line of sums under a rule, for rows that add up (a report's, not tag rows, and not a list cut
+    at the row bound, whose sum would be of the rows that happened to be shown)."""
     names = _columns(rows, columns)
     if not rows or not names:
         return "No usage in this period."
-    cells = [[_cell(row, name) for name in names] for row in rows]
-    # A cost that leaves out unpriced requests is marked, so an unknown price never reads as a real $0.
-    partly_unpriced = [bool(row.get("unpriced_request_count")) for row in rows]
-    if any(partly_unpriced):
-        for line_cells, row, marked in zip(cells, rows, partly_unpriced):
-            for i, name in enumerate(names):
-                if isinstance(row.get(name), Decimal):
-                    line_cells[i] += "*" if marked else " "
-    numeric = [
-        any(isinstance(row.get(name), (int, Decimal)) and not isinstance(row.get(name), bool) for row in rows)
-        for name in names
+    all_rows: list[Mapping[str, object]] = list(rows)
+    with_totals = totals and len(rows) > 1 and "tag" not in names and not getattr(rows, "truncated", False)
+    if with_totals:
+        all_rows.append(_totals_row(rows, names))
+    money = [any(isinstance(row.get(name), Decimal) for row in all_rows) for name in names]
+    decimals = [
+        money_decimals(v for row in all_rows if isinstance(v := row.get(name), Decimal)) if is_money else CENTS
+        for name, is_money in zip(names, money)
     ]
+    cells = [[_cell(row, name, d) for name, d in zip(names, decimals)] for row in all_rows]
+    # A cost that leaves out unpriced requests is marked, so an unknown price never reads as a real $0.
+    partly_unpriced = [bool(row.get("unpriced_request_count")) for row in all_rows]
+    if any(partly_unpriced):
+        for line_cells, row, marked in zip(cells, all_rows, partly_unpriced):
+            for i, name in enumerate(names):
+                if name in _PARTIAL_COLUMNS and (isinstance(row.get(name), Decimal) or line_cells[i] == "unpriced"):
+                    line_cells[i] += "*" if marked else " "
+    numeric = [money[i] or any(_is_number(row.get(name)) for row in all_rows) for i, name in enumerate(names)]
     headers = [TABLE_HEADERS.get(name, name) for name in names]
     widths = [max(len(header), *(len(line[i]) for line in cells)) for i, header in enumerate(headers)]
 
@@ -183,7 +248,10 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | 
             for value, width, right in zip(values, widths, numeric)
         ).rstrip()
 
-    out = [line(headers), line(["-" * w for w in widths]), *(line(c) for c in cells)]
+    rule = line(["-" * w for w in widths])
+    out = [line(headers), rule, *(line(c) for c in cells)]
+    if with_totals:
+        out.insert(-1, rule)
     if any(partly_unpriced):
         out += ["", UNPRICED_NOTE]
     if "tag" in names:
@@ -194,11 +262,11 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | 
 
 
 def format_rows(rows: Sequence[Mapping[str, object]], fmt: str, columns: Sequence[str] | None = None) -> str:
-    """One entry point for the CLI's ``--format``."""
+    """One entry point for the CLI's ``--format`` of report rows (the table ends with their totals)."""
     if fmt == "json":
         return report_json(rows)
     if fmt == "csv":
         return format_csv(rows, columns)
     if fmt == "table":
-        return format_table(rows, columns)
+        return format_table(rows, columns, totals=True)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -9,7 +9,9 @@ a plan tag nor an entry has unknown revenue (``null``): their cost is shown, the
 Their plan is the last plan tag they used in the period.
 
 **Cost** is ``total_cost`` (what you pay: BYOK calls cost you nothing). ``margin = revenue - cost`` and
-``margin_percent = margin / revenue``.
+``margin_percent = margin / revenue``. Unpriced requests add nothing to cost and are counted in
+``unpriced_request_count``; a row none of whose requests has a price has unknown cost (``null``), and so unknown
+margin and cost per request or token: never a $0 cost and a 100 % margin.
 
 **Features**: cost per feature tag; a request with several feature tags counts in each (like tag rows of the
 report, feature rows overlap), and requests with none are the ``null`` feature. Usage revenue goes to the feature
@@ -32,7 +34,7 @@ from typing import Any, Final
 
 from tokentrail.processor.reports.dataset import USAGE_SOURCE, exact_cost, scan_dataset
 from tokentrail.processor.reports.errors import ReportParameterError
-from tokentrail.processor.reports.params import Params, date_param, int_param, single_param
+from tokentrail.processor.reports.params import Params, date_param, int_param, refuse_unknown, single_param
 from tokentrail.processor.reports.query import MAX_RANGE_DAYS, MAX_ROWS
 from tokentrail.processor.reports.revenue import DEFAULT_UPGRADE_PERCENT, RevenueConfig
 from tokentrail.processor.schema import COST_QUANTUM, PARTITION_COLUMN
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 MARGIN_VIEWS: Final = ("customer", "plan", "feature", "upgrade")
-# Every parameter GET /v1/margins reads (besides ``format``): the OpenAPI document lists exactly these.
+# Every parameter GET /v1/margins reads (besides ``format``), and so accepts: the OpenAPI document lists exactly these.
 MARGIN_PARAMETERS: Final = ("start_date", "end_date", "by", "tag", "allowance", "threshold", "percent", "limit")
 _UNIT_COLUMNS: Final = ("request_count", "tokens", "cost_per_request", "cost_per_1k_tokens", "unpriced_request_count")
 _MONEY_COLUMNS: Final = ("revenue", "cost", "margin", "margin_percent")
@@ -85,10 +87,10 @@ def _ratio_percent(part: Decimal, whole: Decimal) -> Decimal | None:
     return (part * _HUNDRED / whole).quantize(_PERCENT) if whole else None
 
 
-def _unit_costs(cost: Decimal, requests: int, tokens: int) -> dict[str, Decimal | None]:
+def _unit_costs(cost: Decimal | None, requests: int, tokens: int) -> dict[str, Decimal | None]:
     return {
-        "cost_per_request": _money(cost / requests) if requests else None,
-        "cost_per_1k_tokens": _money(cost * _THOUSAND / tokens) if tokens else None,
+        "cost_per_request": _money(cost / requests) if requests and cost is not None else None,
+        "cost_per_1k_tokens": _money(cost * _THOUSAND / tokens) if tokens and cost is not None else None,
     }
 
 
@@ -98,6 +100,11 @@ class _Usage:
     requests: int = 0
     tokens: int = 0
     unpriced: int = 0
+
+    @property
+    def known_cost(self) -> Decimal | None:
+        """The priced requests' cost; None when there were requests and none had a price (unknown, not $0)."""
+        return None if self.requests and self.unpriced == self.requests else self.cost
 
     def add(self, other: _Usage) -> None:
         self.cost += other.cost
@@ -252,7 +259,8 @@ def margins(
         rows = []
         for plan, (revenue, usage, count) in plans.items():
             row = _row({"plan": plan, "customers": count}, revenue, usage)
-            row["cost_per_customer"] = _money(usage.cost / count) if count else None
+            cost = usage.known_cost
+            row["cost_per_customer"] = _money(cost / count) if count and cost is not None else None
             rows.append(row)
         rows.sort(key=_margin_order)
         return _finish(by, start_date, end_date, rows, totals, limit)
@@ -284,34 +292,39 @@ def margins(
 
 
 def _row(keys: dict[str, object], revenue: Decimal | None, usage: _Usage) -> dict[str, Any]:
-    margin = _money(revenue - usage.cost) if revenue is not None else None
+    cost = usage.known_cost
+    margin = _money(revenue - cost) if revenue is not None and cost is not None else None
     return {
         **keys,
         "revenue": revenue,
-        "cost": usage.cost,
+        "cost": cost,
         "margin": margin,
         "margin_percent": _ratio_percent(margin, revenue) if margin is not None and revenue else None,
         "request_count": usage.requests,
         "tokens": usage.tokens,
-        **_unit_costs(usage.cost, usage.requests, usage.tokens),
+        **_unit_costs(cost, usage.requests, usage.tokens),
         "unpriced_request_count": usage.unpriced,
     }
 
 
 def _margin_order(row: Mapping[str, object]) -> tuple[int, Decimal, Decimal]:
-    """Worst margin first (the rows to act on); rows without revenue after, by cost."""
+    """Worst margin first (the rows to act on); rows without a known margin after, by cost (unknown cost last)."""
     margin, cost = row["margin"], row["cost"]
-    assert isinstance(cost, Decimal) and (margin is None or isinstance(margin, Decimal))  # as _row makes them
+    assert cost is None or isinstance(cost, Decimal)  # as _row makes them
+    assert margin is None or isinstance(margin, Decimal)
+    spent = cost if cost is not None else Decimal(0)
     if margin is None:
-        return (1, -cost, Decimal(0))
-    return (0, margin, -cost)
+        return (1 if cost is not None else 2, -spent, Decimal(0))
+    return (0, margin, -spent)
 
 
 def _totals(customers: list[tuple[str | None, Decimal | None, _Usage]]) -> dict[str, Any]:
-    """Over every customer row ``(plan, revenue, usage)``; the margin over those whose revenue is known."""
+    """Over every customer row ``(plan, revenue, usage)``; the margin over those whose revenue is known. Costs sum
+    the priced requests, as a report row does: unknown (None) only when no request had a price, and
+    ``unpriced_request_count`` says how many the sums leave out."""
     usage = _Usage()
+    with_revenue = _Usage()
     revenue = Decimal(0)
-    cost_with_revenue = Decimal(0)
     unknown = 0
     for _, row_revenue, row_usage in customers:
         usage.add(row_usage)
@@ -319,18 +332,20 @@ def _totals(customers: list[tuple[str | None, Decimal | None, _Usage]]) -> dict[
             unknown += 1
         else:
             revenue += row_revenue
-            cost_with_revenue += row_usage.cost
-    margin = _money(revenue - cost_with_revenue)
+            with_revenue.add(row_usage)
+    cost_with_revenue = with_revenue.known_cost
+    margin = _money(revenue - cost_with_revenue) if cost_with_revenue is not None else None
     return {
         "customers": len(customers),
         "customers_without_revenue": unknown,
         "revenue": _money(revenue),
-        "cost": usage.cost,
+        "cost": usage.known_cost,
         "margin": margin,  # over the customers whose revenue is known
-        "margin_percent": _ratio_percent(margin, revenue),
+        "margin_percent": _ratio_percent(margin, revenue) if margin is not None else None,
         "request_count": usage.requests,
         "tokens": usage.tokens,
-        **_unit_costs(usage.cost, usage.requests, usage.tokens),
+        **_unit_costs(usage.known_cost, usage.requests, usage.tokens),
+        "unpriced_request_count": usage.unpriced,
     }
 
 
@@ -396,14 +411,16 @@ def _near_upgrade(
     _, raw = scan_dataset(data_dir, start, end, sql, params)
     rows = []
     for user, cost, requests, tokens, unpriced in raw:
-        spend = exact_cost(cost)
+        spend = exact_cost(cost) if cost is not None else None  # NULL: no request of theirs had a price
         rows.append(
             {
                 "user": user,
                 "tag": tag,
                 "cost": spend,
                 "allowance": period_allowance,
-                "percent_of_allowance": _ratio_percent(spend, period_allowance) if period_allowance else None,
+                "percent_of_allowance": (
+                    _ratio_percent(spend, period_allowance) if period_allowance and spend is not None else None
+                ),
                 "request_count": int(requests),
                 "tokens": int(tokens or 0),
                 **_unit_costs(spend, int(requests), int(tokens or 0)),
@@ -433,7 +450,8 @@ def current_month(today: date | None = None) -> tuple[date, date]:
 
 def margins_from_params(data_dir: str | os.PathLike[str], config: RevenueConfig, params: Params) -> MarginsResult:
     """``GET /v1/margins``: ``start_date``/``end_date`` (default: this month to today, UTC), ``by``, and for
-    ``by=upgrade`` ``tag``, ``allowance``, ``threshold``, ``percent``; ``limit`` rows."""
+    ``by=upgrade`` ``tag``, ``allowance``, ``threshold``, ``percent``; ``limit`` rows. Any other name is refused."""
+    refuse_unknown(params, MARGIN_PARAMETERS)
     first, today = current_month()
     end = date_param(params, "end_date", today)
     start = date_param(params, "start_date", end.replace(day=1) if single_param(params, "end_date") else first)

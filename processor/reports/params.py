@@ -1,11 +1,13 @@
 """Reading request parameters (HTTP query strings, MCP tool arguments, CLI options) the one way every report does.
 
 A parameter is one string, or a list as ``parse_qs`` gives. Empty values count as absent, so clients that always
-send every parameter still get the defaults; a parameter given twice is refused rather than guessed at.
+send every parameter still get the defaults; a parameter given twice is refused rather than guessed at, and so is a
+parameter no one reads (``user=`` for ``user_id=`` would otherwise answer for everyone): ``refuse_unknown``.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,6 +22,7 @@ __all__ = [
     "int_param",
     "list_param",
     "parse_as_of",
+    "refuse_unknown",
     "single_param",
 ]
 
@@ -37,6 +40,20 @@ def _values(params: Params, name: str) -> list[str]:
     if isinstance(raw, Sequence) and all(isinstance(v, str) for v in raw):
         return list(raw)
     raise ReportParameterError(f"{name} must be a string, got {raw!r}")
+
+
+def refuse_unknown(params: Mapping[str, object], known: Sequence[str], what: str = "parameter") -> None:
+    """Refuse names outside ``known``: a misspelt filter that is ignored answers a different question (everyone's
+    cost for one customer's), so the error names it and suggests the closest known name."""
+    unknown = [name for name in params if name not in known]
+    if not unknown:
+        return
+    problems = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name).lower(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"known {what}s: {', '.join(known)}"
+        problems.append(f"unknown {what} {name!r}; {hint}")
+    raise ReportParameterError("; ".join(problems))
 
 
 def single_param(params: Params, name: str) -> str | None:

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Final
 
 from tokentrail.processor.reports.errors import ReportParameterError
-from tokentrail.processor.reports.params import Params, date_param, list_param, single_param
+from tokentrail.processor.reports.params import Params, date_param, list_param, refuse_unknown, single_param
 from tokentrail.processor.schema import TOKEN_FIELDS
 
 __all__ = [
@@ -59,7 +59,8 @@ ORDER_DIRECTIONS: Final = ("asc", "desc")
 COST_METRICS: Final = ("total_cost", "market_cost")
 METRICS: Final = (*COST_METRICS, *TOKEN_FIELDS, "request_count", "unpriced_request_count")
 
-# Every parameter ``ReportQuery.from_params`` reads: the OpenAPI document lists exactly these (a test checks it).
+# Every parameter ``ReportQuery.from_params`` reads, and so accepts (any other name is refused, with the closest of
+# these suggested): the OpenAPI document lists exactly these (a test checks it).
 QUERY_PARAMETERS: Final = (
     "start_date",
     "end_date",
@@ -198,8 +199,10 @@ class ReportQuery:
         """Parse Vercel-style query parameters (one string each, or a list as ``parse_qs`` gives).
 
         Empty values count as absent, so clients that always send every parameter still get the defaults.
-        Unknown parameters are ignored, as HTTP APIs do, so clients may send their own (e.g. a team id).
+        A name outside ``QUERY_PARAMETERS`` is refused, naming the closest known one: ignored, ``user=cust_1``
+        (for ``user_id``) would answer with everyone's cost.
         """
+        refuse_unknown(params, QUERY_PARAMETERS)
         start_date = date_param(params, "start_date")
         end_date = date_param(params, "end_date")
         groups = [g.lower() for g in list_param(params, "group_by")]

@@ -12,13 +12,14 @@ Reading rules:
   so a one-day report over a year of data touches one day of files.
 * Costs are exact: DuckDB sums ``decimal128(18, 12)`` into ``DECIMAL(38, 12)`` and rows carry ``Decimal``.
   A record without a price (``price_status`` not ``priced``, cost NULL) adds nothing to the cost sums but counts in
-  ``request_count`` and ``unpriced_request_count``: an unknown price is never a silent $0.
+  ``request_count`` and ``unpriced_request_count``: an unknown price is never a silent $0. A row none of whose
+  requests has a price has unknown costs: ``None`` (JSON ``null``, CSV empty), never 0.
 * ``group_by=tag`` puts a request in the row of each of its (distinct) tags and in no row if it has none, so tag
   rows do not add up to the total. Group by anything else for totals.
 * Extensions to Vercel's parameters: ``group_by`` also takes ``service``, ``api``, ``environment``,
   ``operation`` and ``none`` (one total row); ``date_part`` also takes ``week`` (ISO, Monday) and ``month``;
   ``order_by=<metric or key>[:asc|:desc]`` and ``limit`` (e.g. the top 100 users by ``total_cost``).
-  Unknown parameters are ignored, as Vercel clients may send their own; empty values count as absent.
+  An unknown parameter name is refused (400), naming the closest known one; empty values count as absent.
 * Bounds, so one request cannot ask the server for everything: a date range spans at most ``MAX_RANGE_DAYS``
   (366) days and a result at most ``MAX_ROWS`` (10,000) rows. When more rows exist than were returned, the
   result is marked ``truncated`` (``{"results": [...], "truncated": true}``); ask with ``order_by`` and
@@ -30,6 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -44,11 +46,12 @@ __all__ = [
     "ReportQuery",  # defined in reports.query; imported from here by code that only runs reports
     "ReportRow",
     "ReportRows",
+    "known_cost",
     "run_report",
 ]
 
-# A row's values follow its columns: text keys (or None), int counts, Decimal costs. Typed Any so callers index a
-# row as its query's columns say, without a cast per column.
+# A row's values follow its columns: text keys (or None), int counts, Decimal costs (None when unknown). Typed Any
+# so callers index a row as its query's columns say, without a cast per column.
 ReportRow: TypeAlias = dict[str, Any]
 
 
@@ -69,9 +72,15 @@ def _rows(query: ReportQuery, names: list[str], raw_rows: list[tuple[Any, ...]])
     for raw in raw_rows[:cap]:
         row: ReportRow = dict(zip(names, raw))
         for name in COST_METRICS:
-            row[name] = exact_cost(row[name])
+            row[name] = known_cost(row[name])
         rows.append(row)
     return rows
+
+
+def known_cost(value: object) -> Decimal | None:
+    """A summed cost as ``exact_cost`` gives it, but NULL (no priced request in the sum) stays ``None``: unknown,
+    which every surface must tell from a real $0."""
+    return None if value is None else exact_cost(value)
 
 
 def run_report(data_dir: str | os.PathLike[str], query: ReportQuery) -> ReportRows:

@@ -22,7 +22,10 @@ baseline, unlike the mean and standard deviation. The spread is never taken belo
   nothing (default: one cent of cost, one request, 1,000 tokens).
 
 Baseline windows with no records at all (before data collection began, say) are left out, not counted as zero;
-with fewer than three left, there is no judgement and the answer says so.
+with fewer than three left, there is no judgement and the answer says so. For a cost metric, a value whose latest
+window has requests but none with a known price has an unknown ``observed`` (``null``, never $0): its ``score`` and
+``ratio`` are ``null`` and it is no spike (listed with ``include_all``, after the scored values); in a baseline
+window, unpriced requests add nothing, as in every report.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any, Final
 
 from tokentrail.processor.reports.dataset import USAGE_SOURCE, exact_cost, scan_dataset
 from tokentrail.processor.reports.errors import ReportParameterError
-from tokentrail.processor.reports.params import Params, int_param, parse_as_of, single_param
+from tokentrail.processor.reports.params import Params, int_param, parse_as_of, refuse_unknown, single_param
 from tokentrail.processor.reports.query import COST_METRICS, MAX_ROWS, METRICS
 
 __all__ = [
@@ -55,7 +58,7 @@ DIMENSIONS: Final = ("model", "provider", "user", "tag", "credential_type", "ser
 WINDOWS: Final = ("hour", "day")
 SEASONALITIES: Final = ("weekly", "daily", "none")
 SPIKE_METRICS: Final = tuple(m for m in METRICS if m != "unpriced_request_count")
-# Every parameter GET /v1/spikes reads (besides ``format``): the OpenAPI document lists exactly these.
+# Every parameter GET /v1/spikes reads (besides ``format``), and so accepts: the OpenAPI document lists exactly these.
 SPIKE_PARAMETERS: Final = (
     "dimension",
     "window",
@@ -244,8 +247,11 @@ def find_spikes(data_dir: str | os.PathLike[str], query: SpikeQuery) -> SpikesRe
     params = {"step": _us(step), "w_start": _us(start - _EPOCH), "width": _us(width), "n": n}
     _, raw = scan_dataset(data_dir, min(days), max(days), sql, params, days=days)
     by_window: dict[int, dict[str | None, tuple[Decimal, int]]] = {}
+    unknown_now: set[str | None] = set()  # values whose latest window has requests but no known cost
     for k, value, observed, requests in raw:
         amount = exact_cost(observed) if query.metric in COST_METRICS else Decimal(int(observed or 0))
+        if observed is None and query.metric in COST_METRICS and int(k) == 0:
+            unknown_now.add(value)
         by_window.setdefault(int(k), {})[value] = (amount, int(requests))
     present = sorted(k for k in by_window if 1 <= k <= n)
     baseline_starts = [windows[k] for k in present]
@@ -259,7 +265,7 @@ def find_spikes(data_dir: str | os.PathLike[str], query: SpikeQuery) -> SpikesRe
     for k in present:
         values.update(by_window[k])
     floor_spread = query.min_increase / query.threshold  # type: ignore[operator]  # never None after __post_init__
-    scored: list[tuple[Decimal, dict[str, Any]]] = []  # (score, row)
+    scored: list[tuple[Decimal | None, dict[str, Any]]] = []  # (score, row)
     nothing = (Decimal(0), 0)
     for value in values:
         observed = current.get(value, nothing)[0]
@@ -269,21 +275,22 @@ def find_spikes(data_dir: str | os.PathLike[str], query: SpikeQuery) -> SpikesRe
         expected_requests = _median([Decimal(by_window[k].get(value, nothing)[1]) for k in present])
         counting = abs(expected) / expected_requests.sqrt() if expected_requests > 0 else Decimal(0)
         spread = max(MAD_SCALE * mad, counting, RELATIVE_FLOOR * abs(expected), floor_spread)
-        score = ((observed - expected) / spread).quantize(_SCORE) if spread else Decimal(0)
-        spike = score >= query.threshold
+        unknown = value in unknown_now
+        score = None if unknown else ((observed - expected) / spread).quantize(_SCORE) if spread else Decimal(0)
+        spike = score is not None and score >= query.threshold
         if not spike and not query.include_all:
             continue
         scored.append((score, {
             "dimension": query.dimension,
             "value": value,
-            "observed": _number(observed, query.metric),
+            "observed": None if unknown else _number(observed, query.metric),
             "expected": _number(expected, query.metric),
             "mad": _number(mad, query.metric),
             "score": score,
-            "ratio": (observed / expected).quantize(_SCORE) if expected else None,
+            "ratio": (observed / expected).quantize(_SCORE) if expected and not unknown else None,
             "spike": spike,
         }))
-    scored.sort(key=lambda s: (-s[0], str(s[1]["value"])))
+    scored.sort(key=lambda s: (s[0] is None, -(s[0] or 0), str(s[1]["value"])))
     rows = [row for _, row in scored]
     return SpikesResult(
         query, start, start + width, baseline_starts, rows=rows[: query.limit], truncated=len(rows) > query.limit
@@ -321,6 +328,8 @@ def _or(value: Decimal | None, default: Decimal) -> Decimal:
 
 
 def spikes_from_params(data_dir: str | os.PathLike[str], params: Params) -> SpikesResult:
+    """``GET /v1/spikes``: the ``SPIKE_PARAMETERS``; any other name is refused."""
+    refuse_unknown(params, SPIKE_PARAMETERS)
     baseline = single_param(params, "baseline")
     return find_spikes(
         data_dir,

@@ -65,7 +65,7 @@ def build_sql(query: ReportQuery) -> tuple[str, dict[str, object]]:
         keys.append(f'{text} AS "{date_key}"')
         group.append("__bucket")
         order.append("__bucket")
-    order.append("total_cost DESC")
+    order.append("total_cost DESC NULLS LAST")  # unknown costs after the known
     key_columns: dict[str, str] = {date_key: "__bucket"} if date_key is not None else {}
     for dimension in query.dimensions:
         alias = f"__g_{dimension}"
@@ -117,8 +117,9 @@ def build_sql(query: ReportQuery) -> tuple[str, dict[str, object]]:
     ]
     metric_names = [*COST_METRICS, *TOKEN_FIELDS, "request_count", "unpriced_request_count"]
     metrics = [
-        # An all-unpriced group costs 0, not null; unpriced_request_count says what that 0 leaves out.
-        *(f"COALESCE(SUM({name}), 0) AS {name}" for name in COST_METRICS),
+        # NULL when no request of the row has a price (all unpriced or no_usage): its cost is unknown, not $0.
+        # A partly priced row sums its priced requests; unpriced_request_count says how many that leaves out.
+        *(f"SUM({name}) AS {name}" for name in COST_METRICS),
         *(f"CAST(COALESCE(SUM({name}), 0) AS BIGINT) AS {name}" for name in metric_names[len(COST_METRICS):]),
     ]
     sql = (

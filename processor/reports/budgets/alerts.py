@@ -21,7 +21,7 @@ from tokentrail.processor.reports.budgets.spend import percent_of, spend_by_valu
 from tokentrail.processor.reports.budgets.state import AlertState
 from tokentrail.processor.reports.budgets.webhook import WebhookNotifier
 from tokentrail.processor.reports.errors import ReportParameterError
-from tokentrail.processor.reports.formatting import decimal_text
+from tokentrail.processor.reports.formatting import decimal_text, usd
 from tokentrail.processor.schema import CURRENCY, UsageRecord
 
 __all__ = ["STATE_DIR", "STATE_FILE", "BudgetMonitor", "Notifier", "attach"]
@@ -124,7 +124,7 @@ class BudgetMonitor:
             # Loaded before this batch is added: the batch is in the WAL, not yet in Parquet.
             until = period.end if period.end is not None else datetime(9999, 1, 1, tzinfo=UTC)
             stored = spend_by_value(self.data_dir, budget, period, until, None)
-            sums = {value: spend for value, (spend, _) in stored.items()}
+            sums = {value: spent.spend for value, spent in stored.items()}
             self._spend[key] = sums
             previous = _previous_key(budget, period)
             for old in [k for k in self._spend if k[0] == budget.name and k[1] < previous]:
@@ -166,12 +166,12 @@ class BudgetMonitor:
         self._claimed.update((budget.name, period.key, value, reached[-1]) for value, _, _, reached in candidates)
         for alert in alerts:
             log.warning(
-                "budget %r: %s%% reached%s: spend $%s of $%s in the %s period from %s",
+                "budget %r: %s%% reached%s: spend %s of %s in the %s period from %s",
                 budget.name,
                 alert["threshold"],
                 f" for {budget.scope} {alert['value']!r}" if budget.scope != "total" else "",
-                alert["spend"],
-                budget.amount,
+                usd(alert["spend"]),  # for people; the alert itself carries the exact amount
+                usd(budget.amount),
                 budget.period if budget.period != "none" else "all-time",
                 alert["period_start"],
             )

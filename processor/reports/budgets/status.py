@@ -1,5 +1,9 @@
 """Budget status (``GET /v1/budgets``, ``tokentrail budgets``): per budget and scope value, spend so far,
-remaining, percent, and the projected end-of-period spend."""
+remaining, percent, and the projected end-of-period spend.
+
+Spend sums the priced requests; ``unpriced_request_count`` says how many it leaves out. A value none of whose
+requests this period has a price has unknown spend: ``spend``, ``remaining``, ``percent`` and the projection are
+``null``, never a $0 spend with the whole amount remaining."""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from decimal import Decimal
 from typing import Any, Final
 
 from tokentrail.processor.reports.budgets.config import BudgetsConfig
-from tokentrail.processor.reports.budgets.spend import percent_of, spend_by_value
+from tokentrail.processor.reports.budgets.spend import ValueSpend, percent_of, spend_by_value
 from tokentrail.processor.reports.dataset import exact_cost
-from tokentrail.processor.reports.params import Params, int_param, parse_as_of, single_param
+from tokentrail.processor.reports.params import Params, int_param, parse_as_of, refuse_unknown, single_param
 from tokentrail.processor.reports.query import MAX_ROWS
 
 __all__ = [
@@ -26,7 +30,7 @@ __all__ = [
 DEFAULT_STATUS_LIMIT: Final = 100  # rows per "each" budget in a status answer
 RATE_WINDOW_MAX: Final = timedelta(days=7)
 
-# Every parameter GET /v1/budgets reads (besides ``format``): the OpenAPI document lists exactly these.
+# Every parameter GET /v1/budgets reads (besides ``format``), and so accepts: the OpenAPI document lists exactly these.
 BUDGET_PARAMETERS: Final = ("budget", "as_of", "limit")
 # The keys of a status row, in order (the CSV header).
 BUDGET_COLUMNS: Final = (
@@ -45,6 +49,7 @@ BUDGET_COLUMNS: Final = (
     "thresholds",
     "crossed",
     "count_byok",
+    "unpriced_request_count",
 )
 
 
@@ -69,18 +74,20 @@ def budget_status(
             rate_start = moment - min(period.end - period.start, RATE_WINDOW_MAX)
         spends = spend_by_value(data_dir, b, period, moment, rate_start)
         if not b.each:
-            spends.setdefault(None if b.scope == "total" else b.value, (Decimal(0), Decimal(0)))
+            spends.setdefault(None if b.scope == "total" else b.value, ValueSpend(Decimal(0), Decimal(0), 0, 0))
         entries: list[tuple[Decimal, dict[str, Any]]] = []  # (percent, row)
-        for value, (spend, recent) in spends.items():
-            if b.each and spend == 0:
+        for value, (priced_spend, recent, requests, unpriced) in spends.items():
+            if b.each and priced_spend == 0 and unpriced == 0:
                 continue  # a value with only earlier (rate-window) spend has not spent this period
+            # Unknown, not $0, when every request this period is unpriced: nothing below can be computed from it.
+            spend = None if requests and unpriced == requests else priced_spend
             projected = None
-            if period.end is not None and rate_start is not None:
+            if spend is not None and period.end is not None and rate_start is not None:
                 rate_window = (moment - rate_start).total_seconds()
                 remaining_s = max((period.end - moment).total_seconds(), 0.0)
                 projected = exact_cost(spend + recent * Decimal(remaining_s) / Decimal(rate_window))
-            percent = percent_of(spend, b.amount)
-            entries.append((percent, {
+            percent = percent_of(spend, b.amount) if spend is not None else None
+            entries.append((percent if percent is not None else Decimal(-1), {
                 "budget": b.name,
                 "scope": b.scope,
                 "value": value,
@@ -89,13 +96,17 @@ def budget_status(
                 "period_end": period.last_day.isoformat() if period.last_day else None,
                 "amount": b.amount,
                 "spend": spend,
-                "remaining": b.amount - spend,
+                "remaining": b.amount - spend if spend is not None else None,
                 "percent": percent,
                 "projected_spend": projected,
                 "projected_percent": percent_of(projected, b.amount) if projected is not None else None,
                 "thresholds": [int(t) if t == t.to_integral_value() else t for t in b.thresholds],
-                "crossed": [int(t) if t == t.to_integral_value() else t for t in b.thresholds if t <= percent],
+                "crossed": [
+                    int(t) if t == t.to_integral_value() else t
+                    for t in b.thresholds if percent is not None and t <= percent
+                ],
                 "count_byok": b.count_byok,
+                "unpriced_request_count": unpriced,
             }))
         entries.sort(key=lambda e: (-e[0], str(e[1]["value"])))
         if len(entries) > limit:
@@ -112,7 +123,9 @@ def budgets_body(rows: list[dict[str, Any]], truncated: bool) -> dict[str, objec
 def budgets_from_params(
     data_dir: str | os.PathLike[str], config: BudgetsConfig, params: Params
 ) -> tuple[list[dict[str, Any]], bool]:
-    """``GET /v1/budgets``: ``budget`` (one by name), ``as_of`` (default now), ``limit`` (per "each" budget)."""
+    """``GET /v1/budgets``: ``budget`` (one by name), ``as_of`` (default now), ``limit`` (per "each" budget); any
+    other name is refused."""
+    refuse_unknown(params, BUDGET_PARAMETERS)
     return budget_status(
         data_dir,
         config,

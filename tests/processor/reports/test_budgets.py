@@ -244,8 +244,8 @@ def test_thresholds_fire_once_each_as_spend_crosses_them(tmp_path: Path, caplog:
     assert [(a["threshold"], a["spend"], a["percent"]) for a in sink.alerts] == [
         (50, Decimal(55), Decimal("55.00")), (100, Decimal(106), Decimal("106.00"))]
     assert [r.getMessage() for r in caplog.records] == [
-        "budget 'b': 50% reached: spend $55 of $100 in the monthly period from 2025-03-01",
-        "budget 'b': 100% reached: spend $106 of $100 in the monthly period from 2025-03-01",
+        "budget 'b': 50% reached: spend $55.00 of $100.00 in the monthly period from 2025-03-01",
+        "budget 'b': 100% reached: spend $106.00 of $100.00 in the monthly period from 2025-03-01",
     ]
     alert = sink.alerts[0]
     assert alert["type"] == "budget.threshold_crossed" and alert["period_end"] == "2025-03-31"
@@ -450,7 +450,7 @@ def test_cli_budgets_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli.main(["budgets", "--data-dir", str(tmp_path), "--as-of", "2025-03-15"]) == 0
     header, _, company, alice = capsys.readouterr().out.splitlines()[:4]
     assert header.split()[:4] == ["budget", "value", "period_start", "amount"]
-    assert company.startswith("company") and "(all)" in company and "75.00%" in company and "$15.000000" in company
+    assert company.startswith("company") and "(all)" in company and "75.00%" in company and "$15.00 " in company  # to the cent, for people
     assert alice.startswith("per user") and "150.00%" in alice and "50, 75, 100" in alice
 
 

@@ -206,7 +206,7 @@ def test_cli_margins_prints_a_table(data: Path, tmp_path: Path, capsys: pytest.C
     header, _, *lines = out.split("\n\n")[0].splitlines()
     assert header.split()[:4] == ["plan", "customers", "revenue", "cost"]
     (pro,) = [line for line in lines if line.startswith("pro ")]
-    assert "$90.000000" in pro and "$63.000000" in pro and "70.00%" in pro  # 3 x 30 revenue, 27 cost, margin 63
+    assert "$90.00" in pro and "$63.00" in pro and "70.00%" in pro  # 3 x 30 revenue, 27 cost, margin 63
     assert "2025-03-01 to 2025-03-31" in out
     assert cli.main(["margins", "--data-dir", str(data), "--revenue", str(path), "--by", "upgrade",
                      "--start-date", "2025-03-01", "--end-date", "2025-03-31", "--format", "csv"]) == 0

@@ -267,10 +267,10 @@ def test_unpriced_requests_are_counted_but_add_nothing_to_cost(tmp_path: Path) -
     assert (row["total_cost"], row["market_cost"]) == (Decimal("1.25"), Decimal("1.5"))
 
 
-def test_a_group_of_only_unpriced_requests_costs_zero_and_says_how_many(tmp_path: Path) -> None:
+def test_a_group_of_only_unpriced_requests_has_unknown_costs_and_says_how_many(tmp_path: Path) -> None:
     write(tmp_path, [rec("2025-03-05T00:00:00", price_status=UNPRICED, total_cost=None, market_cost=None)] * 2)
     (row,) = run_report(tmp_path, q(group_by="model"))
-    assert row["total_cost"] == Decimal(0) and row["market_cost"] == Decimal(0)
+    assert row["total_cost"] is None and row["market_cost"] is None  # unknown, never a silent $0
     assert row["unpriced_request_count"] == row["request_count"] == 2
 
 
