@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-oldest-otel bench drift clean
+.PHONY: demo test lint test-oldest-otel check-install bench drift clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(VENV)/.dev-installed
 	ln -sfn ../../../instrumentation build/typecheck/tokentrail/instrumentation
 	ln -sfn ../../../processor build/typecheck/tokentrail/processor
 	$(BIN)/mypy
+
+# README's install lines, run as written in fresh venvs (needs PyPI): `pip install .`, the wheel, the extras.
+check-install: $(BIN)/python
+	$(BIN)/python -m tests.helpers.readme_install
 
 # The drift suite: every instrumentation we accept, as it ships today, against the fake provider. The Python ones
 # (tests/processor/normalize/test_dialects.py) at the newest versions pyproject.toml admits; the Vercel AI SDK (Node

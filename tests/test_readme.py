@@ -49,3 +49,17 @@ def test_the_attribution_table_covers_every_instrumentation_and_each_row_is_prov
                 results = json.loads((ROOT / path).read_text())
                 records = [record for result in results for record in result["records"]]
                 assert records and all(r["user_id"] and r["tags"] for r in records), (writer, path)
+
+
+def test_every_install_line_installs_from_the_checkout_not_from_an_index() -> None:
+    """TokenTrail is on no package index: ``pip install tokentrail`` fails for a newcomer. Every install line must
+    name the checkout (``.``) or a wheel built from it; ``make check-install`` (CI) runs them all for real."""
+    from tests.helpers.readme_install import install_lines
+
+    lines = install_lines((ROOT / "README.md").read_text())
+    assert any(line == "pip install ." for line in lines)
+    assert any("'.[processor]'" in line for line in lines)
+    for line in lines:
+        targets = [word for word in line.split()[2:] if not word.startswith("-") and word != "dist"]
+        for target in targets:
+            assert target.strip("'\"").startswith((".", "dist/")), line

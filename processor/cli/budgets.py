@@ -11,12 +11,13 @@ from typing import Any
 
 from tokentrail.processor import environment
 from tokentrail.processor.reports.budgets import BUDGET_COLUMNS, budgets_body, budgets_from_params, load_budgets
+from tokentrail.processor.reports.dataset import require_dataset
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
 
 __all__ = ["register"]
 
 _TABLE_COLUMNS = ("budget", "value", "period_start", "amount", "spend", "remaining", "percent", "projected_spend",
-                  "crossed")
+                  "crossed", "unpriced_request_count")
 
 
 def register(commands: Any, default_data_dir: Path) -> None:
@@ -43,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_budgets(args.budgets)
     params = {"budget": args.budget, "as_of": args.as_of, "limit": args.limit}
     rows, truncated = budgets_from_params(args.data_dir, config, {k: v for k, v in params.items() if v is not None})
+    require_dataset(args.data_dir)  # after the parameters (a bad one is bad usage whatever the path), before output
     if args.format == "json":
         text = exact_json(budgets_body(rows, truncated))
     elif args.format == "csv":

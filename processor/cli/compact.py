@@ -14,7 +14,9 @@ from typing import Any
 
 from tokentrail.processor import environment
 from tokentrail.processor.cli.arguments import day_arg
-from tokentrail.processor.storage.compaction import RewriteError, compact, dataset_days
+from tokentrail.processor.cli.progress import Progress
+from tokentrail.processor.reports.dataset import USAGE_DIR, require_dataset
+from tokentrail.processor.storage.compaction import CompactionResult, RewriteError, compact_day, dataset_days
 
 __all__ = ["register"]
 
@@ -37,17 +39,25 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    usage_dir = args.data_dir / "usage"
+    usage_dir = require_dataset(args.data_dir) / USAGE_DIR
     days = [
         d
         for d in dataset_days(usage_dir)
         if (args.start_date is None or d >= args.start_date) and (args.end_date is None or d <= args.end_date)
     ]
+    progress = Progress("compact", len(days))
+    results: list[CompactionResult] = []
     try:
-        results = compact(usage_dir, days, min_files=args.min_files)
+        for done, day in enumerate(days):  # one day at a time (as `compaction.compact` does), to show which
+            progress.show(done, f"compacting {day}")
+            result = compact_day(usage_dir, day, min_files=args.min_files)
+            if result is not None:
+                results.append(result)
     except RewriteError as exc:
+        progress.clear()
         print(f"tokentrail compact: {exc}", file=sys.stderr)
         return 1
+    progress.clear()
     for r in results:
         if args.json:
             print(

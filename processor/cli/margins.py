@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tokentrail.processor import environment
+from tokentrail.processor.reports.dataset import require_dataset
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
 from tokentrail.processor.reports.margins import (
     MARGIN_COLUMNS,
@@ -56,6 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         "allowance": args.allowance, "threshold": args.threshold, "percent": args.percent, "limit": args.limit,
     }
     result = margins_from_params(args.data_dir, config, {k: v for k, v in params.items() if v is not None})
+    require_dataset(args.data_dir)  # after the parameters (a bad one is bad usage whatever the path), before output
     columns = MARGIN_COLUMNS[result.by]
     if args.format == "json":
         text = exact_json(result.body())

@@ -19,7 +19,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
         "mcp",
         help="serve report, budgets, margins and spikes as MCP tools over stdio (for agents)",
         description="Speaks the Model Context Protocol on stdin/stdout until the client closes stdin. Needs the "
-        "mcp extra: pip install 'tokentrail[mcp]'.",
+        "processor and mcp extras: pip install './[processor,mcp]' from a TokenTrail checkout.",
     )
     parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
     parser.add_argument("--budgets", default=os.environ.get(environment.BUDGETS) or None,
@@ -32,9 +32,14 @@ def register(commands: Any, default_data_dir: Path) -> None:
 def _run(args: argparse.Namespace) -> int:
     try:
         from tokentrail.processor.api.mcp import run_stdio  # the mcp extra: optional, and loaded only here
-    except ImportError as exc:
-        print(f"tokentrail mcp: needs the mcp package ({exc}); pip install 'tokentrail[mcp]'", file=sys.stderr)
+        from tokentrail.processor.reports.dataset import require_dataset
+    except ModuleNotFoundError:
+        raise  # a missing extra: `main` names it in one line
+    except ImportError as exc:  # installed, but not a version we can use
+        print(f"tokentrail mcp: the installed mcp package does not fit ({exc}); from a TokenTrail checkout: "
+              "pip install --upgrade './[processor,mcp]'", file=sys.stderr)
         return 1
+    require_dataset(args.data_dir)  # a wrong path is said now, not answered as zero usage by every tool
     # stdout carries the protocol: every log line goes to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     run_stdio(args.data_dir, budgets=args.budgets, revenue=args.revenue)

@@ -207,8 +207,10 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _unpriced(args: argparse.Namespace) -> int:
     from tokentrail.processor.pricing.overrides import PricingConfigError  # see the module docstring
+    from tokentrail.processor.reports.dataset import require_dataset
     from tokentrail.processor.storage.reprice import unpriced_models
 
+    require_dataset(args.data_dir)
     start, end = _dates(args)
     try:
         pricer = _pricer(args.pricing)
@@ -254,8 +256,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _versions(args: argparse.Namespace) -> int:
+    from tokentrail.processor.reports.dataset import require_dataset
     from tokentrail.processor.storage.reprice import price_versions  # see the module docstring
 
+    require_dataset(args.data_dir)
     start, end = _dates(args)
     rows = price_versions(args.data_dir, start, end)
     if args.format == "json":

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tokentrail.processor import environment
+from tokentrail.processor.reports.dataset import require_dataset
 from tokentrail.processor.reports.formatting import FORMATS, TRUNCATED_NOTE, format_rows
 from tokentrail.processor.reports.query import MAX_ROWS, ReportQuery
 from tokentrail.processor.reports.report import run_report
@@ -78,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     }
     # Through from_params, like the HTTP API: the same parameter gets the same validation and message.
     query = ReportQuery.from_params({name: value for name, value in params.items() if value is not None})
-    rows = run_report(args.data_dir, query)
+    rows = run_report(require_dataset(args.data_dir), query)  # after the parameters: a bad one is bad usage anyway
     text = format_rows(rows, args.format, query.columns)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if getattr(rows, "truncated", False) and args.format == "csv":  # json and table say so themselves

@@ -16,7 +16,10 @@ from typing import Any
 
 from tokentrail.processor import environment
 from tokentrail.processor.cli.arguments import day_arg
+from tokentrail.processor.cli.progress import Progress
+from tokentrail.processor.reports.dataset import USAGE_DIR, require_dataset
 from tokentrail.processor.storage.compaction import RewriteError
+from tokentrail.processor.storage.dataset import dataset_days
 
 __all__ = ["register"]
 
@@ -44,16 +47,17 @@ def register(commands: Any, default_data_dir: Path) -> None:
 
 
 def _reprice(args: argparse.Namespace) -> int:
+    end = args.end_date or datetime.now(UTC).date()
+    if args.start_date > end:
+        print(f"tokentrail reprice: --start-date {args.start_date} is after --end-date {end}", file=sys.stderr)
+        return 2
+    require_dataset(args.data_dir)  # before the catalog loads: a wrong path is said at once
     # The price catalog (genai-prices) loads only for this command: it takes longer than the rest of the CLI.
     from tokentrail.processor.pricing.catalog import Pricer
     from tokentrail.processor.pricing.overrides import PricingConfigError
     from tokentrail.processor.pricing.updates import start_auto_update, stop_auto_update
     from tokentrail.processor.storage.reprice import RepriceDay, reprice
 
-    end = args.end_date or datetime.now(UTC).date()
-    if args.start_date > end:
-        print(f"tokentrail reprice: --start-date {args.start_date} is after --end-date {end}", file=sys.stderr)
-        return 2
     if args.update_catalog:
         start_auto_update(wait=30)
     try:
@@ -62,7 +66,11 @@ def _reprice(args: argparse.Namespace) -> int:
         print(f"tokentrail reprice: {exc}", file=sys.stderr)
         return 2
 
+    days = [d for d in dataset_days(args.data_dir / USAGE_DIR) if args.start_date <= d <= end]
+    progress = Progress("reprice", len(days))
+
     def show(day: RepriceDay) -> None:
+        progress.clear()
         if args.json:
             print(json.dumps(day.to_dict()), flush=True)
         else:
@@ -73,12 +81,17 @@ def _reprice(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+    results: list[RepriceDay] = []
     try:
-        results = reprice(args.data_dir, args.start_date, end, pricer=pricer, dry_run=args.dry_run, progress=show)
+        for done, day in enumerate(days):  # one day at a time (as `reprice` does), to show which
+            progress.show(done, f"{'checking' if args.dry_run else 'repricing'} {day}")
+            results += reprice(args.data_dir, day, day, pricer=pricer, dry_run=args.dry_run, progress=show)
     except RewriteError as exc:
+        progress.clear()
         print(f"tokentrail reprice: {exc} (the days already done keep their new prices)", file=sys.stderr)
         return 1
     finally:
+        progress.clear()
         if args.update_catalog:
             stop_auto_update()
     if not args.json:

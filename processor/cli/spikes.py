@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tokentrail.processor import environment
+from tokentrail.processor.reports.dataset import require_dataset
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
 from tokentrail.processor.reports.spikes import DIMENSIONS, SPIKE_COLUMNS, spikes_from_params
 
@@ -46,12 +47,13 @@ def _run(args: argparse.Namespace) -> int:
         "include_all": "true" if args.include_all else None, "limit": args.limit,
     }
     result = spikes_from_params(args.data_dir, {k: v for k, v in params.items() if v is not None})
+    require_dataset(args.data_dir)  # after the parameters (a bad one is bad usage whatever the path), before output
     if args.format == "json":
         text = exact_json(result.body())
     elif args.format == "csv":
         text = format_csv(result.rows, SPIKE_COLUMNS)
     else:
-        shown = [{**row, "score": _plain(row["score"]), "ratio": _ratio(row["ratio"]),
+        shown = [{**row, "score": _plain(row["score"]), "ratio": _ratio(row["ratio"], row["observed"]),
                   **({} if result.query.metric.endswith("cost") else
                      {"observed": _plain(row["observed"]), "expected": _plain(row["expected"]),
                       "mad": _plain(row["mad"])})} for row in result.rows]
@@ -73,5 +75,10 @@ def _plain(value: object) -> str:
     return str(value) if isinstance(value, Decimal) else "-" if value is None else f"{value:,}"
 
 
-def _ratio(value: object) -> str:
-    return f"{value}x" if isinstance(value, Decimal) else "new" if value is None else str(value)
+def _ratio(value: object, observed: object) -> str:
+    """``new`` for something with no history; ``unknown`` when the latest window's cost is (all unpriced)."""
+    if isinstance(value, Decimal):
+        return f"{value}x"
+    if value is None:
+        return "unknown" if observed is None else "new"
+    return str(value)

@@ -13,6 +13,7 @@ from typing import Any
 
 from tokentrail.processor import environment
 from tokentrail.processor.ingest.status import read_status_files
+from tokentrail.processor.reports.dataset import USAGE_DIR, require_dataset
 from tokentrail.processor.storage.parquet import list_day
 from tokentrail.processor.storage.wal import list_segments
 
@@ -63,7 +64,7 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
             pass
     corrupt = sorted(p.name for p in (data_dir / "wal").glob("*.corrupt")) if (data_dir / "wal").is_dir() else []
     days: dict[str, dict[str, int]] = {}
-    usage = data_dir / "usage"
+    usage = data_dir / USAGE_DIR
     if usage.is_dir():
         for entry in sorted(os.listdir(usage)):
             if not entry.startswith("date="):
@@ -91,7 +92,7 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    status = collect_status(args.data_dir)
+    status = collect_status(require_dataset(args.data_dir))
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True, default=str))
         return 0

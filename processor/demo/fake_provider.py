@@ -833,9 +833,11 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 
 
 class FakeProvider:
-    """A loopback OpenAI + Anthropic compatible server. Use as a context manager, or ``start()``/``stop()``."""
+    """A loopback OpenAI + Anthropic compatible server. Use as a context manager, or ``start()``/``stop()``.
+    ``port`` 0 (the default) takes a free one; it listens on 127.0.0.1 only."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self._requested_port = port
         self.calls: list[FakeCall] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -844,7 +846,7 @@ class FakeProvider:
     def start(self) -> FakeProvider:
         if self._server is not None:
             return self
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server(("127.0.0.1", self._requested_port), _Handler)
         server.fake = self
         self._server = server
         # A short poll interval: stop() waits up to one interval, and tests start and stop many servers.

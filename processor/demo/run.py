@@ -3,16 +3,26 @@
 It runs what a real deployment runs — the receiver (OTLP/gRPC → WAL → Parquet), an instrumented service using the
 real OpenAI and Anthropic SDKs, and the report — and swaps only the LLM provider for a fake on loopback, so the
 numbers it prints are real prices of the token counts the fake returned.
+
+The data directory is the demo's own: it is marked with a ``.tokentrail-demo`` file, and only a marked directory is
+ever emptied. A directory that is not empty and not marked (a real dataset, anything else) is refused, untouched.
+
+``tokentrail demo --fake-provider`` runs only the fake provider, for trying the SDKs and the instrumentation on one's
+own code without keys.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 import anthropic
 import openai
@@ -25,12 +35,24 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from tokentrail.instrumentation import attribute, instrument, uninstrument
 from tokentrail.processor import environment
 from tokentrail.processor.demo.fake_provider import FakeProvider
+from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.ingest.receiver import Receiver
 from tokentrail.processor.reports.formatting import format_table
 from tokentrail.processor.reports.query import ReportQuery
 from tokentrail.processor.reports.report import run_report
 
 DEFAULT_DEMO_DIR = Path(environment.DEFAULT_DATA_DIR) / "demo"
+DEFAULT_CALLS: Final = 40
+# Written into every directory the demo uses; only a directory holding it is ever emptied by the next run.
+DEMO_MARKER: Final = ".tokentrail-demo"
+_MARKER_TEXT: Final = (
+    "Written by `tokentrail demo`: this directory is the demo's, and the next `tokentrail demo` run with this\n"
+    "--data-dir deletes everything in it. Delete this file to keep the directory from being emptied.\n"
+)
+ASYNC_CALLS: Final = 2  # of the --calls, made from async clients
+UNKNOWN_MODEL_CALL: Final = 10  # the index of the call to UNKNOWN_MODEL (or the last OpenAI one before it)
+FAKE_OPENAI_KEY: Final = "sk-fake-key"
+FAKE_ANTHROPIC_KEY: Final = "sk-ant-fake-key"
 SYSTEM_OPENAI_KEY = "sk-demo-system-openai-000000000000"
 SYSTEM_ANTHROPIC_KEY = "sk-ant-demo-system-000000000000"
 # Keys "brought by customers" (BYOK): any key the service was not configured with.
@@ -49,21 +71,115 @@ ANTHROPIC_MODELS = ["claude-sonnet-4-6", "claude-haiku-4-5"]
 UNKNOWN_MODEL = "acme-private-llm-1"  # not in any catalog: shows up as unpriced, never as $0
 
 
+class DemoDirectoryError(TokenTrailError):
+    """The --data-dir is not the demo's to empty: the demo refuses it and touches nothing."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tokentrail demo", description=__doc__)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DEMO_DIR, help="emptied and reused on each run")
-    parser.add_argument("--calls", type=int, default=40, help="how many LLM calls the demo service makes")
+    parser = argparse.ArgumentParser(prog="tokentrail demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--data-dir", type=Path,
+        help=f"the demo's own directory (default {DEFAULT_DEMO_DIR}): created, or emptied if an earlier demo "
+        f"marked it ({DEMO_MARKER}); any other non-empty directory is refused",
+    )
+    parser.add_argument("--calls", type=_positive,
+                        help=f"how many LLM calls the demo service makes (default {DEFAULT_CALLS})")
     parser.add_argument("--seed", type=int, default=7)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--fake-provider", action="store_true",
+        help="only run the fake OpenAI/Anthropic provider and print the base URLs to point the SDKs at (no keys "
+        "needed), until Ctrl-C",
+    )
+    parser.add_argument("--port", type=_port, help="--fake-provider: the port (default: a free one)")
+    args = parser.parse_args(argv)
+    if args.fake_provider and (args.data_dir is not None or args.calls is not None):
+        parser.error("--fake-provider runs only the provider: --data-dir and --calls do not apply")
+    if not args.fake_provider and args.port is not None:
+        parser.error("--port is the fake provider's: use it with --fake-provider")
+    return args
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Make ``data_dir`` an empty directory marked as the demo's, or raise ``DemoDirectoryError`` having touched
+    nothing. Never deletes what the demo did not create: only a directory holding the marker is emptied (its
+    contents, not the directory itself, which may be a link or a mount point)."""
+    marker = data_dir / DEMO_MARKER
+    if not data_dir.exists() and not data_dir.is_symlink():
+        data_dir.mkdir(parents=True)
+    elif not data_dir.is_dir():
+        raise DemoDirectoryError(f"{data_dir} is not a directory; give the demo a new or empty --data-dir")
+    else:
+        entries = list(os.scandir(data_dir))
+        if entries and not (marker.is_file() and not marker.is_symlink()):
+            raise DemoDirectoryError(
+                f"refusing to use {data_dir}: it is not empty and not an earlier demo's (no {DEMO_MARKER} file in "
+                "it), and the demo empties its directory; give a new or empty --data-dir"
+            )
+        for entry in entries:
+            if entry.name == DEMO_MARKER:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    marker.write_text(_MARKER_TEXT)
+
+
+def serve_fake_provider(port: int) -> int:
+    """``--fake-provider``: the fake on loopback until Ctrl-C, with what to set so an application's own OpenAI or
+    Anthropic SDK calls it (both SDKs read these variables)."""
+    with FakeProvider(port=port) as fake:
+        print(
+            f"fake provider on {fake.base_url} (loopback only; Ctrl-C to stop): OpenAI Chat Completions, "
+            "Responses, Completions, Embeddings and Anthropic Messages, streamed or not, with realistic usage.\n"
+            "Point the SDKs at it (any key works):\n"
+            f"  export OPENAI_BASE_URL={fake.openai_base_url} OPENAI_API_KEY={FAKE_OPENAI_KEY}\n"
+            f"  export ANTHROPIC_BASE_URL={fake.anthropic_base_url} ANTHROPIC_API_KEY={FAKE_ANTHROPIC_KEY}",
+            flush=True,
+        )
+        try:
+            while True:
+                time.sleep(3600)  # the server runs in its own thread; this one waits for Ctrl-C
+        except KeyboardInterrupt:
+            pass
+    print("fake provider stopped", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    data_dir: Path = args.data_dir
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
+    if args.fake_provider:
+        return serve_fake_provider(args.port or 0)
+    data_dir: Path = args.data_dir if args.data_dir is not None else DEFAULT_DEMO_DIR
+    calls: int = args.calls if args.calls is not None else DEFAULT_CALLS
+    try:
+        prepare_data_dir(data_dir)
+    except DemoDirectoryError as exc:
+        print(f"tokentrail demo: {exc}", file=sys.stderr)
+        return 1
     rng = random.Random(args.seed)
+    async_calls = min(ASYNC_CALLS, calls)
 
     with FakeProvider() as fake, Receiver(data_dir, grpc_port=0) as receiver:
         print(f"receiver      OTLP/gRPC on 127.0.0.1:{receiver.grpc_port}, data in {data_dir}/")
@@ -80,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             fingerprint_salt="tokentrail-demo-salt",
         )
         try:
-            made = _make_calls(args.calls, rng, fake, provider)
-            made += asyncio.run(_make_async_calls(rng, fake, provider))
+            made = _make_calls(calls - async_calls, rng, fake, provider)
+            made += asyncio.run(_make_async_calls(async_calls, fake, provider))
             provider.force_flush(10_000)
         finally:
             uninstrument()
@@ -99,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ]:
         query = ReportQuery.from_params({"start_date": today, "end_date": today, "group_by": group_by})
         print(f"\n== cost {title} ==")
-        print(format_table(run_report(data_dir, query)))
+        print(format_table(run_report(data_dir, query), totals=True))
 
     files = sorted((data_dir / "usage").rglob("*.parquet"))
     print("\nParquet files (hive-partitioned by date; readable by DuckDB, Polars, Spark, pandas):")
@@ -123,6 +239,8 @@ def _pick_key(rng: random.Random, customer: str, system_key: str) -> str:
 
 def _make_calls(n: int, rng: random.Random, fake: FakeProvider, provider: TracerProvider) -> int:
     made = 0
+    # One call goes to a model no catalog knows (an OpenAI one: even index), however few calls there are.
+    unknown_at = min(UNKNOWN_MODEL_CALL, (n - 1) // 2 * 2)
     for i in range(n):
         customer, plan = rng.choice(CUSTOMERS)
         feature = rng.choice(FEATURES)
@@ -132,7 +250,7 @@ def _make_calls(n: int, rng: random.Random, fake: FakeProvider, provider: Tracer
         messages: list[MessageParam] = [{"role": "user", "content": words}]
         with attribute(user=customer, tags=[plan, feature]):
             if i % 2 == 0:
-                model = UNKNOWN_MODEL if i == 10 else rng.choice(OPENAI_MODELS)
+                model = UNKNOWN_MODEL if i == unknown_at else rng.choice(OPENAI_MODELS)
                 openai_client = openai.OpenAI(
                     base_url=fake.openai_base_url, api_key=_pick_key(rng, customer, SYSTEM_OPENAI_KEY), max_retries=0
                 )
@@ -161,8 +279,8 @@ def _make_calls(n: int, rng: random.Random, fake: FakeProvider, provider: Tracer
     return made
 
 
-async def _make_async_calls(rng: random.Random, fake: FakeProvider, provider: TracerProvider) -> int:
-    """A few calls from async clients, as an async web service would make them."""
+async def _make_async_calls(n: int, fake: FakeProvider, provider: TracerProvider) -> int:
+    """``n`` (at most ASYNC_CALLS) calls from async clients, as an async web service would make them."""
     oa = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_OPENAI_KEY, max_retries=0)
     an = anthropic.AsyncAnthropic(
         base_url=fake.anthropic_base_url,
@@ -170,9 +288,14 @@ async def _make_async_calls(rng: random.Random, fake: FakeProvider, provider: Tr
         max_retries=0,
         open_telemetry={"tracer_provider": provider},
     )
+    made = 0
     with attribute(user="cust_initech", tags=["plan:pro", "feature:agent"]):
-        await oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "async hi"}])
-        await an.messages.create(
-            model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": "async hello"}]
-        )
-    return 2
+        if made < n:
+            await oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "async hi"}])
+            made += 1
+        if made < n:
+            await an.messages.create(
+                model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": "async hello"}]
+            )
+            made += 1
+    return made

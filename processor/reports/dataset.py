@@ -3,6 +3,9 @@
 
 The report, budgets, margins and spikes all go through ``scan_dataset``: the same files, the same pruning, the same
 retry when compaction swaps a file between listing and reading, and costs back as exact ``Decimal``.
+
+``require_dataset`` tells "no dataset here" (a wrong path: an error) from "no usage in this period" (a dataset with no
+rows in range: an empty answer); every command that reads a data directory asks it first.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import os
 from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Context, Decimal
+from pathlib import Path
 from typing import Any, Final
 
 from tokentrail.processor.reports.errors import ReportError
 from tokentrail.processor.schema import COST_QUANTUM, PARTITION_COLUMN
 from tokentrail.processor.storage.dataset import USAGE_DIR, dataset_files, partition_day
 
-__all__ = ["USAGE_DIR", "USAGE_SOURCE", "dataset_files", "exact_cost", "scan_dataset"]
+__all__ = ["USAGE_DIR", "USAGE_SOURCE", "NoDatasetError", "dataset_files", "exact_cost", "require_dataset", "scan_dataset"]
 
 # The records, as every query reads them: the partition date from the path, typed, files listed by the caller.
 USAGE_SOURCE: Final = (
@@ -25,6 +29,26 @@ USAGE_SOURCE: Final = (
 )
 
 _SUM_CONTEXT: Final = Context(prec=60)  # wider than DECIMAL(38, 12): quantizing a sum never rounds it
+
+
+class NoDatasetError(ReportError):
+    """The data directory holds no dataset: a wrong path, not an empty period. Said, never answered as zero usage."""
+
+
+def require_dataset(data_dir: str | os.PathLike[str]) -> Path:
+    """``data_dir`` if it holds a dataset (a ``usage/`` folder, which a receiver creates when it starts), else
+    ``NoDatasetError`` naming the path and what was expected there. A dataset with no rows is a dataset: its empty
+    periods are answered as such."""
+    path = Path(data_dir)
+    shown = str(path) if path.is_absolute() else f"{path} ({path.absolute()})"
+    expected = f"a dataset is the {USAGE_DIR}/date=YYYY-MM-DD/*.parquet that `tokentrail serve --data-dir` writes"
+    if not path.exists():
+        raise NoDatasetError(f"no TokenTrail dataset at {shown}: the directory does not exist ({expected})")
+    if not path.is_dir():
+        raise NoDatasetError(f"no TokenTrail dataset at {shown}: it is not a directory ({expected})")
+    if not (path / USAGE_DIR).is_dir():
+        raise NoDatasetError(f"no TokenTrail dataset in {shown}: it has no {USAGE_DIR}/ folder ({expected})")
+    return path
 
 
 def scan_dataset(
