@@ -85,6 +85,9 @@ def begin(request: Any, settings: Settings) -> Call | None:
     model = model or endpoint.deployment
 
     if settings.global_provider:
+        setup = settings.provider_setup
+        if setup is not None and not setup.done:
+            setup.ensure()  # the first call, in a process that set no provider: one from the OTEL_* variables
         # The application may have set its SDK provider after instrument() (opentelemetry-instrument does it that
         # way round): the attribution processor belongs on it too. A dictionary lookup once it is there.
         _processor.install(trace.get_tracer_provider())

@@ -1,5 +1,12 @@
 """Which key paid for a call: ``system`` (the service's own) or ``byok`` (one a customer brought), and a fingerprint.
 
+A key is the service's own unless the application says otherwise: most services hold their key in a secret manager
+and pass it in code (``OpenAI(api_key=...)``), so "a key we were not told about" is no sign of a customer's key, and
+reading it as BYOK (priced at $0) would report the whole bill as free. The application says otherwise with
+``attribute(credential="byok")`` around the call, with the keys (or fingerprints) of its customers (``byok_keys``), with
+a resolver asked with each call's fingerprint (``byok``), or by declaring every key it did not list as the service's
+(``unknown_keys="byok"`` / ``TOKENTRAIL_UNKNOWN_KEYS=byok``: then the system keys are the exceptions).
+
 The key itself never leaves this module. Reports split spend by key through ``tokentrail.credential.id``, an
 HMAC-SHA256 of the key under a secret salt: stable enough to group by, useless for recovering or confirming a
 key without the salt. System keys are remembered only as fingerprints, so the set of them is safe to keep.
@@ -15,7 +22,7 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from . import semconv
@@ -83,6 +90,63 @@ def system_key_fingerprints(
     return frozenset(fingerprint(key, salt) for key in keys if key)
 
 
+def _keys(keys: Iterable[str] | None) -> list[str]:
+    if isinstance(keys, str):
+        return [keys]  # one key passed bare, not its characters
+    return [key for key in (keys or ()) if key]
+
+
+def byok_key_fingerprints(salt: bytes, keys: Iterable[str] | None = None) -> frozenset[str]:
+    """Fingerprints of the keys ``byok_keys`` names: each a fingerprint already, or a key (fingerprinted here, and
+    not kept), as in ``credential_names``."""
+    return frozenset(key if _is_fingerprint(key) else fingerprint(key, salt) for key in _keys(keys))
+
+
+# What a key is when nothing names it: the service's own.
+UNKNOWN_KEYS_DEFAULT: Final = "system"
+
+
+def unknown_key_type(value: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The type of a key nothing names: the argument, else ``TOKENTRAIL_UNKNOWN_KEYS``, else ``system``.
+
+    Any other value is refused: a misspelt ``byok`` that quietly meant ``system`` (or the reverse) would misprice
+    every call."""
+    source = "unknown_keys"
+    if value is None:
+        value = (os.environ if environ is None else environ).get(semconv.ENV_UNKNOWN_KEYS, "")
+        source = semconv.ENV_UNKNOWN_KEYS
+    if not isinstance(value, str):
+        raise TypeError(f"TokenTrail: {source} must be 'system' or 'byok', not {type(value).__name__}")
+    normalised = value.strip().lower()
+    if not normalised:
+        return UNKNOWN_KEYS_DEFAULT
+    if normalised not in semconv.CREDENTIAL_TYPES:
+        raise ValueError(f"TokenTrail: {source}={value!r} is not one of 'system', 'byok'")
+    return normalised
+
+
+# Asked with a call's credential id (the fingerprint, never the key): True for a customer's key, False for the
+# service's own, None to leave it to the other rules.
+ByokResolver = Callable[[str], "bool | None"]
+
+
+def describe_rule(
+    unknown: str, system_count: int, byok_count: int, resolver: ByokResolver | None, source: str
+) -> str:
+    """The credential rule in force, in one line for the log (counts only: never a key nor a fingerprint)."""
+    named = f"byok_keys: {byok_count}, byok resolver: {'yes' if resolver is not None else 'none'}"
+    if unknown == "byok":
+        return (
+            f"TokenTrail credentials: a key is byok ({source}=byok) except the {system_count} system key(s) "
+            f"(provider *_API_KEY variables, {semconv.ENV_SYSTEM_KEYS}, system_keys); attribute(credential=...) and "
+            f"the byok resolver come first ({named})"
+        )
+    return (
+        'TokenTrail credentials: a key is the service\'s own (system) unless attribute(credential="byok"), byok_keys '
+        f"or the byok resolver say otherwise ({named}; {semconv.ENV_UNKNOWN_KEYS}=byok makes unlisted keys byok)"
+    )
+
+
 def _is_fingerprint(value: str) -> bool:
     return len(value) == FINGERPRINT_LENGTH and all(char in "0123456789abcdef" for char in value)
 
@@ -134,25 +198,33 @@ def _text(value: bytes | None) -> str | None:
 
 
 class Fingerprinter:
-    """The fingerprint of the key in a request's credential headers, remembered per distinct header value.
+    """The credential type, id and name of the key in a request's credential headers, remembered per header value.
 
-    A service sends the same few keys over and over: the HMAC, the header decoding, the system-key test
-    and the friendly name are done once per key, then a call costs one dictionary lookup. The memory holds at most
-    ``MAX_REMEMBERED`` header values, in this process only, where the keys already are (in the SDK clients, in every
-    request's headers); it is never logged nor exported, and new settings (``instrument()`` again: a new salt, new
-    system keys or names) start a new one.
+    A service sends the same few keys over and over: the HMAC, the header decoding, the key lists and the friendly
+    name are done once per key, then a call costs one dictionary lookup (and one call of the ``byok`` resolver, when
+    there is one: its answer may change, so it is not remembered). The memory holds at most ``MAX_REMEMBERED`` header
+    values, in this process only, where the keys already are (in the SDK clients, in every request's headers); it is
+    never logged nor exported, and new settings (``instrument()`` again: a new salt, new keys or names) start a new
+    one.
     """
 
-    __slots__ = ("_salt", "_system", "_names", "_known")
+    __slots__ = ("_salt", "_system", "_byok", "_unknown", "_resolver", "_resolver_warned", "_names", "_known")
 
     def __init__(
         self,
         salt: bytes,
         system_fingerprints: frozenset[str] = frozenset(),
         names: Mapping[str, str] | None = None,
+        byok_fingerprints: frozenset[str] = frozenset(),
+        unknown: str = UNKNOWN_KEYS_DEFAULT,
+        resolver: ByokResolver | None = None,
     ) -> None:
         self._salt = salt
         self._system = system_fingerprints
+        self._byok = byok_fingerprints
+        self._unknown = unknown
+        self._resolver = resolver
+        self._resolver_warned = False
         self._names = names or {}
         # Per (authorization, x-api-key, api-key): (fingerprint, its type unless told otherwise, its friendly name).
         self._known: dict[tuple[bytes | None, bytes | None, bytes | None], tuple[str | None, str | None, str | None]] = {}
@@ -167,24 +239,59 @@ class Fingerprinter:
             known: tuple[str | None, str | None, str | None] = (None, None, None)
         else:
             key_id = fingerprint(key, self._salt)
-            known = (key_id, "system" if key_id in self._system else "byok", self._names.get(key_id))
+            # A customer's key named as such wins over the system keys: a dedicated deployment may hold a customer's
+            # key in OPENAI_API_KEY.
+            if key_id in self._byok:
+                kind = "byok"
+            elif key_id in self._system:
+                kind = "system"
+            else:
+                kind = self._unknown
+            known = (key_id, kind, self._names.get(key_id))
         if len(self._known) >= MAX_REMEMBERED:
             self._known.clear()
         self._known[headers] = known
         return known
+
+    def _ask(self, resolver: ByokResolver, key_id: str) -> str | None:
+        """The resolver's answer for ``key_id`` as a credential type, or None. A failing or confused resolver is
+        reported once and then ignored per call: the call goes on with the other rules."""
+        try:
+            answer = resolver(key_id)
+        except Exception:  # noqa: BLE001 - the application's resolver must not break its own LLM call
+            if not self._resolver_warned:
+                self._resolver_warned = True
+                log.warning("TokenTrail: the byok resolver raised; the other credential rules apply", exc_info=True)
+            return None
+        if answer is True:
+            return "byok"
+        if answer is False:
+            return "system"
+        if answer is not None and not self._resolver_warned:
+            self._resolver_warned = True
+            log.warning(
+                "TokenTrail: the byok resolver returned a %s, not True, False or None; ignored", type(answer).__name__
+            )
+        return None
 
     def classify(
         self, authorization: bytes | None, x_api_key: bytes | None, api_key: bytes | None, explicit: str | None
     ) -> tuple[str | None, str | None, str | None]:
         """``(credential type, credential id, credential name)`` of the key in these raw headers (see ``key_of``).
 
-        An explicit type from ``attribute()`` wins; else ``system`` for one of the system fingerprints given at
-        creation and ``byok`` for any other key. Without a key there is nothing to fingerprint, but an explicit type
-        is still worth reporting. The name is the one configured for the fingerprint."""
+        An explicit type from ``attribute()`` wins; then the ``byok`` resolver's answer for the fingerprint; then the
+        lists given at creation (``byok_keys`` before the system keys); else the type of unknown keys (``system``
+        unless told otherwise). Without a key there is nothing to fingerprint, but an explicit type is still worth
+        reporting. The name is the one configured for the fingerprint."""
         headers = (authorization, x_api_key, api_key)
         known = self._known.get(headers)
         if known is None:
             known = self._learn(headers)
         if explicit is not None:
             return explicit, known[0], known[2]
+        resolver = self._resolver
+        if resolver is not None and known[0] is not None:
+            answer = self._ask(resolver, known[0])
+            if answer is not None:
+                return answer, known[0], known[2]
         return known[1], known[0], known[2]

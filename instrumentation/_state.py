@@ -17,7 +17,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from . import _credentials, _endpoints, semconv
+from . import _credentials, _endpoints, _provider, semconv
 from ._metrics import MetricAttributes, Metrics
 from ._spans import endpoint_attributes
 from .version import __version__
@@ -48,6 +48,11 @@ class Settings:
     metrics: Metrics | None = None
     credential_names: Mapping[str, str] | None = None
     inject_stream_usage: bool = False
+    byok_fingerprints: frozenset[str] = frozenset()
+    unknown_keys: str = _credentials.UNKNOWN_KEYS_DEFAULT
+    byok: _credentials.ByokResolver | None = None
+    # A tracer provider to set up at the first LLM call if the application has set none by then (see _provider).
+    provider_setup: _provider.Pending | None = None
     # Derived, and remembered for as long as these settings are in force: per endpoint, the attributes every span of
     # ours to it starts with and its metric attribute sets; per credential header, the key's fingerprint.
     endpoints: _endpoints.EndpointCache[EndpointFacts] = field(init=False, repr=False, compare=False)
@@ -56,11 +61,22 @@ class Settings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoints", _endpoints.EndpointCache(self.base_urls, endpoint_facts))
         object.__setattr__(
-            self, "fingerprints", _credentials.Fingerprinter(self.salt, self.system_fingerprints, self.credential_names)
+            self,
+            "fingerprints",
+            _credentials.Fingerprinter(
+                self.salt,
+                self.system_fingerprints,
+                self.credential_names,
+                self.byok_fingerprints,
+                self.unknown_keys,
+                self.byok,
+            ),
         )
 
 
 _settings: Settings | None = None
+# The credential rule last said in the log: said again only when it changes.
+_rule_said: str | None = None
 
 
 def stream_usage_mode(value: str | None, environ: Mapping[str, str] | None = None) -> bool:
@@ -81,31 +97,56 @@ def configure(
     meter_provider: MeterProvider | None = None,
     credential_names: Mapping[str, str] | None = None,
     stream_usage: str | None = None,
+    byok_keys: Iterable[str] | None = None,
+    byok: _credentials.ByokResolver | None = None,
+    unknown_keys: str | None = None,
+    set_up_tracer_provider: bool = False,
 ) -> Settings:
     """Resolve and install the settings. Without a provider the global one is used (through its proxy, so a
-    provider registered later still receives the spans and the metrics).
+    provider registered later still receives the spans and the metrics); with ``set_up_tracer_provider``, one is set
+    up from the OTEL_* variables at the first LLM call if none has been registered by then (``instrument()`` asks for
+    that; ``opentelemetry-instrument``'s distro sets up its own).
 
     ``providers`` adds to (and overrides) ``TOKENTRAIL_PROVIDERS``; ``credential_names`` to
-    ``TOKENTRAIL_CREDENTIAL_NAMES``.
+    ``TOKENTRAIL_CREDENTIAL_NAMES``. A bad ``unknown_keys`` (or ``TOKENTRAIL_UNKNOWN_KEYS``) or a ``byok`` that is not
+    callable raises here, before anything changes.
     """
-    global _settings
+    global _settings, _rule_said
+    unknown = _credentials.unknown_key_type(unknown_keys)
+    if byok is not None and not callable(byok):
+        raise TypeError(f"TokenTrail: byok must be a callable (credential id -> bool | None), not {type(byok).__name__}")
     salt = _credentials.resolve_salt(fingerprint_salt)
     try:
         metrics: Metrics | None = Metrics(meter_provider)
     except Exception:  # noqa: BLE001 - a broken meter provider must not stop the spans
         log.warning("TokenTrail could not create its metrics; spans are still emitted", exc_info=True)
         metrics = None
+    system_fingerprints = _credentials.system_key_fingerprints(salt, system_keys)
+    byok_fingerprints = _credentials.byok_key_fingerprints(salt, byok_keys)
+    provider_setup = None
+    if set_up_tracer_provider and _provider.needed(tracer_provider):
+        exporters = _provider.plan()
+        provider_setup = _provider.Pending(exporters) if exporters else None
     settings = Settings(
         tracer=trace.get_tracer(INSTRUMENTATION_SCOPE, __version__, tracer_provider=tracer_provider),
         salt=salt,
-        system_fingerprints=_credentials.system_key_fingerprints(salt, system_keys),
+        system_fingerprints=system_fingerprints,
         base_urls=_endpoints.normalise_base_urls({**_endpoints.providers_from_env(), **(providers or {})}),
         global_provider=tracer_provider is None,
         metrics=metrics,
         credential_names=_credentials.credential_names(salt, credential_names) or None,
         inject_stream_usage=stream_usage_mode(stream_usage),
+        byok_fingerprints=byok_fingerprints,
+        unknown_keys=unknown,
+        byok=byok,
+        provider_setup=provider_setup,
     )
     _settings = settings
+    source = "unknown_keys" if unknown_keys is not None else semconv.ENV_UNKNOWN_KEYS
+    rule = _credentials.describe_rule(unknown, len(system_fingerprints), len(byok_fingerprints), byok, source)
+    if rule != _rule_said:
+        _rule_said = rule
+        log.info("%s", rule)
     return settings
 
 

@@ -24,7 +24,10 @@ class TokenTrailInstrumentor(BaseInstrumentor):
     TOKENTRAIL_SYSTEM_KEYS), ``fingerprint_salt`` (default: TOKENTRAIL_FINGERPRINT_SALT), ``providers``
     (``{base_url: provider}`` for servers whose host does not say which provider they are, added to
     TOKENTRAIL_PROVIDERS), ``credential_names`` (``{fingerprint or key: name}``, added to
-    TOKENTRAIL_CREDENTIAL_NAMES), ``stream_usage`` (``"inject"`` or ``"off"``; default TOKENTRAIL_STREAM_USAGE).
+    TOKENTRAIL_CREDENTIAL_NAMES), ``stream_usage`` (``"inject"`` or ``"off"``; default TOKENTRAIL_STREAM_USAGE),
+    ``byok_keys``, ``byok`` and ``unknown_keys`` (see ``tokentrail.instrumentation.instrument``), and
+    ``set_up_tracer_provider`` (what ``instrument()`` passes: set one up from OTEL_* if the process has none; off by
+    default, because under ``opentelemetry-instrument`` the distro sets up the provider before instrumentors run).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -51,5 +54,9 @@ class TokenTrailInstrumentor(BaseInstrumentor):
             meter_provider=kwargs.get("meter_provider"),
             credential_names=kwargs.get("credential_names"),
             stream_usage=kwargs.get("stream_usage"),
+            byok_keys=kwargs.get("byok_keys"),
+            byok=kwargs.get("byok"),
+            unknown_keys=kwargs.get("unknown_keys"),
+            set_up_tracer_provider=bool(kwargs.get("set_up_tracer_provider", False)),
         )
         _processor.install(tracer_provider if tracer_provider is not None else trace.get_tracer_provider())

@@ -92,6 +92,8 @@ METRIC_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
 
 # Environment variables that configure the instrumentation.
 ENV_SYSTEM_KEYS: Final = "TOKENTRAIL_SYSTEM_KEYS"  # comma-separated keys that count as the service's own
+# "system" (the default) or "byok": the type of a key that no list, resolver or attribute() names.
+ENV_UNKNOWN_KEYS: Final = "TOKENTRAIL_UNKNOWN_KEYS"
 ENV_FINGERPRINT_SALT: Final = "TOKENTRAIL_FINGERPRINT_SALT"  # secret salt of tokentrail.credential.id
 ENV_CREDENTIAL_NAMES: Final = "TOKENTRAIL_CREDENTIAL_NAMES"  # "fingerprint=name,..." friendly names of keys
 ENV_PROVIDERS: Final = "TOKENTRAIL_PROVIDERS"  # "base_url=provider,..." servers the host table does not know

@@ -57,6 +57,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         semconv.ENV_CREDENTIAL_NAMES,
         semconv.ENV_PROVIDERS,
         semconv.ENV_STREAM_USAGE,
+        semconv.ENV_UNKNOWN_KEYS,
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("ANTHROPIC_OPEN_TELEMETRY", raising=False)

@@ -72,7 +72,9 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
         provider = TracerProvider(resource=Resource.create({"service.name": "e2e-service"}))
         exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{receiver.grpc_port}", insecure=True)
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        instrument(tracer_provider=provider, system_keys=[SYSTEM_KEY], fingerprint_salt="e2e-salt")
+        instrument(
+            tracer_provider=provider, system_keys=[SYSTEM_KEY], byok_keys=[CUSTOMER_KEY], fingerprint_salt="e2e-salt"
+        )
         try:
             yield Pipeline(fake, receiver, provider, tmp_path)
         finally:
@@ -186,7 +188,7 @@ async def test_async_openai_chat_and_stream_land_priced_records(pipeline: Pipeli
     by_stream = {r["streamed"]: r for r in records}
     calls = {c.stream: c for c in pipeline.fake.calls}
     for streamed in (False, True):
-        # A key the service was not configured with is the customer's own: BYOK, total cost 0.
+        # A key the application named as a customer's (byok_keys) is BYOK: total cost 0.
         assert_landed_as(by_stream[streamed], calls[streamed], provider="openai", credential="byok", **CTX)
 
 

@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         instrument(
             tracer_provider=provider,
             system_keys=[SYSTEM_OPENAI_KEY, SYSTEM_ANTHROPIC_KEY],
+            byok_keys=list(CUSTOMER_KEYS.values()),  # the keys customers brought (any other key is the service's)
             fingerprint_salt="tokentrail-demo-salt",
         )
         try:

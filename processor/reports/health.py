@@ -386,8 +386,8 @@ def byok_check(facts: UsageFacts, window: Window) -> Check:
         "byok", WARN, summary, (
             "BYOK calls are priced by the BYOK policy: their total_cost is 0 unless the overrides file says "
             "[byok] total_cost = \"list\" (market_cost keeps the list price). If these are your own keys, the "
-            "instrumentation does not know them: a key not in OPENAI_API_KEY, ANTHROPIC_API_KEY, ... counts as "
-            f"BYOK; list yours in {ENV_SYSTEM_KEYS} or pass credential=\"system\" to attribute()"
+            "application marks them as customers': check its instrument(byok_keys=..., byok=...) and "
+            f"TOKENTRAIL_UNKNOWN_KEYS=byok (with it, list your own keys in {ENV_SYSTEM_KEYS})"
         ), details)
 
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tokentrail.instrumentation import _credentials, attribute, instrument, semconv
+from tokentrail.instrumentation import _credentials, attribute, credential_id, instrument, semconv
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
 from tests.helpers.spans import CUSTOMER_KEY, SYSTEM_KEY, TEST_SALT, attrs, genai_spans, only_genai_span
@@ -43,9 +43,157 @@ def test_a_configured_system_key_is_system(fake: FakeProvider, exporter: InMemor
     assert credential(exporter) == ("system", expected_id(SYSTEM_KEY))
 
 
-def test_any_other_key_is_byok(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
+def test_a_key_passed_in_code_is_the_services_own_by_default(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    """Issue 12, item 1: the normal setup, a key from a secret manager passed in code and no OPENAI_API_KEY, was
+    reported as BYOK (priced at $0 by default) on every call."""
+    instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT)  # no system_keys, no provider env var
+    key_from_secret_manager = CUSTOMER_KEY
+    chat(fake, key_from_secret_manager)
+    assert credential(exporter) == ("system", expected_id(CUSTOMER_KEY))
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_unknown_keys_byok_makes_every_unlisted_key_byok_and_system_keys_the_exceptions(
+    how: str,
+    fake: FakeProvider,
+    exporter: InMemorySpanExporter,
+    clean_env: pytest.MonkeyPatch,
+    instrumented: TracerProvider,
+) -> None:
+    clean_env.setenv("ANTHROPIC_API_KEY", "sk-ant-env-system-key")
+    if how == "environment":
+        clean_env.setenv(semconv.ENV_UNKNOWN_KEYS, " BYOK ")
+        instrument(tracer_provider=instrumented, system_keys=[SYSTEM_KEY], fingerprint_salt=TEST_SALT)
+    else:
+        clean_env.setenv(semconv.ENV_UNKNOWN_KEYS, "system")  # the argument wins over the environment
+        instrument(tracer_provider=instrumented, system_keys=[SYSTEM_KEY], fingerprint_salt=TEST_SALT, unknown_keys="byok")
+    for key in (CUSTOMER_KEY, SYSTEM_KEY, "sk-ant-env-system-key"):
+        chat(fake, key)
+    kinds = [attrs(span)[semconv.TOKENTRAIL_CREDENTIAL_TYPE] for span in genai_spans(exporter)]
+    assert kinds == ["byok", "system", "system"]
+
+
+def test_byok_keys_name_customers_keys_by_key_or_by_fingerprint(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    other = "sk-customer-two-0000000000"
+    # A dedicated deployment may hold a customer's key in OPENAI_API_KEY: named as BYOK, it is BYOK.
+    clean_env.setenv("OPENAI_API_KEY", other)
+    instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT, byok_keys=[CUSTOMER_KEY, expected_id(other)])
+    for key in (CUSTOMER_KEY, other, SYSTEM_KEY):
+        chat(fake, key)
+    kinds = [attrs(span)[semconv.TOKENTRAIL_CREDENTIAL_TYPE] for span in genai_spans(exporter)]
+    assert kinds == ["byok", "byok", "system"]
+
+
+def test_the_byok_resolver_is_asked_with_the_fingerprint_on_every_call(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    """A customer's key may be registered while the service runs: the answer is asked again on each call, not
+    remembered. The resolver sees the credential id, never the key."""
+    asked: list[str] = []
+    customers: set[str] = set()
+
+    def resolver(key_id: str) -> bool | None:
+        asked.append(key_id)
+        if key_id in customers:
+            return True
+        return False if key_id == credential_id(SYSTEM_KEY) else None
+
+    instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT, unknown_keys="byok", byok=resolver)
+    chat(fake, CUSTOMER_KEY)  # None: left to unknown_keys
+    customers.add(credential_id(CUSTOMER_KEY))
+    chat(fake, CUSTOMER_KEY)  # True
+    chat(fake, SYSTEM_KEY)  # False: the resolver wins over unknown_keys="byok"
+    with attribute(credential="system"):
+        chat(fake, CUSTOMER_KEY)  # attribute() wins over the resolver, which is not even asked
+    kinds = [attrs(span)[semconv.TOKENTRAIL_CREDENTIAL_TYPE] for span in genai_spans(exporter)]
+    assert kinds == ["byok", "byok", "system", "system"]
+    assert asked == [expected_id(CUSTOMER_KEY), expected_id(CUSTOMER_KEY), expected_id(SYSTEM_KEY)]
+
+
+def test_a_failing_or_confused_resolver_is_reported_once_and_the_calls_go_on(
+    fake: FakeProvider,
+    exporter: InMemorySpanExporter,
+    clean_env: pytest.MonkeyPatch,
+    instrumented: TracerProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(key_id: str) -> bool | None:
+        raise LookupError("customer database down")
+
+    def confused(key_id: str) -> Any:
+        return "byok"  # not a bool: ignored, not guessed at
+
+    for resolver in (broken, confused):
+        instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT, byok=resolver)
+        with caplog.at_level(logging.WARNING, logger=_credentials.__name__):
+            caplog.clear()
+            chat(fake, CUSTOMER_KEY)
+            chat(fake, CUSTOMER_KEY)
+        assert len([r for r in caplog.records if "resolver" in r.getMessage()]) == 1
+    kinds = [attrs(span)[semconv.TOKENTRAIL_CREDENTIAL_TYPE] for span in genai_spans(exporter)]
+    assert kinds == ["system"] * 4
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_a_bad_unknown_keys_value_is_refused_and_the_settings_in_force_stay(
+    how: str,
+    fake: FakeProvider,
+    exporter: InMemorySpanExporter,
+    clean_env: pytest.MonkeyPatch,
+    instrumented: TracerProvider,
+) -> None:
+    arguments: dict[str, Any] = {"tracer_provider": instrumented, "fingerprint_salt": TEST_SALT}
+    if how == "environment":
+        clean_env.setenv(semconv.ENV_UNKNOWN_KEYS, "customer")
+        match = semconv.ENV_UNKNOWN_KEYS
+    else:
+        arguments["unknown_keys"] = "bkoy"
+        match = "unknown_keys='bkoy'"
+    with pytest.raises(ValueError, match=match):
+        instrument(**arguments)
+    clean_env.delenv(semconv.ENV_UNKNOWN_KEYS, raising=False)
+    with pytest.raises(TypeError, match="byok must be a callable"):
+        instrument(tracer_provider=instrumented, byok=frozenset({"0123456789abcdef"}))  # type: ignore[arg-type]
     chat(fake, CUSTOMER_KEY)
-    assert credential(exporter) == ("byok", expected_id(CUSTOMER_KEY))
+    # Still the fixture's settings: its salt, its system key, unknown keys the service's own.
+    assert credential(exporter) == ("system", expected_id(CUSTOMER_KEY))
+
+
+def test_instrument_says_which_credential_rule_is_in_force_once(
+    caplog: pytest.LogCaptureFixture, clean_env: pytest.MonkeyPatch, instrumented: TracerProvider
+) -> None:
+    def rule_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("TokenTrail credentials:")]
+
+    with caplog.at_level(logging.INFO):
+        caplog.clear()
+        instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT, byok_keys=[CUSTOMER_KEY])
+        instrument(tracer_provider=instrumented, fingerprint_salt=TEST_SALT, byok_keys=[CUSTOMER_KEY])
+        assert rule_lines() == [
+            'TokenTrail credentials: a key is the service\'s own (system) unless attribute(credential="byok"), '
+            "byok_keys or the byok resolver say otherwise (byok_keys: 1, byok resolver: none; "
+            "TOKENTRAIL_UNKNOWN_KEYS=byok makes unlisted keys byok)"
+        ]
+        caplog.clear()
+        clean_env.setenv(semconv.ENV_UNKNOWN_KEYS, "byok")
+        instrument(tracer_provider=instrumented, system_keys=[SYSTEM_KEY], fingerprint_salt=TEST_SALT)
+        (line,) = rule_lines()
+    assert line.startswith(
+        f"TokenTrail credentials: a key is byok ({semconv.ENV_UNKNOWN_KEYS}=byok) except the 1 system key(s) "
+    )
+    assert SYSTEM_KEY not in caplog.text and expected_id(SYSTEM_KEY) not in caplog.text
+
+
+def test_credential_id_is_the_id_the_spans_carry(
+    fake: FakeProvider, exporter: InMemorySpanExporter, clean_env: pytest.MonkeyPatch
+) -> None:
+    assert credential_id(CUSTOMER_KEY) == expected_id(CUSTOMER_KEY)  # the fixture's salt, once instrumented
+    chat(fake, CUSTOMER_KEY)
+    assert credential(exporter)[1] == credential_id(CUSTOMER_KEY)
 
 
 def test_an_explicit_credential_type_wins_over_the_key(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
@@ -97,7 +245,7 @@ def test_x_api_key_header_is_read(fake: FakeProvider, exporter: InMemorySpanExpo
             json={"model": "claude-x", "max_tokens": 5, "messages": MESSAGES},
             headers={"x-api-key": CUSTOMER_KEY},
         )
-    assert credential(exporter) == ("byok", expected_id(CUSTOMER_KEY))
+    assert credential(exporter) == ("system", expected_id(CUSTOMER_KEY))
 
 
 def test_a_request_without_a_key_has_no_credential_id(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
@@ -239,7 +387,7 @@ def test_a_remembered_key_follows_new_names_salt_and_system_keys(
     chat(fake, SYSTEM_KEY)
     assert credential_of_last_call() == ("system", _credentials.fingerprint(SYSTEM_KEY, b"another-salt"), None)
 
-    instrument(tracer_provider=provider, system_keys=[CUSTOMER_KEY], fingerprint_salt=TEST_SALT)
+    instrument(tracer_provider=provider, system_keys=[CUSTOMER_KEY], fingerprint_salt=TEST_SALT, unknown_keys="byok")
     chat(fake, SYSTEM_KEY)
     assert credential_of_last_call()[0] == "byok"  # no longer one of the service's keys
 
@@ -248,7 +396,7 @@ def test_a_remembered_key_follows_new_names_salt_and_system_keys(
 def test_the_fingerprinter_classifies_each_credential_header(explicit: str | None) -> None:
     salt = b"s"
     system_id, customer_id = _credentials.fingerprint(SYSTEM_KEY, salt), _credentials.fingerprint(CUSTOMER_KEY, salt)
-    fingerprinter = _credentials.Fingerprinter(salt, frozenset({system_id}), {customer_id: "acme"})
+    fingerprinter = _credentials.Fingerprinter(salt, frozenset({system_id}), {customer_id: "acme"}, unknown="byok")
     cases = [
         ((f"Bearer {SYSTEM_KEY}".encode(), None, None), ("system", system_id, None)),
         ((f"Bearer {CUSTOMER_KEY}".encode(), None, None), ("byok", customer_id, "acme")),
@@ -261,3 +409,7 @@ def test_the_fingerprinter_classifies_each_credential_header(explicit: str | Non
         expected_kind = explicit if explicit is not None else kind
         assert fingerprinter.classify(*headers, explicit) == (expected_kind, key_id, name)
     assert SYSTEM_KEY not in repr(fingerprinter)
+    by_default = _credentials.Fingerprinter(salt, frozenset({system_id}))
+    assert by_default.classify(f"Bearer {CUSTOMER_KEY}".encode(), None, None, explicit) == (
+        explicit or "system", customer_id, None
+    )
