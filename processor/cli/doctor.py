@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from tokentrail.processor import environment
 from tokentrail.processor.cli.status import STALE_SECONDS, collect_status
+from tokentrail.processor.ingest.status import StatusReadError
 
 if TYPE_CHECKING:
     from tokentrail.processor.reports.health import Check, UsageFacts
@@ -138,7 +139,10 @@ def receiver_check(data_dir: Path, now: datetime, facts: UsageFacts | None, *, c
     if not data_dir.is_dir():  # (status files are read only from a directory: a file there is no receiver's)
         return Check("receiver", FAIL, f"no receiver has run on this data dir ({data_dir} is not a directory)",
                      f"start {serve}, or point --data-dir at the directory your receiver writes")
-    receivers = collect_status(data_dir)["receivers"]
+    try:
+        receivers = collect_status(data_dir)["receivers"]
+    except StatusReadError as exc:  # a file where the status or WAL folder should be
+        return Check("receiver", FAIL, str(exc), f"move it away, then start {serve}")
     newest = facts.newest if facts is not None else None
     stored = f"newest stored call {newest:%Y-%m-%d %H:%M} UTC" if newest is not None else "no call stored recently"
     details: dict[str, Any] = {"receivers": [], "newest_call": newest}

@@ -4,6 +4,7 @@ CSV."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from tokentrail.processor.reports.formatting import FORMATS, TRUNCATED_NOTE, for
 from tokentrail.processor.reports.query import MAX_ROWS, ReportQuery
 from tokentrail.processor.reports.report import run_report
 
-__all__ = ["DEFAULT_REPORT_DAYS", "register"]
+__all__ = ["DEFAULT_REPORT_DAYS", "register", "terminal_width"]
 
 DEFAULT_REPORT_DAYS: Final = 7
 
@@ -44,7 +45,13 @@ def register(commands: Any, default_data_dir: Path) -> None:
     report.add_argument("--tags-match", help="any (default) or all of --tags")
     report.add_argument("--order-by", help="a metric or row key, optionally :asc or :desc (e.g. total_cost:desc)")
     report.add_argument("--limit", help=f"at most this many rows (1-{MAX_ROWS})")
-    report.add_argument("--format", choices=FORMATS, default="table")
+    report.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table (default; on a terminal, fits its width and names the columns it left out), json or csv "
+        "(every column, exact costs)",
+    )
     report.set_defaults(handler=_run)
 
 
@@ -59,6 +66,16 @@ def _default_dates(start: str | None, end: str | None) -> tuple[str, str]:
             return end, end  # let the query's validation name the bad --end-date
         start = (anchor - timedelta(days=DEFAULT_REPORT_DAYS - 1)).isoformat()
     return start, end
+
+
+def terminal_width() -> int | None:
+    """The width a table must fit when stdout is a terminal (``COLUMNS`` wins, as ``shutil`` reads it); ``None``
+    when it is not (piped or redirected: whatever reads it gets every column)."""
+    try:
+        is_terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stdout is no terminal
+        return None
+    return shutil.get_terminal_size().columns if is_terminal else None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -80,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     # Through from_params, like the HTTP API: the same parameter gets the same validation and message.
     query = ReportQuery.from_params({name: value for name, value in params.items() if value is not None})
     rows = run_report(require_dataset(args.data_dir), query)  # after the parameters: a bad one is bad usage anyway
-    text = format_rows(rows, args.format, query.columns)
+    text = format_rows(rows, args.format, query.columns, width=terminal_width())
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if getattr(rows, "truncated", False) and args.format == "csv":  # json and table say so themselves
         print(f"tokentrail report: {TRUNCATED_NOTE}", file=sys.stderr)

@@ -46,25 +46,38 @@ def _port(text: str) -> int:
 def register(commands: Any, default_data_dir: Path) -> None:
     serve = commands.add_parser("serve", help="run the OTLP receiver and the report API until interrupted")
     serve.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
-    serve.add_argument("--host", default=DEFAULT_API_HOST, help="address both listeners bind to")
-    serve.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="OTLP/gRPC receiver port")
-    serve.add_argument("--api-port", type=_port, default=DEFAULT_API_PORT, help="report API port")
+    serve.add_argument(
+        "--host", default=DEFAULT_API_HOST, help="address every listener binds to (OTLP gRPC and HTTP, report API)"
+    )
+    serve.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=DEFAULT_GRPC_PORT,
+        help="OTLP/gRPC receiver port (traces; metrics and logs are acknowledged, counted and dropped)",
+    )
+    serve.add_argument(
+        "--api-port",
+        type=_port,
+        default=DEFAULT_API_PORT,
+        help="report API port (GET /v1/report, /v1/budgets, /v1/margins, /v1/spikes, /openapi.json, /healthz)",
+    )
     serve.add_argument(
         "--api-token",
         default=os.environ.get(environment.API_TOKEN) or None,
-        help=f"require 'Authorization: Bearer TOKEN' on /v1/report (env {environment.API_TOKEN})",
+        help=f"require 'Authorization: Bearer TOKEN' on the report API's /v1/ endpoints (env {environment.API_TOKEN})",
     )
     serve.add_argument(
         "--http-port",
         type=_port,
         default=DEFAULT_HTTP_PORT,
-        help="OTLP/HTTP receiver port (POST /v1/traces, GET /metrics); 0 picks a free port",
+        help="OTLP/HTTP receiver port (POST /v1/traces, /v1/metrics, /v1/logs; GET /metrics); 0 picks a free port",
     )
-    serve.add_argument("--no-http", action="store_true", help="do not listen for OTLP/HTTP")
+    serve.add_argument("--no-http", action="store_true", help="do not listen for OTLP/HTTP (nor serve GET /metrics)")
     serve.add_argument(
         "--ingest-token",
         default=os.environ.get(environment.INGEST_TOKEN) or None,
-        help=f"require 'authorization: Bearer TOKEN' on OTLP gRPC and HTTP (env {environment.INGEST_TOKEN})",
+        help=f"require 'authorization: Bearer TOKEN' on OTLP gRPC and HTTP, GET /metrics included "
+        f"(env {environment.INGEST_TOKEN})",
     )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve OTLP gRPC and HTTP over TLS")
     serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
@@ -75,7 +88,8 @@ def register(commands: Any, default_data_dir: Path) -> None:
     serve.add_argument(
         "--reuse-port",
         action="store_true",
-        help="SO_REUSEPORT: several `tokentrail serve` processes (each with its own --receiver-id) share the ports",
+        help="SO_REUSEPORT: several `tokentrail serve` processes (each with its own --receiver-id) share the OTLP ports "
+        "(not the report API's: --no-api on all but one)",
     )
     serve.add_argument(
         "--max-disk-bytes",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tokentrail.processor import environment
-from tokentrail.processor.ingest.status import read_status_files
+from tokentrail.processor.ingest.status import StatusReadError, read_status_files
 from tokentrail.processor.reports.dataset import USAGE_DIR, require_dataset
 from tokentrail.processor.storage.parquet import list_day
 from tokentrail.processor.storage.wal import list_segments
@@ -20,6 +20,7 @@ from tokentrail.processor.storage.wal import list_segments
 __all__ = ["collect_status", "register"]
 
 STALE_SECONDS = 30.0
+EXIT_FAILURE = 1
 
 
 def register(commands: Any, default_data_dir: Path) -> None:
@@ -46,6 +47,8 @@ def _alive(pid: object) -> bool:
 
 
 def collect_status(data_dir: Path) -> dict[str, Any]:
+    """Receivers, WAL backlog and dataset size of ``data_dir``; ``StatusReadError`` when its ``status/`` or
+    ``wal/`` is there but not a folder (a guess of "nothing there" would hide it)."""
     now = time.time()
     receivers = []
     for status in read_status_files(data_dir):
@@ -55,14 +58,20 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
             "running" if status.get("running") and fresh and _alive(status.get("pid")) else "stopped"
         )
         receivers.append(status)
-    segments = list_segments(data_dir / "wal")
+    wal_dir = data_dir / "wal"
+    if wal_dir.exists() and not wal_dir.is_dir():  # listing it would raise NotADirectoryError
+        raise StatusReadError(
+            f"cannot read the WAL: {wal_dir} is a file, not the wal/ folder receivers write (move it away, or point "
+            "--data-dir at your receiver's data directory)"
+        )
+    segments = list_segments(wal_dir)
     wal_bytes = 0
     for _, _, path in segments:
         try:
             wal_bytes += path.stat().st_size
         except OSError:
             pass
-    corrupt = sorted(p.name for p in (data_dir / "wal").glob("*.corrupt")) if (data_dir / "wal").is_dir() else []
+    corrupt = sorted(p.name for p in wal_dir.glob("*.corrupt")) if wal_dir.is_dir() else []
     days: dict[str, dict[str, int]] = {}
     usage = data_dir / USAGE_DIR
     if usage.is_dir():
@@ -92,7 +101,11 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    status = collect_status(require_dataset(args.data_dir))
+    try:
+        status = collect_status(require_dataset(args.data_dir))
+    except StatusReadError as exc:
+        print(f"tokentrail status: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True, default=str))
         return 0
@@ -121,6 +134,12 @@ def _status(args: argparse.Namespace) -> int:
                 d=m.get("requests_unavailable", 0),
                 e=m.get("wal_pending_bytes", 0),
                 f=m.get("flush_lag_seconds", 0),
+            ),
+            file=out,
+        )
+        print(  # OTLP metrics and logs are acknowledged and dropped: TokenTrail bills from spans
+            "           metric points ignored {a:.0f}, log records ignored {b:.0f}".format(
+                a=m.get("metric_points_ignored", 0), b=m.get("log_records_ignored", 0)
             ),
             file=out,
         )

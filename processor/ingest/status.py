@@ -12,11 +12,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-__all__ = ["STATUS_DIR", "StatusFile", "read_status_files", "status_path", "write_status"]
+from tokentrail.processor.errors import TokenTrailError
+
+__all__ = ["STATUS_DIR", "StatusFile", "StatusReadError", "read_status_files", "status_path", "write_status"]
 
 log = logging.getLogger(__name__)
 
 STATUS_DIR: Final = "status"
+
+
+class StatusReadError(TokenTrailError):
+    """The status folder is there but cannot be listed (a file in its place, no permission): said, naming it, since
+    answering "no receiver has run" would be a guess."""
 
 
 def status_path(data_dir: Path, receiver_id: str) -> Path:
@@ -34,13 +41,23 @@ def write_status(path: Path, details: Mapping[str, object], metrics: Mapping[str
 
 def read_status_files(data_dir: Path) -> list[dict[str, object]]:
     """Every receiver's last status snapshot under ``data_dir/status`` (unreadable ones skipped: a receiver may be
-    replacing its file right now)."""
+    replacing its file right now); none when no receiver ever wrote one. ``StatusReadError`` when the folder itself
+    cannot be listed."""
     out: list[dict[str, object]] = []
     directory = data_dir / STATUS_DIR
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return out
+    except NotADirectoryError:
+        if not data_dir.is_dir():
+            raise StatusReadError(f"cannot read receiver status: {data_dir} is not a directory") from None
+        raise StatusReadError(
+            f"cannot read receiver status: {directory} is a file, not the {STATUS_DIR}/ folder receivers write their "
+            "status files in (move it away, or point --data-dir at your receiver's data directory)"
+        ) from None
+    except OSError as exc:
+        raise StatusReadError(f"cannot read receiver status in {directory}: {exc.strerror or exc}") from exc
     for name in names:
         if not name.endswith(".json") or name.startswith("."):
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -19,6 +20,7 @@ from typing import Final
 __all__ = [
     "FORMATS",
     "TRUNCATED_NOTE",
+    "WIDTH_DROP_ORDER",
     "decimal_text",
     "exact_json",
     "format_csv",
@@ -50,6 +52,17 @@ UNPRICED_NOTE: Final = "* Costs cover priced requests only; 'unpriced' counts th
 TAG_NOTE: Final = "Tag rows overlap: a request counts in each of its tags, and untagged requests in none."
 TRUNCATED_NOTE: Final = "More rows matched than were returned: narrow the query, or use --order-by and --limit."
 TOTAL_LABEL: Final = "total"
+# What a table narrower than its rows leaves out first: the least asked-for columns. Group keys, cost, requests and
+# unpriced (which the ``*`` marks refer to) always stay; a table that is still too wide then wraps, never cut.
+WIDTH_DROP_ORDER: Final = (
+    "market_cost",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "input_tokens",
+)
+MIN_NOTE_WIDTH: Final = 40  # footnotes wrap to the table's width, but not into a column of single words
 # Costs, and what is computed from cost alone: unknown in a row none of whose requests has a price.
 _COST_COLUMNS: Final = frozenset({
     "total_cost", "market_cost", "cost", "cost_per_request", "cost_per_1k_tokens", "cost_per_customer", "spend",
@@ -211,13 +224,20 @@ def _totals_row(rows: Sequence[Mapping[str, object]], names: Sequence[str]) -> d
 
 
 def format_table(
-    rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None, *, totals: bool = False
+    rows: Sequence[Mapping[str, object]],
+    columns: Sequence[str] | None = None,
+    *,
+    totals: bool = False,
+    width: int | None = None,
 ) -> str:
     """Aligned plain-text columns: text left, numbers right, money to the cent (more decimals in a column where a
     cost would otherwise read as $0.00: ``money_decimals``); use json or csv for exact values.
 
     ``totals`` adds a line of sums under a rule, for rows that add up (a report's, not tag rows, and not a list cut
-    at the row bound, whose sum would be of the rows that happened to be shown)."""
+    at the row bound, whose sum would be of the rows that happened to be shown).
+
+    ``width`` (a terminal's columns; ``None`` keeps every column) leaves out ``WIDTH_DROP_ORDER``'s columns, in that
+    order, until the lines fit, and a footnote names them: a wrapped table is unreadable, and a cut cell would lie."""
     names = _columns(rows, columns)
     if not rows or not names:
         return "No usage in this period."
@@ -241,32 +261,63 @@ def format_table(
     numeric = [money[i] or any(_is_number(row.get(name)) for row in all_rows) for i, name in enumerate(names)]
     headers = [TABLE_HEADERS.get(name, name) for name in names]
     widths = [max(len(header), *(len(line[i]) for line in cells)) for i, header in enumerate(headers)]
+    shown = _fitting(names, widths, width)
+    left_out = [headers[i] for i in range(len(names)) if i not in shown]
+    if left_out:
+        names, headers = [names[i] for i in shown], [headers[i] for i in shown]
+        widths, numeric = [widths[i] for i in shown], [numeric[i] for i in shown]
+        cells = [[line_cells[i] for i in shown] for line_cells in cells]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
-            value.rjust(width) if right else value.ljust(width)
-            for value, width, right in zip(values, widths, numeric)
+            value.rjust(w) if right else value.ljust(w)
+            for value, w, right in zip(values, widths, numeric)
         ).rstrip()
 
     rule = line(["-" * w for w in widths])
     out = [line(headers), rule, *(line(c) for c in cells)]
     if with_totals:
         out.insert(-1, rule)
-    if any(partly_unpriced):
-        out += ["", UNPRICED_NOTE]
-    if "tag" in names:
-        out += ["", TAG_NOTE]
-    if getattr(rows, "truncated", False):
-        out += ["", TRUNCATED_NOTE]
+    notes = [
+        *([UNPRICED_NOTE] if any(partly_unpriced) else []),
+        *([TAG_NOTE] if "tag" in names else []),
+        *([TRUNCATED_NOTE] if getattr(rows, "truncated", False) else []),
+        *([f"Left out to fit {width} characters: {', '.join(left_out)}. Every column: --format csv or json, a wider "
+           "terminal, or piped output (| less -S)."] if left_out else []),
+    ]
+    for note in notes:
+        out += ["", *_wrapped(note, width)]
     return "\n".join(out)
 
 
-def format_rows(rows: Sequence[Mapping[str, object]], fmt: str, columns: Sequence[str] | None = None) -> str:
-    """One entry point for the CLI's ``--format`` of report rows (the table ends with their totals)."""
+def _wrapped(note: str, width: int | None) -> list[str]:
+    if width is None:
+        return [note]
+    return textwrap.wrap(note, max(width, MIN_NOTE_WIDTH), break_on_hyphens=False, break_long_words=False)
+
+
+def _fitting(names: Sequence[str], widths: Sequence[int], width: int | None) -> list[int]:
+    """Indexes of the columns to show within ``width`` characters (two spaces between columns)."""
+    shown = list(range(len(names)))
+    if width is None:
+        return shown
+    for name in WIDTH_DROP_ORDER:
+        if sum(widths[i] for i in shown) + 2 * (len(shown) - 1) <= width:
+            break
+        if name in names:
+            shown.remove(names.index(name))
+    return shown
+
+
+def format_rows(
+    rows: Sequence[Mapping[str, object]], fmt: str, columns: Sequence[str] | None = None, *, width: int | None = None
+) -> str:
+    """One entry point for the CLI's ``--format`` of report rows (the table ends with their totals, and fits
+    ``width`` when given: ``format_table``; JSON and CSV always hold every column)."""
     if fmt == "json":
         return report_json(rows)
     if fmt == "csv":
         return format_csv(rows, columns)
     if fmt == "table":
-        return format_table(rows, columns, totals=True)
+        return format_table(rows, columns, totals=True, width=width)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")

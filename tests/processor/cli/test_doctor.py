@@ -280,3 +280,17 @@ def test_catalog_age_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture
     assert checks["catalog"]["status"] == "FAIL"
     assert "sometimes" in checks["catalog"]["summary"] and "tokentrail prices check" in checks["catalog"]["fix"]
     assert checks["unpriced"]["status"] == "OK"  # still counted without the pricer's reasons
+
+
+def test_a_file_where_the_status_folder_should_be_is_a_receiver_failure_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tokentrail.processor.cli.main import main
+
+    (tmp_path / "usage").mkdir()
+    (tmp_path / "status").write_text("not a folder")
+    assert main(["doctor", "--data-dir", str(tmp_path), "--no-connect", "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    checks = report["checks"] if isinstance(report, dict) and "checks" in report else report
+    (receiver,) = [c for c in checks if c["name"] == "receiver"]
+    assert receiver["status"] == "FAIL" and "status" in receiver["summary"]
