@@ -30,6 +30,8 @@ def register(commands: Any, default_data_dir: Path) -> None:
     parser.add_argument("--budgets", default=os.environ.get(environment.BUDGETS) or None,
                         help=f"the budgets TOML file (env {environment.BUDGETS})")
     parser.add_argument("--budget", help="only the budget with this name")
+    parser.add_argument("--check", action="store_true",
+                        help="only validate the budgets file (every problem, with its line) and list its budgets")
     parser.add_argument("--as-of", help="YYYY-MM-DD (end of that day) or ISO date-time, UTC (default: now)")
     parser.add_argument("--limit", help="rows per budget on each value (default 100)")
     parser.add_argument("--format", choices=FORMATS, default="table")
@@ -42,6 +44,14 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     config = load_budgets(args.budgets)
+    if args.check:
+        print(f"{args.budgets}: ok ({len(config.budgets)} budget(s))")
+        for b in config.budgets:
+            scope = b.scope if b.value is None else f"{b.scope}={b.value}"
+            byok = ", BYOK at list price" if b.count_byok else ""
+            alerts = ", ".join(f"{t}%" for t in b.thresholds)
+            print(f"  {b.name}: {scope}, ${b.amount} {b.period}, alerts at {alerts}{byok}")
+        return 0
     params = {"budget": args.budget, "as_of": args.as_of, "limit": args.limit}
     rows, truncated = budgets_from_params(args.data_dir, config, {k: v for k, v in params.items() if v is not None})
     require_dataset(args.data_dir)  # after the parameters (a bad one is bad usage whatever the path), before output

@@ -36,6 +36,8 @@ def register(commands: Any, default_data_dir: Path) -> None:
                         help=f"the revenue TOML file (env {environment.REVENUE})")
     parser.add_argument("--start-date", help="YYYY-MM-DD (default: the first of --end-date's month)")
     parser.add_argument("--end-date", help="YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--check", action="store_true",
+                        help="only validate the revenue file (every problem, with its line) and say what it holds")
     parser.add_argument("--by", default="customer", help=f"one of {', '.join(MARGIN_VIEWS)} (default customer)")
     parser.add_argument("--tag", help="--by upgrade: the tag whose users to check, e.g. plan:free")
     parser.add_argument("--allowance", help="--by upgrade: USD of cost per month the plan carries")
@@ -52,6 +54,10 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     config = load_revenue(args.revenue)
+    if args.check:
+        plans = ", ".join(config.plans) or "none"
+        print(f"{args.revenue}: ok ({len(config.plans)} plan(s): {plans}; {len(config.customers)} customer contract(s))")
+        return 0
     params = {
         "start_date": args.start_date, "end_date": args.end_date, "by": args.by, "tag": args.tag,
         "allowance": args.allowance, "threshold": args.threshold, "percent": args.percent, "limit": args.limit,

@@ -20,21 +20,25 @@ A revenue file (TOML) prices plans and customers::
     [customers.cust_42]         # a customer's own contract replaces their plan's pricing
     monthly = 1200
 
+Amounts are USD (``currency``, if given, must be ``"USD"``), exact: a TOML float is read digit for digit as written,
+or refused with the advice to quote it; a quoted number (``monthly = "49.00"``) is read as written too.
+
 Checked in full when loaded: a bad file stops ``tokentrail serve`` at start and answers ``tokentrail margins`` with
-the line that is wrong.
+every problem at once, each with its line (``RevenueConfigError``). ``docs/examples/revenue.toml`` is a file to
+copy.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from decimal import Decimal
 from typing import Any, Final
 
-from tokentrail.processor.reports.errors import ReportError
+from tokentrail.processor.reports.config_file import Problems, read_toml, unknown_key
+from tokentrail.processor.reports.errors import ConfigFileError
+from tokentrail.processor.schema import CURRENCY
 
 __all__ = [
     "DEFAULT_UPGRADE_PERCENT",
@@ -49,8 +53,11 @@ DEFAULT_UPGRADE_PERCENT: Final = Decimal(80)
 _THOUSAND: Final = Decimal(1000)
 
 
-class RevenueConfigError(ReportError, ValueError):
-    """The revenue file is missing, not TOML, or prices something wrongly; the message says where."""
+class RevenueConfigError(ConfigFileError):
+    """The revenue file is missing, not TOML, or prices something wrongly: ``errors`` lists every problem, each with
+    its line."""
+
+    kind = "revenue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,71 +81,86 @@ class RevenueConfig:
 
 
 def load_revenue(source: str | os.PathLike[str] | RevenueConfig) -> RevenueConfig:
+    """Read a revenue TOML file (or pass a config through); raises ``RevenueConfigError`` naming every bad line."""
     if isinstance(source, RevenueConfig):
         return source
-    path = Path(source)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RevenueConfigError(f"cannot read the revenue file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RevenueConfigError(f"{path} is not valid TOML: {exc}") from None
-    try:
-        return revenue_from_dict(data)
-    except RevenueConfigError as exc:
-        raise RevenueConfigError(f"{path}: {exc}") from None
+    data, problems = read_toml(source, RevenueConfigError)
+    return _parse(data, problems)
 
 
 def revenue_from_dict(data: Mapping[str, Any]) -> RevenueConfig:
-    unknown = set(data) - {"currency", "plan_tag_prefix", "feature_tag_prefix", "plans", "customers"}
-    if unknown:
-        raise RevenueConfigError(
-            f"unknown top-level keys {sorted(unknown)}; expected plan_tag_prefix, feature_tag_prefix, [plans.*], "
-            "[customers.*]"
-        )
+    """A revenue config from values already parsed (no lines to name: each problem names its table and key)."""
+    return _parse(data, Problems())
+
+
+_TOP_KEYS: Final = ("currency", "plan_tag_prefix", "feature_tag_prefix", "plans", "customers")
+_PRICES: Final = ("monthly", "per_request", "per_1k_tokens")
+_PLAN_KEYS: Final = (*_PRICES, "allowance", "upgrade_at_percent")
+_DEFAULT_PREFIXES: Final = {"plan_tag_prefix": "plan:", "feature_tag_prefix": "feature:"}
+
+
+def _parse(data: Mapping[str, Any], problems: Problems) -> RevenueConfig:
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.at((), None, key, unknown_key("top-level key", key, _TOP_KEYS))
+    currency = data.get("currency", CURRENCY)
+    if currency != CURRENCY:
+        problems.at((), None, "currency", f"currency must be {CURRENCY!r}: costs are in {CURRENCY}, and revenue in "
+                    f"another currency would make every margin wrong (got {currency!r})")
+    prefixes: dict[str, str] = {}
     for name in ("plan_tag_prefix", "feature_tag_prefix"):
-        if name in data and (not isinstance(data[name], str) or not data[name]):
-            raise RevenueConfigError(f"{name} must be a non-empty string")
-    plans = {name: _pricing(entry, f"plans.{name}", plan=True) for name, entry in _tables(data, "plans").items()}
-    customers = {
-        name: _pricing(entry, f"customers.{name}", plan=False) for name, entry in _tables(data, "customers").items()
-    }
-    return RevenueConfig(
-        plans=plans,
-        customers=customers,
-        plan_tag_prefix=data.get("plan_tag_prefix", "plan:"),
-        feature_tag_prefix=data.get("feature_tag_prefix", "feature:"),
-    )
+        value = data.get(name, _DEFAULT_PREFIXES[name])
+        if not isinstance(value, str) or not value:
+            problems.at((), None, name, f"{name} must be a non-empty string, e.g. {_DEFAULT_PREFIXES[name]!r}")
+            value = _DEFAULT_PREFIXES[name]
+        prefixes[name] = value
+    plans = _priced(data, "plans", problems, prefixes["plan_tag_prefix"])
+    customers = _priced(data, "customers", problems, None)
+    problems.raise_if_any(RevenueConfigError)
+    return RevenueConfig(plans=plans, customers=customers, plan_tag_prefix=prefixes["plan_tag_prefix"],
+                         feature_tag_prefix=prefixes["feature_tag_prefix"])
 
 
-def _tables(data: Mapping[str, Any], name: str) -> Mapping[str, Mapping[str, Any]]:
-    tables = data.get(name, {})
-    if not isinstance(tables, Mapping) or not all(isinstance(v, Mapping) for v in tables.values()):
-        raise RevenueConfigError(f"{name} must be tables, e.g. [{name}.example]")
-    return tables
+def _priced(data: Mapping[str, Any], kind: str, problems: Problems, plan_prefix: str | None) -> dict[str, Pricing]:
+    """The [plans.*] or [customers.*] tables (``plan_prefix`` is given for plans)."""
+    tables = data.get(kind, {})
+    if not isinstance(tables, Mapping):
+        problems.at((), None, kind, f"{kind} must be tables, e.g. [{kind}.example]")
+        return {}
+    out: dict[str, Pricing] = {}
+    for name, entry in tables.items():
+        where = f"{kind}.{name}"
+        if not isinstance(entry, Mapping):
+            problems.at((kind,), None, name, f"{where} must be a table, e.g. [{where}] monthly = 49")
+            continue
+        if plan_prefix is not None and name.startswith(plan_prefix) and len(name) > len(plan_prefix):
+            problems.at((kind,), None, name, f"plan {name!r} starts with the plan tag prefix {plan_prefix!r}: name "
+                        f"the plan by the tag's value, [plans.{name[len(plan_prefix):]}] for tag {name!r}")
+        pricing = _pricing(entry, (kind, name), problems, plan=plan_prefix is not None)
+        if pricing is not None:
+            out[name] = pricing
+    return out
 
 
-def _pricing(entry: Mapping[str, Any], where: str, *, plan: bool) -> Pricing:
-    allowed = {"monthly", "per_request", "per_1k_tokens", *(("allowance", "upgrade_at_percent") if plan else ())}
-    unknown = set(entry) - allowed
-    if unknown:
-        raise RevenueConfigError(f"{where}: unknown keys {sorted(unknown)}; expected {sorted(allowed)}")
-    values = {name: _decimal(entry[name], f"{where}.{name}") for name in allowed if name in entry}
-    for name, value in values.items():
-        if value < 0:
-            raise RevenueConfigError(f"{where}.{name} must not be negative")
-    return Pricing(**values)
-
-
-def _decimal(value: object, where: str) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RevenueConfigError(f"{where} must be a number, got {value!r}")
-    try:
-        number = Decimal(repr(value) if isinstance(value, float) else str(value))
-    except InvalidOperation:
-        raise RevenueConfigError(f"{where} must be a number, got {value!r}") from None
-    if not number.is_finite():
-        raise RevenueConfigError(f"{where} must be a finite number")
-    return number
+def _pricing(entry: Mapping[str, Any], path: tuple[str, str], problems: Problems, *, plan: bool) -> Pricing | None:
+    where = ".".join(path)
+    allowed = _PLAN_KEYS if plan else _PRICES
+    ok = True
+    for key in entry:
+        if key not in allowed:
+            extra = "; allowance and upgrade_at_percent belong to a plan" if key in _PLAN_KEYS else ""
+            problems.at(path, None, key, f"{where}: {unknown_key('key', key, allowed)}{extra}")
+            ok = False
+    values: dict[str, Decimal] = {}
+    for key in allowed:
+        if key not in entry:
+            continue
+        number = problems.number(entry[key], path, None, key, f"{where}.{key}")
+        if number is None:
+            ok = False
+        elif number < 0:
+            problems.at(path, None, key, f"{where}.{key} must not be negative, got {number}")
+            ok = False
+        else:
+            values[key] = number
+    return Pricing(**values) if ok else None

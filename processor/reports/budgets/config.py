@@ -1,18 +1,19 @@
 """The budgets file: what each budget counts (scope, value, period, amount, thresholds), checked when loaded so a bad
-file stops the start, not an alert months later. The format is in the package docstring."""
+file stops the start, not an alert months later: every problem at once, each with its line (``BudgetConfigError``).
+The format is in the package docstring; ``docs/examples/budgets.toml`` is a file to copy."""
 
 from __future__ import annotations
 
+import difflib
 import os
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from decimal import Decimal
 from typing import Any, Final
 
-from tokentrail.processor.reports.errors import ReportError, ReportParameterError
+from tokentrail.processor.reports.config_file import Problems, exact_decimal, read_toml, unknown_key
+from tokentrail.processor.reports.errors import ConfigFileError, ReportParameterError
 from tokentrail.processor.schema import UsageRecord
 
 __all__ = [
@@ -42,8 +43,11 @@ SCOPE_COLUMNS: Final[dict[str, str]] = {
 }
 
 
-class BudgetConfigError(ReportError, ValueError):
-    """The budgets file is missing, not TOML, or describes a budget wrongly; the message says where."""
+class BudgetConfigError(ConfigFileError):
+    """The budgets file is missing, not TOML, or describes budgets wrongly: ``errors`` lists every problem, each
+    with its line."""
+
+    kind = "budgets"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,131 +132,188 @@ class BudgetsConfig:
 
 
 def load_budgets(source: str | os.PathLike[str] | BudgetsConfig) -> BudgetsConfig:
-    """Read a budgets TOML file (or pass a config through)."""
+    """Read a budgets TOML file (or pass a config through); raises ``BudgetConfigError`` naming every bad line."""
     if isinstance(source, BudgetsConfig):
         return source
-    path = Path(source)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BudgetConfigError(f"cannot read the budgets file {path}: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BudgetConfigError(f"{path} is not valid TOML: {exc}") from None
-    try:
-        return budgets_from_dict(data)
-    except BudgetConfigError as exc:
-        raise BudgetConfigError(f"{path}: {exc}") from None
+    data, problems = read_toml(source, BudgetConfigError)
+    return _parse(data, problems)
 
 
 def budgets_from_dict(data: Mapping[str, Any]) -> BudgetsConfig:
-    unknown = set(data) - {"webhook", "webhook_headers", "budgets"}
-    if unknown:
-        raise BudgetConfigError(f"unknown top-level keys {sorted(unknown)}; expected webhook, webhook_headers, "
-                                "[[budgets]]")
-    webhook = _url(data.get("webhook"), "webhook")
-    headers = _headers(data.get("webhook_headers", {}), "webhook_headers")
+    """Budgets from values already parsed (no lines to name: each problem names its budget)."""
+    return _parse(data, Problems())
+
+
+_TOP_KEYS: Final = ("webhook", "webhook_headers", "budgets")
+_BUDGET_KEYS: Final = (
+    "name", "scope", "value", "amount", "period", "thresholds", "count_byok", "webhook", "webhook_headers", "start",
+)
+_CREDENTIAL_TYPES: Final = ("byok", "system")
+_BUDGETS: Final = ("budgets",)
+
+
+def _parse(data: Mapping[str, Any], problems: Problems) -> BudgetsConfig:
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.at((), None, key, unknown_key("top-level key", key, _TOP_KEYS) + "; a budget is a [[budgets]] table")
+    webhook = _url(data.get("webhook"), problems, (), None, "webhook")
+    headers = _headers(data.get("webhook_headers", {}), problems, (), None, "webhook_headers")
     entries = data.get("budgets", [])
-    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
-        raise BudgetConfigError("budgets must be an array of tables ([[budgets]])")
-    budgets = [_budget(entry, i, webhook, headers) for i, entry in enumerate(entries, start=1)]
-    seen: set[str] = set()
-    for budget in budgets:
-        if budget.name in seen:
-            raise BudgetConfigError(f"two budgets are named {budget.name!r}; names must be unique")
-        seen.add(budget.name)
+    if not isinstance(entries, list):
+        problems.at((), None, "budgets", "budgets must be an array of tables: write each budget as [[budgets]]")
+        entries = []
+    budgets: list[Budget] = []
+    named: dict[str, int | None] = {}  # name -> line of its first budget
+    for index, entry in enumerate(entries):
+        budget = _budget(entry, index, webhook, headers, problems)
+        if budget is not None:
+            budgets.append(budget)
+        name = _name_of(entry)
+        if name is None:
+            continue
+        line = problems.line(_BUDGETS, index, "name" if "name" in entry else None)
+        if name in named:
+            also = f" (also at line {named[name]})" if named[name] is not None else ""
+            problems.add(line, f"budget {index + 1}: two budgets are named {name!r}{also}; names must be unique")
+        named.setdefault(name, line)
+    problems.raise_if_any(BudgetConfigError)
     return BudgetsConfig(tuple(budgets))
 
 
-_BUDGET_KEYS: Final = {
-    "name", "scope", "value", "amount", "period", "thresholds", "count_byok", "webhook", "webhook_headers", "start",
-}
+def _budget(
+    entry: object, index: int, webhook: str | None, headers: Mapping[str, str], problems: Problems
+) -> Budget | None:
+    """One [[budgets]] table; None when it has problems (every one added)."""
+    if not isinstance(entry, Mapping):
+        problems.at(_BUDGETS, index, None, f"budget {index + 1}: each budget must be a table ([[budgets]])")
+        return None
+    before = len(problems.found)
+    named = entry.get("name")
+    where = f"budget {index + 1}" + (f" ({named!r})" if isinstance(named, str) else "")
 
+    def problem(key: str | None, message: str) -> None:
+        problems.at(_BUDGETS, index, key if key in entry else None, f"{where}: {message}")
 
-def _budget(entry: Mapping[str, Any], index: int, webhook: str | None, headers: Mapping[str, str]) -> Budget:
-    where = f"budget {index}" + (f" ({entry['name']!r})" if isinstance(entry.get("name"), str) else "")
-    unknown = set(entry) - _BUDGET_KEYS
-    if unknown:
-        raise BudgetConfigError(f"{where}: unknown keys {sorted(unknown)}; expected {sorted(_BUDGET_KEYS)}")
+    for key in entry:
+        if key not in _BUDGET_KEYS:
+            problem(key, unknown_key("key", key, _BUDGET_KEYS))
     scope = entry.get("scope", "total")
     if scope not in SCOPES:
-        raise BudgetConfigError(f"{where}: unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
+        problem("scope", f"unknown scope {scope!r}; {_did_you_mean(scope, SCOPES)}use one of {', '.join(SCOPES)}")
     value = entry.get("value")
     if scope == "total":
         if value is not None:
-            raise BudgetConfigError(f"{where}: scope total takes no value")
-    elif not isinstance(value, str) or not value:
-        raise BudgetConfigError(f"{where}: scope {scope} needs a value: one {scope}, or \"each\" for every one")
+            problem("value", "scope total takes no value")
+    elif scope in SCOPES and (not isinstance(value, str) or not value):
+        problem("value" if "value" in entry else "scope",
+                f"scope {scope} needs a value: one {scope}, or \"{EACH}\" for every one")
+    elif scope == "credential_type" and value not in (*_CREDENTIAL_TYPES, EACH):
+        problem("value", f"credential_type is \"byok\" or \"system\" (or \"{EACH}\"), got {value!r}: this budget "
+                "would never count a call")
     period = entry.get("period", "monthly")
     if period not in PERIODS:
-        raise BudgetConfigError(f"{where}: unknown period {period!r}; use one of {', '.join(PERIODS)}")
-    amount = _decimal(entry.get("amount"), f"{where}: amount")
-    if amount <= 0:
-        raise BudgetConfigError(f"{where}: amount must be more than 0 (USD per period)")
-    raw_thresholds = entry.get("thresholds", DEFAULT_THRESHOLDS)
-    if not isinstance(raw_thresholds, (list, tuple)) or not raw_thresholds:
-        raise BudgetConfigError(f"{where}: thresholds must be a non-empty list of percents, e.g. [50, 75, 100]")
-    thresholds = tuple(sorted({_decimal(t, f"{where}: thresholds") for t in raw_thresholds}))
-    if thresholds[0] <= 0:
-        raise BudgetConfigError(f"{where}: thresholds are percents of amount and must be more than 0")
+        problem("period", f"unknown period {period!r}; {_did_you_mean(period, PERIODS)}use one of {', '.join(PERIODS)}")
+    amount = problems.number(entry.get("amount"), _BUDGETS, index, "amount", f"{where}: amount") \
+        if "amount" in entry else None
+    if "amount" not in entry:
+        problem(None, "amount is missing (USD per period)")
+    elif amount is not None and amount <= 0:
+        problem("amount", "amount must be more than 0 (USD per period)")
+    thresholds = _thresholds(entry.get("thresholds", DEFAULT_THRESHOLDS), problem)
     count_byok = entry.get("count_byok", False)
     if not isinstance(count_byok, bool):
-        raise BudgetConfigError(f"{where}: count_byok must be true or false")
-    start = entry.get("start")
-    if start is not None:
-        if period != "none":
-            raise BudgetConfigError(f"{where}: start applies only to period \"none\"")
-        if isinstance(start, str):
-            try:
-                start = date.fromisoformat(start)
-            except ValueError:
-                raise BudgetConfigError(f"{where}: start must be a date, YYYY-MM-DD") from None
-        if not isinstance(start, date) or isinstance(start, datetime):
-            raise BudgetConfigError(f"{where}: start must be a date, YYYY-MM-DD")
-    name = entry.get("name") or ":".join(p for p in (scope, value, period) if p)
-    if not isinstance(name, str):
-        raise BudgetConfigError(f"{where}: name must be a string")
+        problem("count_byok", "count_byok must be true or false")
+    start = _start(entry.get("start"), period, problem)
+    name = _name_of(entry)
+    if name is None:
+        problem("name", "name must be a non-empty string")
+    budget_webhook = _url(entry.get("webhook"), problems, _BUDGETS, index, f"{where}: webhook", "webhook")
+    budget_headers = _headers(
+        entry.get("webhook_headers", {}), problems, _BUDGETS, index, f"{where}: webhook_headers", "webhook_headers")
+    if len(problems.found) > before or amount is None or thresholds is None or name is None:
+        return None
     return Budget(
         name=name,
-        scope=scope,
+        scope=str(scope),
         value=value,
         amount=amount,
-        period=period,
+        period=str(period),
         thresholds=thresholds,
-        count_byok=count_byok,
-        webhook=_url(entry.get("webhook"), f"{where}: webhook") or webhook,
-        webhook_headers={**headers, **_headers(entry.get("webhook_headers", {}), f"{where}: webhook_headers")},
+        count_byok=bool(count_byok),
+        webhook=budget_webhook or webhook,
+        webhook_headers={**headers, **budget_headers},
         start=start,
     )
 
 
-def _decimal(value: object, where: str) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise BudgetConfigError(f"{where} must be a number, got {value!r}")
-    try:
-        # A TOML float's repr is its shortest exact spelling: 0.1 stays 0.1, never 0.1000000000000000055.
-        number = Decimal(repr(value) if isinstance(value, float) else str(value))
-    except InvalidOperation:
-        raise BudgetConfigError(f"{where} must be a number, got {value!r}") from None
-    if not number.is_finite():
-        raise BudgetConfigError(f"{where} must be a finite number, got {value!r}")
-    return number
+def _name_of(entry: object) -> str | None:
+    """A budget's name: its own, or scope:value:period; None if it has no usable one."""
+    if not isinstance(entry, Mapping):
+        return None
+    if "name" in entry:
+        name = entry["name"]
+        return name if isinstance(name, str) and name.strip() else None
+    return ":".join(str(part) for part in (entry.get("scope", "total"), entry.get("value"), entry.get("period",
+                                                                                                      "monthly")) if part)
 
 
-def _url(value: object, where: str) -> str | None:
+def _did_you_mean(given: object, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(given), allowed, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _thresholds(raw: object, problem: Callable[[str | None, str], None]) -> tuple[Decimal, ...] | None:
+    if not isinstance(raw, (list, tuple)) or not raw:
+        problem("thresholds", "thresholds must be a non-empty list of percents, e.g. [50, 75, 100]")
+        return None
+    numbers: set[Decimal] = set()
+    for item in raw:
+        try:
+            numbers.add(exact_decimal(item))
+        except ValueError as exc:
+            problem("thresholds", f"thresholds: each {exc}")
+            return None
+    thresholds = tuple(sorted(numbers))
+    if thresholds[0] <= 0:
+        problem("thresholds", "thresholds are percents of amount and must be more than 0")
+        return None
+    return thresholds
+
+
+def _start(raw: object, period: object, problem: Callable[[str | None, str], None]) -> date | None:
+    if raw is None:
+        return None
+    if period != "none":
+        problem("start", "start applies only to period \"none\" (the other periods start on their calendar day)")
+    if isinstance(raw, str):
+        try:
+            return date.fromisoformat(raw.strip())
+        except ValueError:
+            pass
+    elif isinstance(raw, date) and not isinstance(raw, datetime):
+        return raw
+    problem("start", f"start must be a date, YYYY-MM-DD (a UTC day), got {raw!r}")
+    return None
+
+
+def _url(
+    value: object, problems: Problems, path: tuple[str, ...], index: int | None, what: str, key: str = "webhook"
+) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise BudgetConfigError(f"{where} must be an http:// or https:// URL, got {value!r}")
+        problems.at(path, index, key, f"{what} must be an http:// or https:// URL, got {value!r}")
+        return None
     return value
 
 
-def _headers(value: object, where: str) -> dict[str, str]:
+def _headers(
+    value: object, problems: Problems, path: tuple[str, ...], index: int | None, what: str,
+    key: str = "webhook_headers",
+) -> dict[str, str]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise BudgetConfigError(f"{where} must be a table of header names to strings")
+        problems.at(path, index, key, f"{what} must be a table of header names to strings")
+        return {}
     return dict(value)
 
 

@@ -87,7 +87,7 @@ def test_a_budgets_file_parses_with_defaults(tmp_path: Path) -> None:
         ({"start": "2025-01-01"}, "start applies only to period \"none\""),
         ({"period": "none", "start": "soon"}, "start must be a date"),
         ({"webhook": "ftp://x"}, "webhook must be an http:// or https:// URL"),
-        ({"colour": "red"}, "unknown keys ['colour']"),
+        ({"colour": "red"}, "unknown key 'colour'"),
     ],
 )
 def test_a_wrong_budget_is_refused_with_a_message_naming_it(budget: dict[str, Any], message: str) -> None:
@@ -105,7 +105,7 @@ def test_a_missing_or_broken_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(BudgetConfigError, match="cannot read the budgets file"):
         load_budgets(tmp_path / "nope.toml")
     (tmp_path / "bad.toml").write_text("[[budgets]\n")
-    with pytest.raises(BudgetConfigError, match="is not valid TOML"):
+    with pytest.raises(BudgetConfigError, match="bad.toml:1: not valid TOML"):
         load_budgets(tmp_path / "bad.toml")
 
 

@@ -3,6 +3,7 @@ free-tier customers near the upgrade point."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -74,14 +75,14 @@ def test_a_revenue_file_parses(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     ({"plans": {"pro": {"monthly": -1}}}, "plans.pro.monthly must not be negative"),
-    ({"plans": {"pro": {"yearly": 1}}}, "plans.pro: unknown keys ['yearly']"),
-    ({"customers": {"c": {"allowance": 1}}}, "customers.c: unknown keys ['allowance']"),
+    ({"plans": {"pro": {"yearly": 1}}}, "plans.pro: unknown key 'yearly'"),
+    ({"customers": {"c": {"allowance": 1}}}, "customers.c: unknown key 'allowance'"),
     ({"plans": {"pro": {"monthly": "lots"}}}, "plans.pro.monthly must be a number"),
     ({"plans": []}, "plans must be tables"),
-    ({"currencies": "EUR"}, "unknown top-level keys ['currencies']"),
+    ({"currencies": "EUR"}, "unknown top-level key 'currencies' (did you mean 'currency'?"),
 ])
 def test_a_wrong_revenue_file_is_refused_saying_where(data: dict[str, Any], message: str) -> None:
-    with pytest.raises(RevenueConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(RevenueConfigError, match=re.escape(message)):
         revenue_from_dict(data)
 
 
