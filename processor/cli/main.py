@@ -66,7 +66,7 @@ def _command(name: str) -> ModuleType:
 COMMANDS: Final[tuple[ModuleType, ...]] = tuple(
     _command(name)
     for name in ("report", "serve", "demo", "doctor", "budgets", "compact", "margins", "mcp", "prices", "reprice",
-                 "spikes", "status")
+                 "spikes", "status", "wal")
 )
 
 

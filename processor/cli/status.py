@@ -15,7 +15,7 @@ from tokentrail.processor import environment
 from tokentrail.processor.ingest.status import StatusReadError, read_status_files
 from tokentrail.processor.reports.dataset import USAGE_DIR, require_dataset
 from tokentrail.processor.storage.parquet import list_day
-from tokentrail.processor.storage.wal import list_segments
+from tokentrail.processor.storage.wal import QUARANTINE_DIR, list_segments
 
 __all__ = ["collect_status", "register"]
 
@@ -72,6 +72,18 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
         except OSError:
             pass
     corrupt = sorted(p.name for p in wal_dir.glob("*.corrupt")) if wal_dir.is_dir() else []
+    quarantined: list[str] = []
+    quarantined_bytes = 0
+    quarantine_dir = wal_dir / QUARANTINE_DIR
+    if quarantine_dir.is_dir():  # damaged WAL bytes a recovery or flush kept: acknowledged records may be lost
+        for kept in sorted(os.scandir(quarantine_dir), key=lambda e: e.name):
+            if kept.name.startswith("."):
+                continue
+            quarantined.append(kept.name)
+            try:
+                quarantined_bytes += kept.stat().st_size
+            except OSError:
+                pass
     days: dict[str, dict[str, int]] = {}
     usage = data_dir / USAGE_DIR
     if usage.is_dir():
@@ -90,7 +102,13 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
     return {
         "data_dir": str(data_dir),
         "receivers": receivers,
-        "wal": {"segments": len(segments), "bytes": wal_bytes, "corrupt_segments": corrupt},
+        "wal": {
+            "segments": len(segments),
+            "bytes": wal_bytes,
+            "corrupt_segments": corrupt,
+            "quarantined": quarantined,
+            "quarantined_bytes": quarantined_bytes,
+        },
         "dataset": {
             "days": len(days),
             "files": sum(d["files"] for d in days.values()),
@@ -143,10 +161,23 @@ def _status(args: argparse.Namespace) -> int:
             ),
             file=out,
         )
+        if m.get("wal_corrupt_frames", 0) or m.get("wal_torn_tails", 0):
+            print(
+                "           WAL damaged frames {a:.0f} (quarantined), torn tails {b:.0f} (never acknowledged)".format(
+                    a=m.get("wal_corrupt_frames", 0), b=m.get("wal_torn_tails", 0)
+                ),
+                file=out,
+            )
     wal = status["wal"]
     print(f"wal        {wal['segments']} segment(s), {wal['bytes']} B waiting for Parquet", file=out)
     if wal["corrupt_segments"]:
         print(f"           corrupt segments kept for inspection: {', '.join(wal['corrupt_segments'])}", file=out)
+    if wal["quarantined"]:
+        print(
+            f"           DAMAGED: {len(wal['quarantined'])} range(s) of unreadable WAL bytes ({wal['quarantined_bytes']} B)"
+            f" in {Path(status['data_dir']) / 'wal' / QUARANTINE_DIR}: {', '.join(wal['quarantined'])}",
+            file=out,
+        )
     ds = status["dataset"]
     print(f"dataset    {ds['days']} day(s), {ds['files']} file(s), {ds['bytes']} B", file=out)
     return 0

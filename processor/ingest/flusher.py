@@ -2,7 +2,9 @@
 every closed segment becomes Parquet files (``storage.parquet.flush_wal``), off the request path.
 
 A flush that fails (a full disk, a day locked by a long rewrite) leaves its segments queued and is tried again next
-interval: the records are durable in the WAL either way, and ``flush_lag_seconds`` shows the delay.
+interval: the records are durable in the WAL either way, and ``flush_lag_seconds`` shows the delay. A damaged frame
+does not fail a flush: the segment's intact frames are stored, the damage quarantined and counted
+(``wal_corrupt_frames``).
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ class Flusher:
     def _flushed(self, result: FlushResult, started: float) -> FlushResult:
         if result.rows:
             self._metrics.add(parquet_rows_written=result.rows, parquet_files_written=len(result.files))
-            self._disk.add_files(result.files)
+        if result.corrupt_frames or result.torn_tails:  # logged by flush_segment; counted here for /metrics
+            self._metrics.add(wal_corrupt_frames=result.corrupt_frames, wal_torn_tails=result.torn_tails)
+        self._disk.add_files(result.files)
         since = self._unflushed_since
         if since is not None and since <= started:
             self._unflushed_since = None

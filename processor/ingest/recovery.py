@@ -3,7 +3,9 @@ window learns what is already stored, so the sender's retry of a batch it never 
 
 Replayed: this receiver's own segments, and those of receivers whose lock nobody holds (a host that is gone); a live
 receiver's segments are its own business. Replaying is idempotent (``storage.parquet.flush_segment``), so a crash
-during recovery is recovered by the next start. The rules are in docs/ARCHITECTURE.md, Durability and dedupe.
+during recovery is recovered by the next start. Damaged frames never stop it: every intact frame is stored and the
+damaged bytes are quarantined (``FlushResult.corrupt_frames``). The rules are in docs/ARCHITECTURE.md, Durability
+and dedupe.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pyarrow.parquet as pq
 from tokentrail.processor.storage.dedupe import DedupeWindow, table_keys
 from tokentrail.processor.storage.parquet import FlushResult, flush_segment
 from tokentrail.processor.storage.receiver_lock import ReceiverLock
-from tokentrail.processor.storage.wal import list_segments
+from tokentrail.processor.storage.wal import QUARANTINE_DIR, list_segments
 
 __all__ = ["RECENT_SECONDS", "recent_parquet_keys", "recover", "replay_segments"]
 
@@ -34,6 +36,13 @@ def recover(wal_dir: Path, usage_dir: Path, receiver_id: str, window: DedupeWind
     result = replay_segments(wal_dir, usage_dir, receiver_id)
     if result.segments:
         log.info("replayed %d WAL segment(s): %d record(s)", result.segments, result.rows)
+    if result.corrupt_frames or result.quarantined:
+        log.error(
+            "WAL recovery found %d damaged frame(s) (%d bytes, kept in %s); every intact frame was stored",
+            result.corrupt_frames,
+            result.corrupt_bytes,
+            wal_dir / QUARANTINE_DIR,
+        )
     window.seed(recent_parquet_keys(usage_dir))
     window.seed(result.identities)
     return result
@@ -55,8 +64,11 @@ def replay_segments(wal_dir: Path, usage_dir: Path, receiver_id: str) -> FlushRe
             if not other.try_acquire():
                 continue  # a live receiver owns these
         try:
-            for path in paths:
-                flush_segment(path, usage_dir, collect_identities=True, result=result)
+            for i, path in enumerate(paths):
+                # Only the newest segment can have been mid-append when its receiver died: a frame cut short at its
+                # end was never acknowledged. In an older (closed) one, a short last frame is damage like any other.
+                newest = i == len(paths) - 1
+                flush_segment(path, usage_dir, collect_identities=True, result=result, tail_may_be_torn=newest)
         finally:
             if other is not None:
                 other.release()

@@ -24,9 +24,11 @@ from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.schema import ARROW_SCHEMA, PARTITION_COLUMN, UsageRecord, conform, records_to_table
 from tokentrail.processor.storage.dedupe import table_keys
 from tokentrail.processor.storage.wal import (
+    QUARANTINE_DIR,
     WriteAheadLog,
     fsync_dir,
     parse_segment_name,
+    quarantine,
     read_segment,
     validate_receiver_id,
 )
@@ -209,38 +211,72 @@ def _sorted(column: pa.ChunkedArray) -> bool:
 
 @dataclass(slots=True)
 class FlushResult:
-    """What one flush did: rows and files written, segments turned into Parquet and deleted."""
+    """What one flush did: rows and files written, segments turned into Parquet and deleted, and what could not be
+    read in them (damaged frames, quarantined; partial last frames a crash left, never acknowledged)."""
 
     rows: int = 0
     files: list[Path] = field(default_factory=list)
     segments: int = 0
     identities: list[str] = field(default_factory=list)  # dedupe keys, only when asked for (recovery)
+    corrupt_frames: int = 0
+    corrupt_bytes: int = 0
+    quarantined: list[Path] = field(default_factory=list)
+    torn_tails: int = 0
 
 
 def flush_segment(
-    path: Path, dataset_dir: Path | str, *, collect_identities: bool = False, result: FlushResult | None = None
+    path: Path,
+    dataset_dir: Path | str,
+    *,
+    collect_identities: bool = False,
+    result: FlushResult | None = None,
+    tail_may_be_torn: bool = False,
 ) -> FlushResult:
     """Turns one closed WAL segment into Parquet, then deletes it. Safe to repeat after a crash at any step.
 
-    A segment whose bad frame is followed by more data is renamed ``*.corrupt`` rather than deleted: its complete
-    frames are in Parquet, the rest is kept for a human."""
+    Every intact frame is written, also those after a damaged one (``read_segment`` resynchronises); the damaged
+    bytes are copied to ``wal/quarantine/`` (durably, before the segment goes) and logged as an error.
+    ``tail_may_be_torn`` is for the segment a crash may have cut mid-append (recovery's newest per receiver): a
+    partial last frame there was never acknowledged and is only counted."""
     result = result if result is not None else FlushResult()
     parsed = parse_segment_name(path.name)  # the segment's own name carries its receiver and seq
     if parsed is None:
         raise NotASegment(f"not a WAL segment name: {path.name}")
     receiver_id, seq = parsed
-    read = read_segment(path)
+    read = read_segment(path, tail_may_be_torn=tail_may_be_torn)
     table = read.table()
     if table.num_rows:
         result.files.extend(write_partitions(table, dataset_dir, receiver_id, seq))
         result.rows += table.num_rows
         if collect_identities:
             result.identities.extend(table_keys(table))
-    if read.corrupt:
-        path.rename(path.with_name(path.name + ".corrupt"))
-        log.error("WAL segment %s has a corrupt frame before its end; kept as %s.corrupt", path, path.name)
-    else:
-        path.unlink(missing_ok=True)
+    if read.damage:
+        kept = quarantine(read, path.parent / QUARANTINE_DIR)
+        result.quarantined.extend(kept)
+        result.corrupt_frames += read.damaged_frames
+        result.corrupt_bytes += read.damaged_bytes
+        for damage in read.damage:
+            log.error(
+                "WAL segment %s: bytes %d-%d hold no readable frame (%s; at least %d frame(s) lost); %d intact "
+                "frame(s) of the segment stored; the damaged bytes are kept in %s",
+                path,
+                damage.start,
+                damage.end,
+                damage.reason,
+                damage.frames,
+                read.frames,
+                path.parent / QUARANTINE_DIR,
+            )
+    if read.torn_tail is not None:
+        result.torn_tails += 1
+        log.warning(
+            "WAL segment %s: dropped a partial last frame (%d bytes, %s): a crash interrupted its write, so it was "
+            "never acknowledged",
+            path,
+            read.torn_tail.size,
+            read.torn_tail.reason,
+        )
+    path.unlink(missing_ok=True)
     fsync_dir(path.parent)
     result.segments += 1
     return result

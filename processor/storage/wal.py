@@ -8,12 +8,18 @@ are written and read without copying the payload (``Frame``; segments are memory
 fsync is the cost of durability (milliseconds on real disks), so it is group-committed: a writer appends its frame
 and then waits for a sync that covers it; the first waiter to find no sync running becomes the leader and syncs
 every frame written so far, for everyone. After a failed write nothing more is appended to that segment, so a torn
-frame can only ever be a segment's last: readers stop there.
+frame can only ever be a segment's last.
+
+Reading (``read_segment``) keeps every intact frame: after a damaged one it resynchronises on the next offset whose
+header, CRC32 and Arrow payload all check out. The bytes in between are ``Damage`` (copied to ``wal/quarantine/``
+by ``quarantine`` before the segment is deleted); only a frame cut short at the end of the segment a crash
+interrupted is a torn tail, dropped as never acknowledged. See docs/ARCHITECTURE.md, Durability and dedupe.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 import struct
@@ -36,6 +42,9 @@ __all__ = [
     "MAGIC",
     "MAX_FRAME_BYTES",
     "SegmentRead",
+    "Damage",
+    "MIN_FRAME_BYTES",
+    "QUARANTINE_DIR",
     "WALClosed",
     "WALError",
     "WriteAheadLog",
@@ -45,6 +54,7 @@ __all__ = [
     "fsync_dir",
     "list_segments",
     "parse_segment_name",
+    "quarantine",
     "read_segment",
     "segment_name",
     "validate_receiver_id",
@@ -55,6 +65,7 @@ log = logging.getLogger(__name__)
 MAGIC: Final = b"TTWAL\x00\x01\n"
 FRAME_HEADER: Final = struct.Struct("<II")
 MAX_FRAME_BYTES: Final = 1 << 30  # a larger length field is corruption, not data
+QUARANTINE_DIR: Final = "quarantine"  # under the WAL directory: damaged bytes found in segments, kept for a human
 SEGMENT_SUFFIX: Final = ".wal"
 _SEGMENT_RE: Final = re.compile(r"^(?P<rid>[A-Za-z0-9_.-]{1,64})-(?P<seq>\d{12})\.wal$")
 _RECEIVER_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -148,15 +159,54 @@ def decode_payload(payload: bytes | pa.Buffer) -> pa.Table:
     return pa.ipc.open_stream(payload).read_all()
 
 
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """Bytes ``[start, end)`` of a segment that hold no readable frame: at least ``frames`` frames were lost there
+    (an estimate from the headers still plausible inside the range; 0 for a damaged magic alone)."""
+
+    start: int
+    end: int
+    reason: str
+    frames: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
 @dataclass(slots=True)
 class SegmentRead:
-    """What a segment holds. ``valid_bytes < size`` means a torn or corrupt tail was ignored."""
+    """What a segment holds: the tables of its intact frames, the ranges between them that hold none (``damage``)
+    and, for the segment a crash may have cut, a partial last frame (``torn_tail``: never acknowledged)."""
 
     path: Path
     tables: list[pa.Table] = field(default_factory=list)
-    valid_bytes: int = 0
     size: int = 0
-    corrupt: bool = False  # a bad frame with more data after it: not a torn tail, keep the file for inspection
+    damage: list[Damage] = field(default_factory=list)
+    torn_tail: Damage | None = None
+
+    @property
+    def corrupt(self) -> bool:
+        """Damage a crash cannot explain: acknowledged records may be gone, a human must hear of it."""
+        return bool(self.damage)
+
+    @property
+    def frames(self) -> int:
+        return len(self.tables)
+
+    @property
+    def damaged_frames(self) -> int:
+        return sum(d.frames for d in self.damage)
+
+    @property
+    def damaged_bytes(self) -> int:
+        return sum(d.size for d in self.damage)
+
+    @property
+    def valid_bytes(self) -> int:
+        """Bytes of the magic and the intact frames."""
+        torn = self.torn_tail.size if self.torn_tail is not None else 0
+        return self.size - self.damaged_bytes - torn
 
     @property
     def num_rows(self) -> int:
@@ -168,47 +218,170 @@ class SegmentRead:
         return pa.concat_tables(self.tables)
 
 
-def read_segment(path: Path) -> SegmentRead:
-    """Every complete frame; stops at the first incomplete or mismatching one (a crash mid-append).
+MIN_FRAME_BYTES: Final = 16  # an Arrow IPC stream is a schema message and an end marker at least: 0 is a zeroed page
+_CONTINUATION: Final = b"\xff\xff\xff\xff"  # how every Arrow IPC stream (so every payload) begins
+_USAGE_COLUMNS: Final = frozenset(ARROW_SCHEMA.names)
+_NOT_FF: Final = re.compile(rb"[^\xff]")
+
+
+def _frame_at(data: pa.Buffer, pos: int, size: int) -> tuple[pa.Table | None, int, str]:
+    """(table, end, "") for an intact frame at ``pos``, else (None, pos, why not).
+
+    Intact means all of: a length within bounds that ends inside the file, the CRC32 of that many bytes, and a
+    payload that decodes as an Arrow IPC stream of usage records. After damage this is what tells a real frame from
+    bytes that merely look like a header (a false match needs a 1-in-2^32 CRC collision *and* a decodable stream)."""
+    if pos + FRAME_HEADER.size > size:
+        return None, pos, "a partial frame header"
+    length, crc = FRAME_HEADER.unpack_from(data, pos)
+    if length < MIN_FRAME_BYTES or length > MAX_FRAME_BYTES:
+        return None, pos, f"an impossible frame length ({length})"
+    end = pos + FRAME_HEADER.size + length
+    if end > size:
+        return None, pos, f"a frame of {length} bytes running past the end of the file"
+    payload = data.slice(pos + FRAME_HEADER.size, length)
+    if zlib.crc32(payload) != crc:
+        return None, pos, "a checksum mismatch"
+    try:
+        table = decode_payload(payload)
+    except (pa.ArrowException, OSError, ValueError):  # a bad flatbuffer is a plain OSError
+        return None, pos, "a payload that is not an Arrow IPC stream"
+    if not table.schema.equals(ARROW_SCHEMA, check_metadata=False) and not (
+        table.column_names and set(table.column_names) <= _USAGE_COLUMNS
+    ):
+        return None, pos, "a payload that is not usage records"
+    return table, end, ""
+
+
+def _resync(data: pa.Buffer, search: mmap.mmap, start: int, size: int) -> tuple[int, pa.Table, int] | None:
+    """The first intact frame at or after ``start``: (offset, table, end), or None when none follows.
+
+    A payload starts with the Arrow continuation marker (0xFFFFFFFF) and then its metadata length (int32 LE, far
+    below 16 MiB: its top byte is 0), so only offsets 8 bytes before such a marker are tried, found by a C search
+    rather than a Python loop over every byte; inside a run of 0xFF bytes (erased flash reads so) only its last few
+    offsets can qualify. Each candidate is then checked in full (``_frame_at``)."""
+    search_from = start + FRAME_HEADER.size
+    while True:
+        marker = search.find(_CONTINUATION, search_from, size)
+        if marker < 0:
+            return None
+        not_ff = _NOT_FF.search(search, marker + len(_CONTINUATION))
+        run_end = not_ff.start() if not_ff else size
+        for at in range(max(marker, run_end - 7), run_end - 3):
+            if at + 8 > size or search[at + 7] != 0:
+                continue
+            table, end, _ = _frame_at(data, at - FRAME_HEADER.size, size)
+            if table is not None:
+                return at - FRAME_HEADER.size, table, end
+        search_from = run_end - 3
+
+
+def _frames_in(data: pa.Buffer, start: int, end: int) -> int:
+    """How many frames a damaged range held, at least: headers are followed while their lengths land inside it."""
+    frames, pos = 0, start
+    while pos < end:
+        frames += 1
+        if pos + FRAME_HEADER.size > end:
+            break
+        length, _ = FRAME_HEADER.unpack_from(data, pos)
+        nxt = pos + FRAME_HEADER.size + length
+        if length < MIN_FRAME_BYTES or nxt > end:
+            break
+        pos = nxt
+    return frames
+
+
+def _looks_torn(data: pa.Buffer, start: int, size: int) -> bool:
+    """Whether ``[start, size)`` is one frame cut short, as a crash mid-append leaves it: a partial header, or a
+    plausible header whose frame would end past the file's end."""
+    if start + FRAME_HEADER.size > size:
+        return True
+    length, _ = FRAME_HEADER.unpack_from(data, start)
+    return MIN_FRAME_BYTES <= length <= MAX_FRAME_BYTES and start + FRAME_HEADER.size + length > size
+
+
+def read_segment(path: Path, *, tail_may_be_torn: bool = True) -> SegmentRead:
+    """Every intact frame, however many bad ones lie between them; never modifies the file.
+
+    After a bad frame (checksum mismatch, impossible length, undecodable payload, zeroed bytes) reading resumes at
+    the next intact frame (``_resync``), and the bytes between become a ``Damage``. A range that runs to the end of
+    the file and is one frame cut short is a ``torn_tail`` when ``tail_may_be_torn`` (the segment a crash could have
+    interrupted mid-append: a receiver's newest); anywhere else it is damage too.
 
     The file is memory-mapped and frames are decoded in place (no copy of the segment or of a frame: the tables
     reference the mapping, which stays valid after the file is deleted)."""
     size = path.stat().st_size
     result = SegmentRead(path=path, size=size)
-    if size < len(MAGIC):
-        return result  # created but never written: empty
+    if size == 0:
+        return result  # created but never written
     with pa.memory_map(str(path)) as source:
         data = source.read_buffer(size)
-    if data.slice(0, len(MAGIC)).to_pybytes() != MAGIC:
-        result.corrupt = True
+    if size < len(MAGIC) and data.to_pybytes() == MAGIC[:size]:
+        result.torn_tail = Damage(0, size, "a partial segment header", 0)  # a crash while creating the segment
         return result
-    pos = len(MAGIC)
-    result.valid_bytes = pos
-    header = FRAME_HEADER.size
-    while pos + header <= size:
-        length, crc = FRAME_HEADER.unpack_from(data, pos)
-        end = pos + header + length
-        if length > MAX_FRAME_BYTES or end > size:
-            break
-        payload = data.slice(pos + header, length)
-        if zlib.crc32(payload) != crc:
-            result.corrupt = end < len(data)
-            break
-        try:
-            result.tables.append(decode_payload(payload))
-        except (pa.ArrowException, ValueError):
-            result.corrupt = True
-            break
-        pos = end
-        result.valid_bytes = pos
-    if result.valid_bytes < result.size:
-        log.warning(
-            "WAL segment %s: ignored %d bytes after the last complete frame%s",
-            path,
-            result.size - result.valid_bytes,
-            " (corrupt)" if result.corrupt else " (torn tail)",
-        )
+    search: mmap.mmap | None = None
+    try:
+        pos = len(MAGIC)
+        bad: tuple[int, str] | None = None
+        if data.slice(0, len(MAGIC)).to_pybytes() != MAGIC:
+            bad = (0, "a damaged segment header")
+        while pos < size:
+            if bad is None:
+                table, end, reason = _frame_at(data, pos, size)
+                if table is not None:
+                    result.tables.append(table)
+                    pos = end
+                    continue
+                bad = (pos, reason)
+            if search is None:
+                with open(path, "rb") as f:
+                    search = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+            found = _resync(data, search, bad[0] + 1 if bad[0] else len(MAGIC), size)
+            if found is None:
+                break
+            start, table, end = found
+            result.damage.append(Damage(bad[0], start, bad[1], _frames_in(data, max(bad[0], len(MAGIC)), start)))
+            bad = None
+            result.tables.append(table)
+            pos = end
+        if bad is not None:
+            if tail_may_be_torn and bad[0] >= len(MAGIC) and _looks_torn(data, bad[0], size):
+                result.torn_tail = Damage(bad[0], size, bad[1], 1)
+            else:
+                frames = _frames_in(data, max(bad[0], len(MAGIC)), size)
+                result.damage.append(Damage(bad[0], size, bad[1], frames))
+    finally:
+        if search is not None:
+            search.close()
     return result
+
+
+def quarantine(read: SegmentRead, directory: Path) -> list[Path]:
+    """Copies each damaged range of a segment to ``directory/<segment>.bytes-<start>-<end>`` (fsync'd) before the
+    segment may be deleted: damaged bytes are never silently destroyed, and the name says where they came from.
+    Writing the same range again (a replay after a crash) replaces the file with the same bytes."""
+    if not read.damage:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with open(read.path, "rb") as src:
+        for damage in read.damage:
+            target = directory / f"{read.path.name}.bytes-{damage.start}-{damage.end}"
+            tmp = target.with_name(f".{target.name}.tmp")
+            src.seek(damage.start)
+            with open(tmp, "wb") as out:
+                remaining = damage.size
+                while remaining:
+                    chunk = src.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    remaining -= len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+            written.append(target)
+    fsync_dir(directory)
+    return written
 
 
 class _Batch:

@@ -53,6 +53,7 @@ BASE_INSTALL_RUNS: dict[str, tuple[tuple[str, ...], str]] = {
     "reprice": (("reprice", "--start-date", "2025-03-01"), "processor"),
     "spikes": (("spikes",), "processor"),
     "status": (("status",), "processor"),
+    "wal": (("wal", "verify"), "processor"),
 }
 
 

@@ -174,7 +174,7 @@ def test_garbage_after_the_last_frame_is_a_torn_tail(tmp_path: Path) -> None:
     assert read_segment(path).num_rows == 1
 
 
-def test_corrupt_frame_before_the_end_is_flagged_and_the_segment_kept(tmp_path: Path) -> None:
+def test_corrupt_frame_before_the_end_is_flagged_its_bytes_quarantined_and_the_next_frame_kept(tmp_path: Path) -> None:
     wal = WriteAheadLog(tmp_path, "r1")
     wal.append([rec(1)])
     wal.append([rec(2)])
@@ -183,9 +183,14 @@ def test_corrupt_frame_before_the_end_is_flagged_and_the_segment_kept(tmp_path: 
     data = bytearray(path.read_bytes())
     data[20] ^= 0xFF  # inside the first frame's payload
     path.write_bytes(bytes(data))
-    assert read_segment(path).corrupt
-    flush_segment(path, tmp_path / "usage")
-    assert not path.exists() and path.with_name(path.name + ".corrupt").exists()
+    read = read_segment(path)
+    assert read.corrupt and read.num_rows == 1
+    result = flush_segment(path, tmp_path / "usage")
+    assert result.rows == 1 and result.corrupt_frames == 1
+    (kept,) = result.quarantined  # the damaged frame's bytes, named after where they came from
+    assert kept.parent == tmp_path / "quarantine" and kept.name.startswith(path.name)
+    assert kept.read_bytes() == bytes(data[read.damage[0].start : read.damage[0].end])
+    assert not path.exists()
 
 
 def test_segments_rotate_by_size(tmp_path: Path) -> None:
