@@ -15,6 +15,9 @@ __all__ = [
     "DATA_DIR",
     "DEFAULT_DATA_DIR",
     "INGEST_TOKEN",
+    "ALLOWED_HOSTS",
+    "MAX_INPUT_TOKENS_PER_CALL",
+    "MAX_OUTPUT_TOKENS_PER_CALL",
     "PRICES_AUTO_UPDATE",
     "PRICING",
     "REVENUE",
@@ -37,3 +40,9 @@ PRICING: Final = "TOKENTRAIL_PRICING"
 """Pricing overrides file (``--pricing``)."""
 PRICES_AUTO_UPDATE: Final = "TOKENTRAIL_PRICES_AUTO_UPDATE"
 """``1`` lets genai-prices fetch a newer catalog at start (falls back to the bundled data, saying so)."""
+ALLOWED_HOSTS: Final = "TOKENTRAIL_ALLOWED_HOSTS"
+"""Host names the report API and OTLP/HTTP answer besides their own address (comma-separated; ``*``: any)."""
+MAX_INPUT_TOKENS_PER_CALL: Final = "TOKENTRAIL_MAX_INPUT_TOKENS_PER_CALL"
+"""Input tokens (cached input included) above which one span is rejected as no real call (default 50,000,000)."""
+MAX_OUTPUT_TOKENS_PER_CALL: Final = "TOKENTRAIL_MAX_OUTPUT_TOKENS_PER_CALL"
+"""Output tokens (reasoning included) above which one span is rejected as no real call (default 10,000,000)."""

@@ -2,7 +2,8 @@
 
 The limits are Vercel AI Gateway's (at most 10 tags of 1-64 characters, a user id of at most 256), so attribution
 written for one reads the same in the other. Values beyond them are truncated or dropped with a note; the record is
-always kept. Dialects that carry attribution as free-form metadata (``<prefix><name>`` attributes or one JSON
+always kept. Control characters are removed, with a note (labels the reader decodes arrive without them: only
+metadata and inherited attribution meet them here). Dialects that carry attribution as free-form metadata (``<prefix><name>`` attributes or one JSON
 object) are read with ``from_metadata``: a ``user_id``-like name is the user, ``tags`` adds tags, ``credential``
 states the credential type, and any other scalar becomes a ``name:value`` tag.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from tokentrail.processor.normalize.values import Notes, text, text_list
+from tokentrail.processor.normalize.values import Notes, text, text_list, without_controls
 
 __all__ = ["MAX_TAGS", "MAX_TAG_CHARS", "MAX_USER_CHARS", "from_metadata", "limit_tags", "tags_of", "user_of"]
 
@@ -32,10 +33,15 @@ _TAG_LISTS_MAX: Final = 4096  # values come from spans: bounded
 
 
 def user_of(value: object, notes: Notes) -> str | None:
-    """The user id: text, stripped, at most MAX_USER_CHARS (truncated with a note)."""
+    """The user id: text without control characters (removed with a note), stripped, at most MAX_USER_CHARS
+    (truncated with a note)."""
     user = text(value)
     if user is None:
         return None
+    cleaned = without_controls(user)
+    if cleaned is not None:
+        notes.append("control characters removed from the user id")
+        user = cleaned
     user = user.strip() or None
     if user is not None and len(user) > MAX_USER_CHARS:
         notes.append(f"user id truncated from {len(user)} to {MAX_USER_CHARS} characters")
@@ -70,11 +76,15 @@ def tags_of(values: Iterable[object], notes: Notes) -> list[str]:
 
 
 def limit_tags(tags: list[str], notes: Notes) -> list[str]:
-    """At most MAX_TAGS distinct tags of 1-MAX_TAG_CHARS characters, first ones kept."""
+    """At most MAX_TAGS distinct tags of 1-MAX_TAG_CHARS characters without control characters, first ones kept."""
     out: list[str] = []
     seen: set[str] = set()
-    truncated = 0
+    truncated = controls = 0
     for tag in tags:
+        cleaned = without_controls(tag)
+        if cleaned is not None:
+            tag = cleaned
+            controls += 1
         tag = tag.strip()
         if not tag:
             continue
@@ -90,6 +100,8 @@ def limit_tags(tags: list[str], notes: Notes) -> list[str]:
         out.append(tag)
     if truncated:
         notes.append(f"{truncated} tag(s) truncated to {MAX_TAG_CHARS} characters")
+    if controls:
+        notes.append(f"control characters removed from {controls} tag(s)")
     return out
 
 

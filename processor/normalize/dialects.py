@@ -372,6 +372,15 @@ COMMON_KEYS: Final = frozenset(
 )
 # Every key the reader keeps from a span; the rest are never decoded.
 KEYS: Final = frozenset().union(COMMON_KEYS, *(d.keys() for d in DIALECTS))
+# Keys whose values are labels that records are grouped and filtered by: their control characters are removed when
+# the value is decoded (``reader._Entries``), so a clean value met again costs nothing. Response ids are not among
+# them: new on every call (never remembered), they would cost a scan a span, and they are matched, never shown.
+LABEL_FACTS: Final = ("provider", "response_model", "request_model", "service_tier", "operation", "user", "tags")
+LABEL_KEYS: Final = frozenset(
+    {sc.TOKENTRAIL_API, sc.TOKENTRAIL_CREDENTIAL_ID, sc.ERROR_TYPE}.union(
+        *(getattr(d, fact) for d in DIALECTS for fact in LABEL_FACTS)
+    )
+)
 # Any of these makes a span a GenAI call (besides the markers and the Anthropic span name).
 _USAGE_KEYS: Final = frozenset().union(*(d.usage_keys() for d in DIALECTS))
 _USAGE_KEYS_OF: Final = {d.source: d.usage_keys() for d in DIALECTS}

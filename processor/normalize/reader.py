@@ -52,6 +52,7 @@ from tokentrail.processor.normalize.dialects import (
     DIALECTS,
     KEY_FACTS,
     KEYS,
+    LABEL_KEYS,
     OPENINFERENCE,
     OPENLLMETRY,
     OTEL_GENAI,
@@ -63,6 +64,7 @@ from tokentrail.processor.normalize.dialects import (
     dialect_of,
     usage_free,
 )
+from tokentrail.processor.normalize.limits import MAX_CALL_NANOS, CallLimits, call_limits
 from tokentrail.processor.normalize.otlp import (
     STATUS_CODE_ERROR,
     InvalidRequest,
@@ -89,6 +91,7 @@ from tokentrail.processor.normalize.values import (
     plain,
     text,
     text_list,
+    without_controls,
 )
 from tokentrail.processor.pricing.catalog import canonical_provider
 from tokentrail.processor.schema import CURRENCY, FIELD_NAMES, NO_USAGE, UNPRICED, UsageColumns, UsageRecord
@@ -106,6 +109,7 @@ __all__ = [
     "PYDANTIC_AI",
     "TOKENTRAIL",
     "VERCEL_AI",
+    "CallLimits",
     "Dialect",
     "Finish",
     "NormalizeResult",
@@ -120,6 +124,8 @@ DEFAULT_CREDENTIAL_TYPE: Final = "system"  # a key the service was configured wi
 # Start times outside [2000-01-01, now + 7 days] are a broken clock or a forged span, never a call to bill.
 MIN_START_NANOS: Final = 946_684_800 * 10**9
 MAX_FUTURE_NANOS: Final = 7 * 86_400 * 10**9
+_HOUR_NANOS: Final = 3600 * 10**9
+_MAX_CALL_HOURS: Final = MAX_CALL_NANOS // _HOUR_NANOS
 _SPAN_NAMES: Final = frozenset().union(*(d.span_names for d in DIALECTS))  # names that choose a dialect
 _NO_TRACE_ID: Final = bytes(16)
 _NO_SPAN_ID: Final = bytes(8)
@@ -242,6 +248,27 @@ class _Invalid:
         self.reason = reason
 
 
+class _Controls:
+    """A label (``dialects.LABEL_KEYS``) that held control characters: ``value`` is it without them (read in its
+    place, with a warning). Never remembered, like ``_Invalid``: the warning is each span's."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def _label_without_controls(value: object) -> object | None:
+    """A label's value (a string, or a tags array) without its control characters; None when it has none."""
+    if type(value) is str:
+        return without_controls(value)
+    if type(value) is tuple:
+        cleaned = [without_controls(v) if type(v) is str else None for v in value]
+        if any(c is not None for c in cleaned):
+            return tuple(v if c is None else c for v, c in zip(value, cleaned, strict=True))
+    return None
+
+
 _NOTHING_DROPPED: Final[frozenset[str]] = frozenset()
 _OTHER: Final = (None, None)  # an attribute no dialect names: one entry of the span's dict, removed once
 _ENTRIES_MAX: Final = 1 << 16  # attributes come from spans: bound what a stream of odd values can take
@@ -256,8 +283,8 @@ class _Entries(dict[bytes, tuple[str | None, object]]):
 
     Looked up with ``[]``: an encoding met before (a model, a provider, a flag, another span's key) costs one lookup
     inside ``dict(map(...))``, and ``__missing__`` splits and decodes the others (remembering the short ones).
-    ``invalid`` counts the values that could not be decoded, so that a reader notices one by comparing it before
-    and after a span."""
+    ``invalid`` counts the values that could not be decoded or held control characters (``_Controls``), so that a
+    reader notices one by comparing it before and after a span."""
 
     invalid = 0
 
@@ -274,6 +301,11 @@ class _Entries(dict[bytes, tuple[str | None, object]]):
             pair = (key, value)
             if type(value) is dict:  # a kvlist's dict is the reader's to change: never shared
                 return pair
+            if key in LABEL_KEYS:  # only on a miss: a clean label met again is not scanned again
+                cleaned = _label_without_controls(value)
+                if cleaned is not None:
+                    self.invalid += 1
+                    return key, _Controls(cleaned)
         if len(raw) <= _ENTRY_MAX_BYTES and key not in _UNIQUE_KEYS:
             if len(self) >= _ENTRIES_MAX:
                 self.clear()
@@ -286,13 +318,13 @@ _ENTRIES: Final = _Entries()
 
 def _known_attributes(entries: Any) -> tuple[dict[Any, object], bool]:
     """The span's known attributes (key -> decoded value; the last of duplicate keys wins) and whether one holds an
-    ``_Invalid`` value. Raises ``UnreadableAttribute``."""
+    ``_Invalid`` or ``_Controls`` value. Raises ``UnreadableAttribute``."""
     invalid = _ENTRIES.invalid
     found = dict(map(_ENTRIES.__getitem__, entries))
     if None in found:
         del found[None]
     if _ENTRIES.invalid != invalid:
-        return found, any(type(v) is _Invalid for v in found.values())
+        return found, any(type(v) is _Invalid or type(v) is _Controls for v in found.values())
     return found, False
 
 
@@ -319,40 +351,55 @@ def _plan_of(found: dict[str, object], span_name: str) -> Plan:
 # -- a request ---------------------------------------------------------------------------------------------------
 
 
-def normalize_request(request: ExportTraceServiceRequest) -> NormalizeResult:
+def normalize_request(request: ExportTraceServiceRequest, limits: CallLimits | None = None) -> NormalizeResult:
     """All usage records in one OTLP export (the standard message, or the faster ``otlp.fast_request_class()`` one
-    the receiver parses into). Never raises for a bad span: it is rejected, counted and explained."""
+    the receiver parses into). Never raises for a bad span: it is rejected, counted and explained. ``limits``: the
+    token limits of one call (default: ``limits.call_limits()``, from the environment)."""
     fast = as_fast_request(request)
+    if limits is None:
+        limits = call_limits()
+    notes: list[str] = []
     try:
-        return _normalize(_resources(fast), [])
+        return _normalize(_resources(fast, notes), notes, limits)
     except UnreadableAttribute:
         # The fast class does not look inside attributes at parse; the standard class would have refused this
         # request: read it as ``parse_export_request`` reads such a request (raises ``InvalidRequest``).
         scrubbed, warnings = scrub_request(fast.SerializeToString())
     try:
-        return _normalize(_resources(scrubbed), warnings)
+        return _normalize(_resources(scrubbed, warnings), warnings, limits)
     except UnreadableAttribute as exc:
         raise InvalidRequest(f"malformed ExportTraceServiceRequest: {exc}") from None
 
 
-def _resources(request: Any) -> Iterator[tuple[Any, str | None, str | None]]:
+def _resources(request: Any, notes: list[str]) -> Iterator[tuple[Any, str | None, str | None]]:
+    """Each scope's spans with their resource's service and environment (what was changed in them: ``notes``)."""
     for resource_spans in request.resource_spans:
-        service, environment = _service_environment(resource_spans.resource)
+        service, environment = resource_service_environment(resource_spans.resource)
+        service = _resource_name(service, "service.name", notes)
+        environment = _resource_name(environment, "deployment environment", notes)
         for scope_spans in resource_spans.scope_spans:
             yield scope_spans.spans, service, environment
 
 
-def _service_environment(resource: Any) -> tuple[str | None, str | None]:
-    service, environment = resource_service_environment(resource)
-    if service is not None and len(service) > MAX_NAME_CHARS:
-        service = service[:MAX_NAME_CHARS]
-    if environment is not None and len(environment) > MAX_NAME_CHARS:
-        environment = environment[:MAX_NAME_CHARS]
-    return service, environment
+def _resource_name(value: str | None, what: str, notes: list[str]) -> str | None:
+    """A service or environment name: without control characters, at most MAX_NAME_CHARS (once per resource)."""
+    if value is None:
+        return None
+    cleaned = without_controls(value)
+    if cleaned is not None:
+        notes.append(f"{what}: control characters removed")
+        value = cleaned
+    if len(value) > MAX_NAME_CHARS:
+        notes.append(f"{what} truncated from {len(value)} to {MAX_NAME_CHARS} characters")
+        value = value[:MAX_NAME_CHARS]
+    return value or None
 
 
-def _normalize(resources: Iterable[tuple[Any, str | None, str | None]], warnings: list[str]) -> NormalizeResult:
+def _normalize(
+    resources: Iterable[tuple[Any, str | None, str | None]], warnings: list[str], limits: CallLimits
+) -> NormalizeResult:
     result = NormalizeResult()
+    resources = list(resources)  # (which adds the resources' notes to ``warnings``)
     for warning in warnings:  # strings dropped at parse, first, as the sender would have read them
         result.warn(1, warning)
     append = result.rows.append
@@ -360,7 +407,6 @@ def _normalize(resources: Iterable[tuple[Any, str | None, str | None]], warnings
     embedding_parents: dict[bytes, int] | None = None  # v7 Vercel embeddings: an outer span over inner ones
     # (row, parent span id, credential type stated) of the records with no user and no tags
     unattributed: list[tuple[int, bytes, bool]] | None = None
-    resources = list(resources)
     for spans, service, environment in resources:
         result.received += len(spans)
         for span in spans:
@@ -373,7 +419,7 @@ def _normalize(resources: Iterable[tuple[Any, str | None, str | None]], warnings
             if invalid:
                 dropped = _drop_invalid(result, found)
                 plan = _plan(frozenset(found), span.name)
-            row = _read(result, span, found, plan, dropped, service, environment, now)
+            row = _read(result, span, found, plan, dropped, service, environment, now, limits)
             if row is None:
                 continue
             append(row)
@@ -484,6 +530,7 @@ def _read(
     service: str | None,
     environment: str | None,
     now: int,
+    limits: CallLimits,
 ) -> tuple[Any, ...] | None:
     """The span's record, or None when it is skipped or rejected (counted and explained in ``result``). An attribute
     that cannot be decoded met outside the known keys (attribution by prefix) is dropped with a warning, and the span
@@ -496,7 +543,7 @@ def _read(
             if dialect is None or _skip(span, plan, dialect, found):
                 result.skipped += 1
                 return None
-            row = _row(span, found, plan, dropped, service, environment, notes, now)
+            row = _row(span, found, plan, dropped, service, environment, notes, now, limits)
         except _BadAttribute as bad:
             result.warn(1, f"attribute {bad.key[:100]!r} dropped: {bad.reason}")
             dropped = dropped | {bad.key}
@@ -517,7 +564,13 @@ def _read(
 
 def _drop_invalid(result: NormalizeResult, found: dict[str, object]) -> frozenset[str]:
     """Known attributes whose values cannot be decoded are removed from ``found`` (as if never sent), with a warning
-    each, in key order; returns their keys."""
+    each, in key order; returns their keys. Labels that held control characters are read without them, with a
+    warning each."""
+    for key in sorted(k for k, v in found.items() if type(v) is _Controls):
+        controls = found[key]
+        assert isinstance(controls, _Controls)
+        found[key] = controls.value
+        result.warn(1, f"attribute {key[:100]!r}: control characters removed")
     invalid = sorted(k for k, v in found.items() if type(v) is _Invalid)
     for key in invalid:
         value = found.pop(key)
@@ -562,6 +615,7 @@ def _row(
     environment: str | None,
     notes: Notes,
     now: int,
+    limits: CallLimits,
 ) -> tuple[Any, ...]:
     """One record (a ``FIELD_NAMES``-ordered tuple) from one span known to be a GenAI call; raises ``SpanRejected``.
 
@@ -593,6 +647,8 @@ def _row(
     # (read before the counts only so that its note comes first; a span rejected for its counts drops it anyway)
     error_type = optional_name(found[ERROR_TYPE], "error.type", notes) if ERROR_TYPE in found else None
     counts = usage_counts(span, found, dialect, plan.keys, plan.details, provider, notes)
+    if counts[0] > limits.max_input_tokens or counts[1] > limits.max_output_tokens:
+        raise SpanRejected(f"span {span.name[:100]!r} has {limits.exceeded(counts[0], counts[1])}")
     usage_missing = TOKENTRAIL_USAGE_MISSING in found and flag(found[TOKENTRAIL_USAGE_MISSING])
     is_error = error_type is not None or span.status.code == STATUS_CODE_ERROR
     if not counts[8] and not is_error:
@@ -628,7 +684,9 @@ def _row(
         dialect.finish(span, found, fields)
         response_id, operation, streamed = fields.response_id, fields.operation, fields.streamed
     value = found.get(TOKENTRAIL_API)
-    api = (value if type(value) is str else text(value)) or dialect.default_api
+    if type(value) is not str or len(value) > MAX_NAME_CHARS:  # a clean string is taken inline
+        value = _label(value, "api", notes) if value is not None else None
+    api = value or dialect.default_api
     credential_id = (
         _label(found[TOKENTRAIL_CREDENTIAL_ID], "credential id", notes) if TOKENTRAIL_CREDENTIAL_ID in found else None
     )
@@ -643,7 +701,8 @@ def _row(
         if first["reported_cost"] is not None or VERCEL_PROVIDER_METADATA in found
         else None
     )
-    end = span.end_time_unix_nano
+    took = span.end_time_unix_nano - start
+    duration_ms = took / 1e6 if 0 <= took <= MAX_CALL_NANOS else _no_duration(took, notes)  # a broken clock
     return (
         start // 1000,  # timestamp (µs)
         trace_id.hex(),
@@ -669,11 +728,21 @@ def _row(
         CURRENCY,
         NO_USAGE if usage_missing else UNPRICED,  # price_status (the pricer decides the rest)
         None,  # price_version
-        (end - start) / 1e6 if end >= start else None,  # duration_ms
+        duration_ms,
         streamed,
         status,
         error_type,
     )
+
+
+def _no_duration(took: int, notes: Notes) -> float | None:
+    """No duration (None) for a span that ends before it starts (or has no end) or lasts longer than any call: a
+    broken clock, said in a note; the call is kept."""
+    if took < 0:
+        notes.append("duration dropped: end time before start time")
+    else:
+        notes.append(f"duration dropped: {took // _HOUR_NANOS} hours, longer than any call ({_MAX_CALL_HOURS} h)")
+    return None
 
 
 def _label(value: object, what: str, notes: Notes) -> str | None:

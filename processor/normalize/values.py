@@ -4,7 +4,9 @@ Values arrive decoded (``otlp.any_value``: ``str``, ``int``, ``bool``, ``float``
 dicts for kvlists, ``UNSET`` for a value with nothing set). Senders disagree on types (JavaScript SDKs send whole
 numbers as doubles, baggage-derived flags arrive as text), so each role accepts what is unambiguous and refuses the
 rest: a count that is not a count rejects the span (``SpanRejected``) rather than pricing a guess; a label that is not
-sane is dropped with a note (``Notes``) and the record kept.
+sane is dropped with a note (``Notes``) and the record kept. Labels (``dialects.LABEL_KEYS``) reach ``name`` and
+``optional_name`` without control characters: the reader removes them when it first decodes a value
+(``without_controls``), so these helpers do not scan again.
 """
 
 from __future__ import annotations
@@ -36,12 +38,16 @@ __all__ = [
     "plain",
     "text",
     "text_list",
+    "without_controls",
 ]
 
 MAX_TOKENS: Final = 1_000_000_000  # above this a count is a bug or an attack, not a call
 MAX_NAME_CHARS: Final = 256  # provider, model, ids: longer is not a name
 MAX_METADATA_JSON_CHARS: Final = 65_536
 MAX_REPORTED_COST: Final = Decimal(10) ** (COST_PRECISION - COST_SCALE)  # the cost column's limit (exclusive)
+# Control characters (Unicode Cc: C0, DEL, C1) are never part of a name, an id or a tag: a NUL in a user id splits
+# one user in two in every report and breaks tools reading the Parquet files as C strings.
+_CONTROLS: Final = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)])
 
 
 class SpanRejected(TokenTrailError, ValueError):
@@ -153,6 +159,14 @@ def optional_name(value: object, what: str, notes: Notes) -> str | None:
         notes.append(f"{what} dropped: {len(found)} characters (at most {MAX_NAME_CHARS})")
         return None
     return found
+
+
+def without_controls(value: str) -> str | None:
+    """``value`` without its control characters, or None when it has none (the common case: one scan in C)."""
+    if value.isprintable():
+        return None
+    cleaned = value.translate(_CONTROLS)
+    return None if cleaned == value else cleaned  # other non-printables (a no-break space) are kept
 
 
 def amount(raw: object) -> Decimal | None:

@@ -25,6 +25,7 @@ from tokentrail.processor.normalize.reader import (
     MAX_USER_CHARS,
     normalize_request,
 )
+from tokentrail.processor.normalize.values import without_controls
 from tokentrail.processor.schema import records_to_table
 
 from tests.helpers.otlp import (
@@ -219,4 +220,9 @@ def test_the_normalizer_never_raises_and_every_record_satisfies_the_schema(
         assert record.status in ("ok", "error", "incomplete")
         assert 2000 <= record.timestamp.year <= 2100
         assert len(record.trace_id) == 32 and len(record.span_id) == 16
+        assert record.duration_ms is None or 0 <= record.duration_ms <= 24 * 3600 * 1000
+        labels = (record.provider, record.model, record.request_model, record.user_id, *record.tags, record.api,
+                  record.operation, record.service_tier, record.credential_id, record.error_type)
+        assert not any(without_controls(label) for label in labels if label), labels
+        assert record.api is None or len(record.api) <= 256
     records_to_table(result.records)  # the Arrow schema (types, non-null columns) accepts every record
