@@ -8,6 +8,13 @@ one DuckDB scan) and adds no dependency.
 * Auth: with a token (``TOKENTRAIL_API_TOKEN`` for ``tokentrail serve``), every ``/v1/`` endpoint needs
   ``Authorization: Bearer <token>``; missing or wrong is 401 with Vercel's error shape
   ``{"error": {"message": ..., "type": "authentication_error"}}``. ``/healthz`` and ``/openapi.json`` stay open.
+  An empty token is refused at construction (it would read as "no auth").
+* Host: only names of this server are answered (``ingest.auth.HostCheck``: loopback names when bound to loopback,
+  plus ``allowed_hosts``), anything else is 421: a DNS-rebinding page cannot read reports through a browser. Two
+  ``Host`` or ``Content-Length`` headers are 400.
+* Connections: a listen queue of ``socket.SOMAXCONN`` (bursts of clients wait in it rather than being dropped
+  and retried a second later); a client that goes away mid-request or mid-response is logged at debug and
+  counted (``ReportServer.dropped_connections``), not a traceback.
 * Errors: a bad parameter is 400 ``invalid_request_error`` with a message naming it, and so is a parameter name
   the endpoint does not read (with the closest known name: ``user`` → ``user_id``); an unknown path 404.
 * Format: JSON by default; CSV with ``format=csv`` or ``Accept: text/csv`` (``format`` wins). A result cut at the
@@ -22,6 +29,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from tokentrail.processor import environment
 from tokentrail.processor.api.openapi import ENDPOINT_PARAMETERS, openapi_document
 from tokentrail.processor.errors import TokenTrailError
+from tokentrail.processor.ingest.auth import HostCheck
 from tokentrail.processor.reports.budgets import (
     BUDGET_COLUMNS,
     BudgetsConfig,
@@ -52,6 +61,7 @@ from tokentrail.processor.reports.spikes import SPIKE_COLUMNS, spikes_from_param
 __all__ = [
     "API_FORMATS",
     "APIListenError",
+    "APITokenError",
     "BUDGETS_PATH",
     "DEFAULT_API_HOST",
     "DEFAULT_API_PORT",
@@ -161,6 +171,10 @@ def response_format(params: Mapping[str, list[str]], accept: str | None) -> str:
     return "csv" if csv_q > 0 and csv_q > json_q and csv_q >= wildcard_q else "json"
 
 
+class APITokenError(TokenTrailError, ValueError):
+    """An empty or blank token: refused, since it would silently mean "no auth"."""
+
+
 class APIListenError(TokenTrailError, OSError):
     """The report API cannot listen on its address. An ``OSError``, as a failed bind always was (``tokentrail serve``
     prints those as one line); ``str()`` names the address and the fix."""
@@ -184,22 +198,42 @@ def _listen_error(host: str, port: int, exc: OSError) -> APIListenError:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a slow client never blocks stop()
+    request_queue_size = socket.SOMAXCONN  # the listen backlog (the kernel caps it at net.core.somaxconn)
 
-    def __init__(self, address: tuple[str, int], app: _App) -> None:
+    def __init__(self, address: tuple[str, int], app: _App, host_check: HostCheck) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.app = app
+        self.host_check = host_check
+        self.dropped = 0
+        self._dropped_lock = threading.Lock()
         self.openapi = json.dumps(openapi_document(), indent=1)
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that left (reset, closed before our answer) is its business: debug, counted. Anything else
+        is ours: logged with its traceback (the stdlib prints it to stderr, around the log)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            with self._dropped_lock:
+                self.dropped += 1
+            logger.debug("report API client %s went away: %r", client_address, exc)
+        else:
+            logger.exception("report API connection from %s failed", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"  # keep-alive for clients that poll; every response sets Content-Length
-    server_version = "TokenTrail"
+    server_version = "tokentrail"
     timeout = 30  # seconds a connection may sit idle: a stuck client must not hold a thread forever
 
+    def version_string(self) -> str:
+        return self.server_version  # the stdlib adds Python's version: a gift to whoever scans for old ones
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self._refused():
+            return
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         if path == HEALTH_PATH:
@@ -244,15 +278,33 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(HTTPStatus.OK, answer.json_body, headers)
 
+    def _refused(self) -> bool:
+        """A request no route may see: two ``Host`` or ``Content-Length`` headers (read two ways by two parsers:
+        request smuggling through a proxy) are 400, a ``Host`` that is not this server's 421."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1 or len(self.headers.get_all("Content-Length") or []) > 1:
+            self.close_connection = True
+            what = "Host" if len(hosts) > 1 else "Content-Length"
+            self._send(HTTPStatus.BAD_REQUEST, _error_body(f"more than one {what} header", "invalid_request_error"))
+            return True
+        if not self.server.host_check.permits(hosts[0] if hosts else None):
+            self.close_connection = True
+            body = _error_body(self.server.host_check.refusal(hosts[0]), "invalid_request_error")
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, body)
+            return True
+        return False
+
     def _authorized(self) -> bool:
         token = self.server.app.token
-        if not token:
+        if token is None:
             return True
         header = self.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
     def _not_allowed(self) -> None:
+        if self._refused():
+            return
         body = _error_body("only GET is supported", "invalid_request_error")
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, body, {"Allow": "GET"})
 
@@ -266,6 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -279,8 +333,9 @@ class ReportServer:
     """The HTTP API on its own thread. ``port=0`` picks a free port; read ``port`` after ``start()``.
 
     ``token``: when set, every ``/v1/`` endpoint requires ``Authorization: Bearer <token>`` (``/healthz`` and
-    ``/openapi.json`` stay open). Bind to a non-loopback host only with a token or behind a proxy that
-    authenticates. ``budgets`` and ``revenue`` (a file path or a loaded config) enable ``/v1/budgets`` and
+    ``/openapi.json`` stay open); an empty one is a ``ValueError``. Bind to a non-loopback host only with a token
+    or behind a proxy that authenticates. ``allowed_hosts``: ``Host`` names answered besides this address's own
+    (``ingest.auth.HostCheck``; ``*`` for any). ``budgets`` and ``revenue`` (a file path or a loaded config) enable ``/v1/budgets`` and
     ``/v1/margins``; they are read here, so a bad file stops the server from starting, not a request later.
     ``start()`` raises ``APIListenError`` (an ``OSError``) naming the address when it cannot listen there.
     """
@@ -294,7 +349,11 @@ class ReportServer:
         token: str | None = None,
         budgets: BudgetsConfig | str | os.PathLike[str] | None = None,
         revenue: RevenueConfig | str | os.PathLike[str] | None = None,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
+        if token is not None and not token.strip():
+            raise APITokenError("the report API token is empty: give a real one, or none for no auth")
+        self._host_check = HostCheck(host, allowed_hosts, token=token is not None)
         self._app = _App(
             report=Report(data_dir),
             token=token,
@@ -318,6 +377,11 @@ class ReportServer:
         return self._port
 
     @property
+    def dropped_connections(self) -> int:
+        """Connections the clients reset or closed before their answer was written, since ``start()``."""
+        return self._httpd.dropped if self._httpd is not None else 0
+
+    @property
     def url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self.port}"
@@ -326,7 +390,7 @@ class ReportServer:
         if self._httpd is not None:
             raise RuntimeError("ReportServer already started")
         try:
-            self._httpd = _HTTPServer((self._host, self._port), self._app)
+            self._httpd = _HTTPServer((self._host, self._port), self._app, self._host_check)
         except OSError as exc:
             raise _listen_error(self._host, self._port, exc) from None
         self._thread = threading.Thread(

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from tokentrail.processor import environment
 from tokentrail.processor.api.http import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
+from tokentrail.processor.ingest.auth import is_loopback, parse_allowed_hosts
+from tokentrail.processor.normalize.limits import LimitsError, load_call_limits
 from tokentrail.processor.reports import budgets
 from tokentrail.processor.reports.budgets import load_budgets
 from tokentrail.processor.storage.dedupe import DEFAULT_WINDOW
@@ -29,6 +31,7 @@ DEFAULT_HTTP_PORT: Final = 14318  # likewise not 4318
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
     )
     serve.add_argument(
         "--api-token",
-        default=os.environ.get(environment.API_TOKEN) or None,
+        default=os.environ.get(environment.API_TOKEN),  # set but empty is refused in run(), never "no auth"
         help=f"require 'Authorization: Bearer TOKEN' on the report API's /v1/ endpoints (env {environment.API_TOKEN})",
     )
     serve.add_argument(
@@ -75,9 +78,16 @@ def register(commands: Any, default_data_dir: Path) -> None:
     serve.add_argument("--no-http", action="store_true", help="do not listen for OTLP/HTTP (nor serve GET /metrics)")
     serve.add_argument(
         "--ingest-token",
-        default=os.environ.get(environment.INGEST_TOKEN) or None,
+        default=os.environ.get(environment.INGEST_TOKEN),
         help=f"require 'authorization: Bearer TOKEN' on OTLP gRPC and HTTP, GET /metrics included "
         f"(env {environment.INGEST_TOKEN})",
+    )
+    serve.add_argument(
+        "--allowed-hosts",
+        default=os.environ.get(environment.ALLOWED_HOSTS),
+        help="comma-separated Host names the report API and OTLP/HTTP answer besides this address's own (loopback "
+        "names, IP addresses when --host is not loopback); others get 421 (DNS rebinding); '*' allows any "
+        f"(env {environment.ALLOWED_HOSTS})",
     )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve OTLP gRPC and HTTP over TLS")
     serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
@@ -147,6 +157,25 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
+def _setup_problem(args: argparse.Namespace) -> str | None:
+    """What makes this start unsafe, in one line: an empty token (it would read as "no auth"), or a report API
+    beyond loopback that anyone reaching it could read."""
+    for option, value, variable in (
+        ("--api-token", args.api_token, environment.API_TOKEN),
+        ("--ingest-token", args.ingest_token, environment.INGEST_TOKEN),
+    ):
+        if value is not None and not value.strip():
+            return (f"{option} is empty (an empty {variable} counts): that would turn auth off; give a real token, "
+                    "or unset it for none")
+    if not args.no_api and not is_loopback(args.host) and args.api_token is None and not getattr(
+        args, "allowed_hosts", None
+    ):
+        return (f"the report API on {args.host} would answer anyone who reaches it: set --api-token (env "
+                f"{environment.API_TOKEN}), or behind a proxy that authenticates name it with --allowed-hosts (env "
+                f"{environment.ALLOWED_HOSTS}), or --no-api")
+    return None
+
+
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     # gRPC, protobuf and the price catalog load only for this command: the other commands start without them.
     from tokentrail.processor.ingest.receiver import Receiver
@@ -164,8 +193,16 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         print("tokentrail serve: --tls-cert and --tls-key go together", file=sys.stderr)
         restore()
         return EXIT_USAGE
+    problem = _setup_problem(args)
+    if problem is not None:
+        print(f"tokentrail serve: {problem}", file=sys.stderr)
+        restore()
+        return EXIT_USAGE
+    allowed_hosts = parse_allowed_hosts(getattr(args, "allowed_hosts", None))
     http_port = None if args.no_http else args.http_port
     try:
+        # TOKENTRAIL_MAX_{INPUT,OUTPUT}_TOKENS_PER_CALL, read once before anything listens: a bad value stops the start.
+        load_call_limits()
         data_dir.mkdir(parents=True, exist_ok=True)
         receiver = Receiver(
             data_dir,
@@ -180,6 +217,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
             max_disk_bytes=args.max_disk_bytes,
             flush_interval=args.flush_interval,
             dedupe_window=args.dedupe_window,
+            allowed_hosts=allowed_hosts,
             # --pricing wins over TOKENTRAIL_PRICING, which the Pricer reads when no file is named here.
             pricer=Pricer(overrides=args.pricing) if args.pricing is not None else None,
         )
@@ -192,6 +230,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
             token=args.api_token,
             budgets=budget_config,
             revenue=args.revenue,
+            allowed_hosts=allowed_hosts,
         )
         monitor = budgets.attach(receiver, budget_config, data_dir) if budget_config is not None else None
         receiver.start()
@@ -220,6 +259,10 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
                 monitor.close()  # after the receiver: the last batches' alerts still go out
     except PricingConfigError as exc:  # a bad overrides file is a usage error, said before anything listens
         print(f"tokentrail serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LimitsError as exc:
+        print(f"tokentrail serve: {exc}", file=sys.stderr)
+        restore()
         return EXIT_USAGE
     except (OSError, RuntimeError, ValueError) as exc:  # a port in use, a receiver id in use, a bad TLS file
         print(f"tokentrail serve: {exc}", file=sys.stderr)

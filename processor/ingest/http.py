@@ -2,10 +2,12 @@
 ``POST /v1/metrics`` and ``POST /v1/logs`` the same way, acknowledged and counted, never stored (``ingest.signals``).
 
 Status codes follow the OTLP/HTTP specification: 200 with an ``ExportTraceServiceResponse`` (in the request's
-encoding) when the records are durable, 400 for a body that is not a request, 401 for a missing or wrong bearer
-token, 413 for a body over the size limit, 415 for another content type, 503 with ``Retry-After`` when the records
-could not be stored (the sender retries). ``GET /metrics`` serves the receiver's counters as Prometheus text (behind
-the same token when one is set).
+encoding) when the records are durable, 400 for a body that is not a request (nested too deeply included), two
+``Content-Length`` or ``Host`` headers, or a ``Transfer-Encoding``, 401 for a missing or wrong bearer token, 411
+without ``Content-Length``, 413 for a body over the size limit, 415 for another content type, 421 for a ``Host``
+that is not a name of this server (DNS rebinding; ``auth.HostCheck``), 503 with ``Retry-After`` when the records
+could not be stored (the sender retries). Every refusal is counted. ``GET /metrics`` serves the receiver's counters
+as Prometheus text (behind the same token when one is set).
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import socket
 import ssl
 import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 
 from google.rpc import status_pb2  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
-from tokentrail.processor.ingest.auth import bearer_matches
+from tokentrail.processor.ingest.auth import HostCheck, bearer_matches
 from tokentrail.processor.ingest.listen import listen_error
 from tokentrail.processor.ingest.metrics import Metrics
 from tokentrail.processor.ingest.pipeline import Pipeline
@@ -38,6 +40,7 @@ METRICS_PATH: Final = "/metrics"
 PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 RETRY_AFTER_SECONDS: Final = "2"
+_TOO_DEEP: Final = "malformed OTLP/JSON: nested too deeply"
 NOT_FOUND: Final = f"OTLP goes to POST {TRACES_PATH} (and {', '.join(SIGNALS)}, acknowledged but not stored)"
 
 
@@ -55,10 +58,12 @@ class _Server(ThreadingHTTPServer):
         labels: Mapping[str, str],
         reuse_port: bool,
         max_body: int,
+        host_check: HostCheck,
     ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.token = token
+        self.host_check = host_check
         self.labels = labels
         self.reuse_port = reuse_port
         self.max_body = max_body
@@ -72,6 +77,7 @@ class _Server(ThreadingHTTPServer):
         super().server_bind()
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # a dropped client is not our error
+        self.metrics.add(connections_dropped=1)
         log.debug("OTLP/HTTP connection from %s failed", client_address, exc_info=True)
 
 
@@ -79,6 +85,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "tokentrail"
+
+    def version_string(self) -> str:
+        return self.server_version  # the stdlib adds Python's version: a gift to whoever scans for old ones
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         log.debug("otlp-http %s - " + format, self.address_string(), *args)
@@ -89,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")  # the client learns it, instead of finding the socket closed
         for name, value in (extra or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -108,10 +119,36 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         return bearer_matches(self.server.token, self.headers.get("Authorization"))
 
+    def _refused(self, reply_type: str) -> bool:
+        """Answers (and counts) a request no route may see: a foreign ``Host`` (421), or headers two parsers
+        could read two ways (request smuggling through a proxy): two ``Host`` or ``Content-Length``, any
+        ``Transfer-Encoding`` (not supported here; 400)."""
+        hosts = self.headers.get_all("Host") or []
+        problem = None
+        if len(hosts) > 1:
+            problem = "more than one Host header"
+        elif len(self.headers.get_all("Content-Length") or []) > 1:
+            problem = "more than one Content-Length header"
+        elif self.headers.get("Transfer-Encoding") is not None:
+            problem = "Transfer-Encoding is not supported; send the body with a Content-Length"
+        if problem is not None:
+            self.close_connection = True  # where the body ends is unknown: the connection cannot be reused
+            self.server.metrics.add(requests_invalid=1)
+            self._error(400, problem, reply_type)
+            return True
+        if not self.server.host_check.permits(hosts[0] if hosts else None):
+            self.close_connection = True
+            self.server.metrics.add(requests_wrong_host=1)
+            self._error(421, self.server.host_check.refusal(hosts[0]), reply_type)
+            return True
+        return False
+
     # -- routes ----------------------------------------------------------------------------------------------
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
         path = self.path.split("?", 1)[0]
+        if self._refused(JSON):
+            return
         if path != METRICS_PATH:
             self._error(404, f"not found: {path}; {NOT_FOUND}", JSON)
             return
@@ -127,9 +164,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         reply_type = JSON if content_type == JSON else PROTOBUF
+        if self._refused(reply_type):
+            return
         length_text = self.headers.get("Content-Length")
         if length_text is None:
             self.close_connection = True
+            metrics.add(requests_invalid=1)
             self._error(411, "Content-Length is required", reply_type)
             return
         try:
@@ -138,10 +178,12 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ValueError
         except ValueError:
             self.close_connection = True
+            metrics.add(requests_invalid=1)
             self._error(400, f"bad Content-Length {length_text[:40]!r}", reply_type)
             return
         if length > self.server.max_body:
             self.close_connection = True  # the body is not read: the connection cannot be reused
+            metrics.add(requests_too_large=1)
             self._error(413, f"body of {length} bytes exceeds the limit of {self.server.max_body}", reply_type)
             return
         body = self.rfile.read(length)
@@ -173,6 +215,9 @@ class _Handler(BaseHTTPRequestHandler):
             if content_type == JSON:
                 try:
                     request = parse_json_request(body)
+                except RecursionError:  # json.loads on [[[[...]]]]: a bad body, not our bug
+                    metrics.add(requests_invalid=1)
+                    raise InvalidRequest(_TOO_DEEP) from None
                 except InvalidRequest:
                     metrics.add(requests_invalid=1)
                     raise
@@ -201,6 +246,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, signal.acknowledge(body, metrics).SerializeToString(), PROTOBUF)
         except InvalidRequest as exc:
             self._error(400, str(exc), reply_type)
+        except RecursionError:
+            metrics.add(requests_invalid=1)
+            self._error(400, _TOO_DEEP, reply_type)
         except Exception:  # noqa: BLE001 - a bug answers 500 with its traceback logged, never a dropped connection
             log.exception("OTLP/HTTP %s export failed", signal.name)
             self._error(500, f"internal error while reading {signal.name}", reply_type)
@@ -222,7 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HttpReceiver:
-    """The OTLP/HTTP listener of one receiver, on its own threads. ``labels`` go on every ``/metrics`` sample."""
+    """The OTLP/HTTP listener of one receiver, on its own threads. ``labels`` go on every ``/metrics`` sample;
+    ``allowed_hosts`` are ``Host`` names answered besides this address's own (``auth.HostCheck``)."""
 
     def __init__(
         self,
@@ -237,10 +286,13 @@ class HttpReceiver:
         tls_key: Path | None = None,
         reuse_port: bool = False,
         max_body_bytes: int = 64 << 20,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
+        host_check = HostCheck(host, allowed_hosts, token=token is not None)
         try:
             self._server = _Server(
-                (host.strip("[]"), port), _Handler, pipeline, metrics, token, dict(labels or {}), reuse_port, max_body_bytes
+                (host.strip("[]"), port), _Handler, pipeline, metrics, token, dict(labels or {}), reuse_port,
+                max_body_bytes, host_check,
             )
         except OSError as exc:
             raise listen_error("OTLP/HTTP", host, port, exc) from None

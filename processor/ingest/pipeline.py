@@ -159,7 +159,8 @@ class Pipeline:
                 if wal.pending_bytes() > self.max_pending_bytes:
                     raise Backpressure("too much data waiting for Parquet; retry later")
                 frame = encode_table(fresh.to_table())
-                if self._disk.would_exceed(wal, len(frame)):
+                # Reserved under the work lock until appended (``_store``): the next request sees this one's bytes.
+                if not self._disk.reserve(wal, len(frame)):
                     raise DiskFull(
                         ENOSPC, f"storing {len(frame)} more bytes would exceed max_disk_bytes={self._disk.max_bytes}"
                     )
@@ -173,7 +174,10 @@ class Pipeline:
         result, claim, fresh, unpriced = prepared.result, prepared.claim, prepared.fresh, prepared.unpriced
         try:
             if prepared.frame is not None:
-                prepared.wal.append_frame(prepared.frame)
+                try:
+                    prepared.wal.append_frame(prepared.frame)
+                finally:
+                    self._disk.release(len(prepared.frame))  # in the WAL's bytes now, or never written
                 self._metrics.add(wal_bytes_written=len(prepared.frame))
                 self._on_appended()
         except BaseException:

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -82,6 +82,7 @@ class Receiver:
         max_disk_bytes: int | None = None,
         status_interval: float = 5.0,
         pricer: Pricer | None = None,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.wal_dir = self.data_dir / "wal"
@@ -90,6 +91,7 @@ class Receiver:
         self.receiver_id = validate_receiver_id(receiver_id or default_receiver_id())
         self.flush_interval = flush_interval
         self.ingest_token = ingest_token or None
+        self.allowed_hosts = tuple(allowed_hosts)  # Host names OTLP/HTTP answers besides its own (auth.HostCheck)
         if (tls_cert is None) != (tls_key is None):
             raise ReceiverConfigError("TLS needs both a certificate and a key file")
         if max_disk_bytes is not None and max_disk_bytes <= 0:
@@ -255,6 +257,7 @@ class Receiver:
                     tls_key=self.tls_key,
                     reuse_port=self._reuse_port,
                     max_body_bytes=self._max_message_bytes,
+                    allowed_hosts=self.allowed_hosts,
                 ).start()
         except BaseException:
             self._started = False
@@ -312,7 +315,11 @@ class Receiver:
         result = recover(self.wal_dir, self.usage_dir, self.receiver_id, self._dedupe)
         self._pipeline.count(recovered=result.rows)
         self.metrics.add(
-            records_recovered=result.rows, parquet_rows_written=result.rows, parquet_files_written=len(result.files)
+            records_recovered=result.rows,
+            parquet_rows_written=result.rows,
+            parquet_files_written=len(result.files),
+            wal_corrupt_frames=result.corrupt_frames,
+            wal_torn_tails=result.torn_tails,
         )
 
     def _housekeeping(self) -> None:

@@ -16,6 +16,8 @@ from typing import Final, TypeAlias
 from tokentrail.processor.reports.errors import ReportParameterError
 
 __all__ = [
+    "AS_OF_FIRST",
+    "AS_OF_LAST",
     "Params",
     "as_date",
     "date_param",
@@ -105,14 +107,30 @@ def int_param(params: Params, name: str, default: int, low: int, high: int) -> i
     return int(value)
 
 
+AS_OF_FIRST: Final = datetime(1970, 1, 2, tzinfo=UTC)
+AS_OF_LAST: Final = datetime(9000, 1, 1, tzinfo=UTC)
+"""The ``as_of`` range: a report looks back (budget periods, spike baselines) and forward (the period's end) from
+it, and Python's dates end at year 1 and 9999; no usage is older than 1970 nor will be this far ahead."""
+
+
 def parse_as_of(text: str | None, name: str = "as_of") -> datetime:
-    """``YYYY-MM-DD`` (the end of that UTC day) or an ISO datetime (UTC if no offset); now when absent."""
+    """``YYYY-MM-DD`` (the end of that UTC day) or an ISO datetime (UTC if no offset), from 1970-01-02 to
+    9000-01-01; now when absent."""
     if text is None:
         return datetime.now(UTC)
+    moment: datetime | None
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text) + timedelta(days=1), time(), tzinfo=UTC)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime.combine(date.fromisoformat(text) + timedelta(days=1), time(), tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise ReportParameterError(f"{name} must be a date (YYYY-MM-DD) or an ISO date-time, got {text!r}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31 (its end is past the last datetime), 0001-01-01T00:00+01:00 (before the first)
+        moment = None
+    if moment is None or not AS_OF_FIRST <= moment <= AS_OF_LAST:
+        raise ReportParameterError(
+            f"{name} must be from {AS_OF_FIRST.date()} to {AS_OF_LAST.date()} (UTC), got {text!r}"
+        )
+    return moment

@@ -1,8 +1,13 @@
 """Delivering budget alerts to a webhook: a JSON POST per alert on a thread of its own, retried with backoff, at
-least once (each alert carries an ``id``, also sent as ``Idempotency-Key``)."""
+least once (each alert carries an ``id``, also sent as ``Idempotency-Key``).
+
+A webhook URL is a secret (Slack's and most chat hooks carry their key in the path), so logs name it only by
+``redact_url``: scheme and host, path and query replaced by ``…``; error texts that could quote it are redacted too.
+"""
 
 from __future__ import annotations
 
+import http.client
 import logging
 import queue
 import threading
@@ -10,12 +15,41 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from tokentrail.processor.reports.formatting import exact_json
 
-__all__ = ["WebhookNotifier", "public_alert"]
+__all__ = ["WebhookNotifier", "public_alert", "redact_url"]
 
 log = logging.getLogger(__name__)
+
+
+def redact_url(url: str) -> str:
+    """``https://hooks.slack.com/services/T0/B0/secret?x=1`` -> ``https://hooks.slack.com/…``: enough to tell which
+    hook, nothing to call it with (user info, path and query dropped)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # a port that is not a number: say nothing of it
+        return "<webhook URL>"
+    if not parts.scheme or not host:
+        return "<webhook URL>"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}/…"
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """An error's text with the URL (or its path) replaced: urllib's messages may quote either."""
+    redacted = redact_url(url)
+    text = text.replace(url, redacted)
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return text
+    if len(path) > 1:
+        text = text.replace(path, "/…")
+    return text
 
 
 class WebhookNotifier:
@@ -73,18 +107,21 @@ class WebhookNotifier:
                 request = urllib.request.Request(url, data=body, headers=headers, method="POST")
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     response.read()
-                log.info("budget alert %s delivered to %s", alert["id"], url)
+                log.info("budget alert %s delivered to %s", alert["id"], redact_url(url))
                 return True
             except urllib.error.HTTPError as exc:
                 retry = exc.code >= 500 or exc.code == 429
                 problem = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                problem = str(getattr(exc, "reason", exc))
+            except (ValueError, http.client.InvalidURL) as exc:  # a URL urllib cannot use: retrying will not help
+                retry = False
+                problem = _scrubbed(str(exc), url)
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # HTTPException: not HTTP
+                problem = _scrubbed(str(getattr(exc, "reason", exc)), url)
             if not retry or attempt == self.attempts:
-                log.error("budget alert %s not delivered to %s after %d attempt(s): %s", alert["id"], url, attempt,
-                          problem)
+                log.error("budget alert %s not delivered to %s after %d attempt(s): %s", alert["id"], redact_url(url),
+                          attempt, problem)
                 return False
-            log.warning("budget alert %s: %s from %s; retrying in %.1fs", alert["id"], problem, url, delay)
+            log.warning("budget alert %s: %s from %s; retrying in %.1fs", alert["id"], problem, redact_url(url), delay)
             if self._stop.wait(delay):
                 return None
             delay *= 2
