@@ -257,6 +257,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _versions(args: argparse.Namespace) -> int:
     from tokentrail.processor.reports.dataset import require_dataset
+    from tokentrail.processor.reports.formatting import format_table
     from tokentrail.processor.storage.reprice import price_versions  # see the module docstring
 
     require_dataset(args.data_dir)
@@ -267,5 +268,7 @@ def _versions(args: argparse.Namespace) -> int:
     elif not rows:
         print(f"no records from {start} to {end} in {args.data_dir}")
     else:
-        _print_table(rows, ["price_version", "requests", "unpriced_requests", "total_cost", "first_day", "last_day"])
+        # Money for people as every table shows it (to the cent, more where a cost would read $0.00); JSON is exact.
+        columns = ["price_version", "requests", "unpriced_requests", "total_cost", "first_day", "last_day"]
+        print(format_table(rows, columns), end="")
     return EXIT_OK

@@ -18,6 +18,7 @@ from tokentrail.processor import environment
 from tokentrail.processor.cli.arguments import day_arg
 from tokentrail.processor.cli.progress import Progress
 from tokentrail.processor.reports.dataset import USAGE_DIR, require_dataset
+from tokentrail.processor.reports.formatting import money_decimals, usd
 from tokentrail.processor.storage.compaction import RewriteError
 from tokentrail.processor.storage.dataset import dataset_days
 
@@ -75,9 +76,11 @@ def _reprice(args: argparse.Namespace) -> int:
             print(json.dumps(day.to_dict()), flush=True)
         else:
             verb = "would change" if args.dry_run else "changed"
+            places = money_decimals([day.total_cost_before, day.total_cost_after])  # both ends alike (--json: exact)
             print(
                 f"{day.day}: {day.rows} record(s), {day.changed} {verb}; unpriced {day.unpriced_before} -> "
-                f"{day.unpriced_after}; total cost {day.total_cost_before} -> {day.total_cost_after}",
+                f"{day.unpriced_after}; total cost {usd(day.total_cost_before, places)} -> "
+                f"{usd(day.total_cost_after, places)}",
                 flush=True,
             )
 

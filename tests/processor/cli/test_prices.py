@@ -16,6 +16,7 @@ from tokentrail.processor.cli import main as cli
 from tokentrail.processor.pricing.catalog import PRICE_VERSION, USAGE_MISSING, Pricer, catalog_price
 from tokentrail.processor.pricing.explain import explain
 from tokentrail.processor.pricing.overrides import NO_OVERRIDES
+from tokentrail.processor.reports.formatting import usd
 from tokentrail.processor.schema import PRICED, UNPRICED, UsageRecord
 from tokentrail.processor.storage.parquet import write_partitions
 
@@ -276,6 +277,11 @@ def test_prices_versions(capsys: pytest.CaptureFixture[str], data: Path) -> None
     code, out, _ = run(capsys, "prices", "versions", "--data-dir", str(data), "--start-date", "2026-03-01", "--end-date", "2026-03-02", "--format", "json")
     assert code == 0
     assert [(r["price_version"], r["requests"]) for r in json.loads(out)] == [("genai-prices 0.0.1", 4), (USAGE_MISSING, 1)]
+    exact = {r["price_version"]: r["total_cost"] for r in json.loads(out)}
+    code, out, _ = run(capsys, "prices", "versions", "--data-dir", str(data), "--start-date", "2026-03-01", "--end-date", "2026-03-02")
+    # For people, money as every table shows it: dollars, to the cent or to a cost's first significant digits.
+    priced = next(line for line in out.splitlines() if line.startswith("genai-prices 0.0.1"))
+    assert usd(Decimal(str(exact["genai-prices 0.0.1"]))) in priced.split()
 
 
 # -- check -----------------------------------------------------------------------------------------------------------
@@ -303,6 +309,7 @@ def test_reprice_cli(capsys: pytest.CaptureFixture[str], data: Path, tmp_path: P
     base = ["reprice", "--data-dir", str(data), "--start-date", "2026-03-01", "--end-date", "2026-03-02"]
     code, out, _ = run(capsys, *base, "--dry-run")
     assert code == 0 and "2026-03-01: 3 record(s), 1 would change" in out and "dry run" in out
+    assert "total cost $" in out and " -> $" in out  # money for people; --json stays exact
     pricing = tmp_path / "pricing.toml"
     pricing.write_text('[[model]]\nprovider = "openai"\nmodel = "acme-llm-9"\ninput_mtok = 1\noutput_mtok = 2\n')
     code, out, _ = run(capsys, *base, "--pricing", str(pricing), "--json")
