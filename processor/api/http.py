@@ -23,7 +23,6 @@ one DuckDB scan) and adds no dependency.
 
 from __future__ import annotations
 
-import errno
 import hmac
 import json
 import logging
@@ -42,6 +41,7 @@ from tokentrail.processor import environment
 from tokentrail.processor.api.openapi import ENDPOINT_PARAMETERS, openapi_document
 from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.ingest.auth import HostCheck
+from tokentrail.processor.ingest.listen import ListenError, listen_error
 from tokentrail.processor.reports.budgets import (
     BUDGET_COLUMNS,
     BudgetsConfig,
@@ -175,25 +175,8 @@ class APITokenError(TokenTrailError, ValueError):
     """An empty or blank token: refused, since it would silently mean "no auth"."""
 
 
-class APIListenError(TokenTrailError, OSError):
-    """The report API cannot listen on its address. An ``OSError``, as a failed bind always was (``tokentrail serve``
-    prints those as one line); ``str()`` names the address and the fix."""
-
-
-def _listen_error(host: str, port: int, exc: OSError) -> APIListenError:
-    """One line naming the address and the fix, instead of a bare ``[Errno 98] Address already in use``."""
-    if exc.errno == errno.EADDRINUSE:
-        why = (f"port {port} is already in use (another tokentrail serve?); stop what holds it or choose another "
-               "port with --api-port")
-    elif exc.errno == errno.EACCES:
-        why = f"not permitted to listen on port {port} (ports below 1024 need privileges); choose another with --api-port"
-    elif exc.errno == errno.EADDRNOTAVAIL:
-        why = f"{host} is not an address of this machine; use one it has (e.g. 127.0.0.1 or 0.0.0.0) with --host"
-    else:
-        why = exc.strerror or str(exc)
-    error = APIListenError(f"cannot listen for the report API on {host}:{port}: {why}")
-    error.errno = exc.errno
-    return error
+# The report API's listen failure: the receiver's (``ingest.listen``), one line naming the address and --api-port.
+APIListenError = ListenError
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -392,7 +375,7 @@ class ReportServer:
         try:
             self._httpd = _HTTPServer((self._host, self._port), self._app, self._host_check)
         except OSError as exc:
-            raise _listen_error(self._host, self._port, exc) from None
+            raise listen_error("the report API", self._host, self._port, exc) from None
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="tokentrail-report-api", daemon=True
         )

@@ -18,8 +18,13 @@ from tokentrail.processor.errors import TokenTrailError
 
 __all__ = ["ListenError", "check_port_free", "listen_error"]
 
-# Which `tokentrail serve` option sets each transport's port (named in the error's fix).
-PORT_OPTIONS: Final = {"OTLP/gRPC": "--grpc-port", "OTLP/HTTP": "--http-port"}
+# Which `tokentrail serve` option sets each listener's port, and what else usually holds it (named in the fix).
+_OTLP_HOLDERS: Final = "another tokentrail serve, an OTel Collector?"
+PORT_OPTIONS: Final = {
+    "OTLP/gRPC": ("--grpc-port", _OTLP_HOLDERS),
+    "OTLP/HTTP": ("--http-port", _OTLP_HOLDERS),
+    "the report API": ("--api-port", "another tokentrail serve?"),
+}
 
 
 class ListenError(TokenTrailError, OSError):
@@ -30,12 +35,9 @@ class ListenError(TokenTrailError, OSError):
 def listen_error(transport: str, host: str, port: int, exc: OSError) -> ListenError:
     """The ``ListenError`` for a failed bind of ``transport`` on ``host:port``."""
     address = f"{host}:{port}"
-    option = PORT_OPTIONS.get(transport, "another port")
+    option, holders = PORT_OPTIONS.get(transport, ("another port", "another server?"))
     if exc.errno == errno.EADDRINUSE:
-        why = (
-            f"port {port} is already in use (another tokentrail serve, an OTel Collector?); stop what holds it or "
-            f"choose another port with {option}"
-        )
+        why = f"port {port} is already in use ({holders}); stop what holds it or choose another port with {option}"
     elif exc.errno == errno.EACCES:
         why = f"not permitted to listen on port {port} (ports below 1024 need privileges); choose another with {option}"
     elif exc.errno == errno.EADDRNOTAVAIL:
