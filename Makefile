@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-oldest-otel check-install bench drift clean
+.PHONY: demo test lint test-oldest-otel check-install bench drift soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ drift: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.drift.vercel.capture --latest --out $(DRIFT_DIR)
 	TOKENTRAIL_DRIFT_DIR=$(DRIFT_DIR) $(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/processor/normalize/test_vercel_drift.py tests/processor/normalize/test_dialects.py
+
+# The fault and abuse suite at length (more kills, rounds and clients than the bounded run `make test` includes).
+soak: $(VENV)/.dev-installed
+	TOKENTRAIL_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/fault
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks $(BENCH)

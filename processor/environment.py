@@ -16,6 +16,10 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "INGEST_TOKEN",
     "ALLOWED_HOSTS",
+    "HTTP_IDLE_TIMEOUT",
+    "MAX_CONCURRENT_EXPORTS",
+    "MAX_INFLIGHT_BYTES",
+    "MAX_MESSAGE_BYTES",
     "MAX_INPUT_TOKENS_PER_CALL",
     "MAX_OUTPUT_TOKENS_PER_CALL",
     "PRICES_AUTO_UPDATE",
@@ -46,3 +50,12 @@ MAX_INPUT_TOKENS_PER_CALL: Final = "TOKENTRAIL_MAX_INPUT_TOKENS_PER_CALL"
 """Input tokens (cached input included) above which one span is rejected as no real call (default 50,000,000)."""
 MAX_OUTPUT_TOKENS_PER_CALL: Final = "TOKENTRAIL_MAX_OUTPUT_TOKENS_PER_CALL"
 """Output tokens (reasoning included) above which one span is rejected as no real call (default 10,000,000)."""
+MAX_MESSAGE_BYTES: Final = "TOKENTRAIL_MAX_MESSAGE_BYTES"
+"""Largest OTLP Export accepted, gRPC message or HTTP body, in bytes (``tokentrail serve --max-message-bytes``)."""
+MAX_CONCURRENT_EXPORTS: Final = "TOKENTRAIL_MAX_CONCURRENT_EXPORTS"
+"""OTLP Exports a receiver takes on at once, gRPC and HTTP together (``--max-concurrent-exports``)."""
+MAX_INFLIGHT_BYTES: Final = "TOKENTRAIL_MAX_INFLIGHT_BYTES"
+"""Bytes of OTLP Exports a receiver holds at once, gRPC and HTTP together (``--max-inflight-bytes``)."""
+HTTP_IDLE_TIMEOUT: Final = "TOKENTRAIL_HTTP_IDLE_TIMEOUT"
+"""Seconds an HTTP connection (OTLP/HTTP, the report API) may wait without a complete request head
+(``--http-idle-timeout``)."""

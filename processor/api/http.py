@@ -1,47 +1,68 @@
 """The HTTP API: ``GET /v1/report`` (Vercel AI Gateway's Custom Reporting endpoint), ``/v1/budgets``,
 ``/v1/margins`` and ``/v1/spikes``, served from the local Parquet dataset, and ``/openapi.json`` describing them.
 
-The handler only translates HTTP: query string in, ``report.py`` (or ``budgets``, ``margins``, ``spikes``)
-answers, JSON or CSV out. The standard library's threading server is enough for a report endpoint (each query is
-one DuckDB scan) and adds no dependency.
+The endpoints only translate HTTP: query string in, ``report.py`` (or ``budgets``, ``margins``, ``spikes``) answers,
+JSON or CSV out. They are a Starlette app (routes, ``Request``, ``Response``; a dashboard can join it) served by
+``ingest.asgi_server.AsgiServer`` (Hypercorn on an event loop of its own). The standard library's threading server
+it replaces spent a thread on every open connection, idle or slowloris ones included, and ran as many DuckDB scans
+at once as clients asked for: a flood grew threads, memory and latency without bound.
 
+* Queries: DuckDB blocks, so every query (and its JSON or CSV) runs in ``QueryPool``, ``max_concurrent_queries``
+  threads, never on the event loop. Up to ``max_queued_queries`` more wait for a thread; past that a request is
+  answered at once 503 with ``Retry-After: 1`` and ``{"error": {..., "type": "overloaded_error"}}`` (the shape
+  of every error here; the type is the name Anthropic's API gives "busy, retry shortly"), so a flood costs bounded
+  threads and memory and every client hears back promptly. A waiting query whose client left is dropped unrun.
+* Connections: Hypercorn (``AsgiServer``, ``HttpLimits``) holds them on the event loop, with no thread each, closes
+  one that sends no complete request head within ``idle_timeout`` (idle and slowloris alike), and listens with a
+  backlog of ``SOMAXCONN``. A client that goes away while its query runs or its answer is written is logged at debug
+  and counted (``ReportServer.dropped_connections``), not a traceback; one that leaves before its request head is
+  complete never reaches the app and is Hypercorn's to close.
 * Auth: with a token (``TOKENTRAIL_API_TOKEN`` for ``tokentrail serve``), every ``/v1/`` endpoint needs
   ``Authorization: Bearer <token>``; missing or wrong is 401 with Vercel's error shape
   ``{"error": {"message": ..., "type": "authentication_error"}}``. ``/healthz`` and ``/openapi.json`` stay open.
   An empty token is refused at construction (it would read as "no auth").
 * Host: only names of this server are answered (``ingest.auth.HostCheck``: loopback names when bound to loopback,
   plus ``allowed_hosts``), anything else is 421: a DNS-rebinding page cannot read reports through a browser. Two
-  ``Host`` or ``Content-Length`` headers are 400.
-* Connections: a listen queue of ``socket.SOMAXCONN`` (bursts of clients wait in it rather than being dropped
-  and retried a second later); a client that goes away mid-request or mid-response is logged at debug and
-  counted (``ReportServer.dropped_connections``), not a traceback.
+  ``Host`` or differing ``Content-Length`` headers are 400 (h11 refuses them before the app; the app checks again),
+  and so are ``Content-Length`` and ``Transfer-Encoding`` together (h11 reads the body as chunked; the app refuses).
 * Errors: a bad parameter is 400 ``invalid_request_error`` with a message naming it, and so is a parameter name
-  the endpoint does not read (with the closest known name: ``user`` → ``user_id``); an unknown path 404.
+  the endpoint does not read (with the closest known name: ``user`` → ``user_id``); an unknown path 404; a method
+  other than GET 405 (``Allow: GET``); a bug 500 ``api_error``, its traceback in the log.
 * Format: JSON by default; CSV with ``format=csv`` or ``Accept: text/csv`` (``format`` wins). A result cut at the
-  row bound carries ``"truncated": true`` in JSON and the ``X-Result-Truncated: true`` header in both formats.
+  row bound carries ``"truncated": true`` in JSON and the ``X-Result-Truncated: true`` header in both formats. A
+  body is the bytes ``tokentrail report`` prints, plus a newline; every answer is ``Cache-Control: no-store`` and
+  ``Server: tokentrail`` (no versions for a scanner to match).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 import logging
 import os
-import socket
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Final
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qs
 
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokentrail.processor import environment
 from tokentrail.processor.api.openapi import ENDPOINT_PARAMETERS, openapi_document
 from tokentrail.processor.errors import TokenTrailError
-from tokentrail.processor.ingest.auth import HostCheck
-from tokentrail.processor.ingest.listen import ListenError, listen_error
+from tokentrail.processor.ingest.asgi_server import DEFAULT_LIMITS, AsgiServer, HttpLimits
+from tokentrail.processor.ingest.auth import HostCheck, bearer_matches
+from tokentrail.processor.ingest.listen import ListenError
 from tokentrail.processor.reports.budgets import (
     BUDGET_COLUMNS,
     BudgetsConfig,
@@ -60,16 +81,23 @@ from tokentrail.processor.reports.spikes import SPIKE_COLUMNS, spikes_from_param
 
 __all__ = [
     "API_FORMATS",
-    "APIListenError",
-    "APITokenError",
     "BUDGETS_PATH",
+    "BUSY_ERROR_TYPE",
     "DEFAULT_API_HOST",
     "DEFAULT_API_PORT",
+    "DEFAULT_MAX_CONCURRENT_QUERIES",
+    "DEFAULT_MAX_QUEUED_QUERIES",
+    "HEALTH_PATH",
     "MARGINS_PATH",
     "OPENAPI_PATH",
     "REPORT_PATH",
+    "RETRY_AFTER_SECONDS",
     "SPIKES_PATH",
+    "APIListenError",
+    "APITokenError",
+    "QueryPool",
     "ReportServer",
+    "response_format",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,9 +111,15 @@ SPIKES_PATH: Final = "/v1/spikes"
 HEALTH_PATH: Final = "/healthz"
 OPENAPI_PATH: Final = "/openapi.json"
 API_FORMATS: Final = ("json", "csv")
+DEFAULT_MAX_CONCURRENT_QUERIES: Final = 4  # DuckDB uses every core for one scan: more at once only share them
+DEFAULT_MAX_QUEUED_QUERIES: Final = 64
+RETRY_AFTER_SECONDS: Final = 1
+BUSY_ERROR_TYPE: Final = "overloaded_error"
 _MAX_FIELDS: Final = 100  # a report has a dozen parameters; thousands would only be an attack on parse_qs
+_CHUNK: Final = 64 * 1024  # a body is written in pieces so that a client leaving mid-response is noticed
 _JSON: Final = "application/json; charset=utf-8"
 _CSV: Final = "text/csv; charset=utf-8"
+_T = TypeVar("_T")
 
 
 def _error_body(message: str, kind: str) -> str:
@@ -95,6 +129,27 @@ def _error_body(message: str, kind: str) -> str:
 
 class _NotConfigured(ReportError):
     """The endpoint needs a file the server was not started with (404, with what to pass)."""
+
+
+# -- the answers (run on QueryPool's threads) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A whole HTTP answer: built on a query thread, written by the event loop."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = _JSON
+
+
+def _reply(status: int, text: str, headers: Mapping[str, str] | None = None, content_type: str = _JSON) -> _Reply:
+    return _Reply(status, (text + "\n").encode("utf-8"), headers or {}, content_type)  # the bytes the CLI prints
+
+
+def _error(status: int, message: str, kind: str, headers: Mapping[str, str] | None = None) -> _Reply:
+    return _reply(status, _error_body(message, kind), headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +189,26 @@ class _App:
     def spikes_answer(self, params: Mapping[str, list[str]]) -> _Answer:
         result = spikes_from_params(self.report.data_dir, params)
         return _Answer(exact_json(result.body()), result.rows, SPIKE_COLUMNS, result.truncated)
+
+    def reply(self, path: str, params: Mapping[str, list[str]], fmt: str, query_string: str) -> _Reply:
+        """The answer to ``path`` as bytes, any failure included: this runs on a query thread, where an exception
+        would only be a traceback nobody answers."""
+        try:
+            answer = _ROUTES[path](self, params)
+            headers = {"X-Result-Truncated": "true"} if answer.truncated else {}
+            if fmt == "csv":
+                return _reply(HTTPStatus.OK, format_csv(answer.rows, answer.columns).rstrip("\n"), headers, _CSV)
+            return _reply(HTTPStatus.OK, answer.json_body, headers)
+        except ReportParameterError as exc:
+            return _error(HTTPStatus.BAD_REQUEST, exc.message, "invalid_request_error")
+        except _NotConfigured as exc:
+            return _error(HTTPStatus.NOT_FOUND, str(exc), "not_found_error")
+        except ValueError as exc:
+            return _error(HTTPStatus.BAD_REQUEST, str(exc), "invalid_request_error")
+        except Exception:
+            logger.exception("%s failed for %r", path, query_string)
+            return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "the query failed; the server log has the details",
+                          "api_error")
 
 
 _ROUTES: Final[Mapping[str, Callable[[_App, Mapping[str, list[str]]], _Answer]]] = {
@@ -179,147 +254,249 @@ class APITokenError(TokenTrailError, ValueError):
 APIListenError = ListenError
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # a slow client never blocks stop()
-    request_queue_size = socket.SOMAXCONN  # the listen backlog (the kernel caps it at net.core.somaxconn)
-
-    def __init__(self, address: tuple[str, int], app: _App, host_check: HostCheck) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.app = app
-        self.host_check = host_check
-        self.dropped = 0
-        self._dropped_lock = threading.Lock()
-        self.openapi = json.dumps(openapi_document(), indent=1)
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client that left (reset, closed before our answer) is its business: debug, counted. Anything else
-        is ours: logged with its traceback (the stdlib prints it to stderr, around the log)."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            with self._dropped_lock:
-                self.dropped += 1
-            logger.debug("report API client %s went away: %r", client_address, exc)
-        else:
-            logger.exception("report API connection from %s failed", client_address)
+# -- the query threads -------------------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"  # keep-alive for clients that poll; every response sets Content-Length
-    server_version = "tokentrail"
-    timeout = 30  # seconds a connection may sit idle: a stuck client must not hold a thread forever
+class QueryPool:
+    """The threads report queries run on: ``max_running`` at once and ``max_waiting`` more queued; ``submit`` past
+    that is refused (None) at once, never blocking the event loop that calls it.
 
-    def version_string(self) -> str:
-        return self.server_version  # the stdlib adds Python's version: a gift to whoever scans for old ones
+    A fixed pool bounds threads and memory where a thread per request did not, and refusing past the queue bounds
+    latency: a client told 503 retries in a second, one queued behind hundreds would time out anyway. Public so a
+    program embedding the server (or a test) can occupy it like a slow query would."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if self._refused():
+    def __init__(self, max_running: int, max_waiting: int) -> None:
+        if max_running < 1 or max_waiting < 0:
+            raise ValueError(f"a query pool needs a thread or more and a queue of 0 or more "
+                             f"(got {max_running} and {max_waiting})")
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self._executor = ThreadPoolExecutor(max_running, thread_name_prefix="tokentrail-report-query")
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Calls submitted and not finished (running or waiting for a thread)."""
+        with self._lock:
+            return self._pending
+
+    def submit(self, call: Callable[[], _T]) -> Future[_T] | None:
+        """``call`` on a pool thread, or None when ``max_running + max_waiting`` calls are already pending.
+        Cancelling the future of a call still waiting frees its place."""
+        with self._lock:
+            if self._pending >= self.max_running + self.max_waiting:
+                return None
+            self._pending += 1
+        try:
+            future = self._executor.submit(call)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future: object) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def close(self) -> None:
+        """Drops the calls still waiting; one running finishes on its thread (a DuckDB scan cannot be stopped)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# -- HTTP ----------------------------------------------------------------------------------------------------------
+
+
+def _headers(reply: _Reply) -> dict[str, str]:
+    return {"Cache-Control": "no-store", "Server": "tokentrail", **reply.headers}
+
+
+def _response(reply: _Reply) -> Response:
+    return Response(reply.body, reply.status, _headers(reply), reply.content_type)
+
+
+async def _client_gone(receive: Receive) -> None:
+    """Returns when the client has gone: Hypercorn says so through ``receive`` (a GET's request message comes first).
+    It also says so once an answer is complete, so a caller cancels this when its answer is written."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # noqa: BLE001 - a receive that fails is a connection that ended
+        return
+
+
+class _Written(Response):
+    """A query's answer, written in pieces: a client that resets mid-response makes a write fail, Hypercorn then
+    reports the disconnect, and the rest is not written (and the client is counted) instead of vanishing unseen."""
+
+    def __init__(self, reply: _Reply, gone: asyncio.Future[None], dropped: Callable[[Scope, str], None]) -> None:
+        super().__init__(reply.body, reply.status, _headers(reply), reply.content_type)
+        self._gone = gone
+        self._dropped = dropped
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            body = memoryview(self.body)
+            for start in range(0, len(body), _CHUNK):
+                await send({"type": "http.response.body", "body": bytes(body[start:start + _CHUNK]),
+                            "more_body": True})
+                await asyncio.sleep(0)  # lets the watch see a disconnect this write caused
+                if self._gone.done():
+                    self._dropped(scope, "mid-response")
+                    return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self._gone.cancel()
+
+
+class _Unsent(Response):
+    """No answer: its client has gone."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return
+
+
+class _Gate:
+    """What every request passes before routing: a ``Host`` this server answers; one ``Host``, one
+    ``Content-Length`` and not both it and ``Transfer-Encoding`` (read two ways by two parsers: request smuggling
+    through a proxy; h11 refuses some of these, not all); the method GET. A trailing slash does not matter, and a
+    bug anywhere after is a 500 in our error shape, logged here once."""
+
+    def __init__(self, app: ASGIApp, host_check: HostCheck) -> None:
+        self._app = app
+        self._host_check = host_check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)  # lifespan
             return
-        url = urlsplit(self.path)
-        path = url.path.rstrip("/") or "/"
-        if path == HEALTH_PATH:
-            self._send(HTTPStatus.OK, json.dumps({"status": "ok"}))
-        elif path == OPENAPI_PATH:
-            self._send(HTTPStatus.OK, self.server.openapi)
-        elif path in _ROUTES:
-            if not self._authorized():
-                self._send(
-                    HTTPStatus.UNAUTHORIZED,
-                    _error_body("missing or wrong bearer token", "authentication_error"),
-                    {"WWW-Authenticate": 'Bearer realm="tokentrail"'},
-                )
-                return
-            self._answer(path, url.query)
-        else:
-            self._send(HTTPStatus.NOT_FOUND, _error_body(f"no such endpoint: {url.path}", "not_found_error"))
+        refusal = self._refusal(Headers(scope=scope), scope["method"])
+        if refusal is not None:
+            await _response(refusal)(scope, receive, send)
+            return
+        started = False
 
-    def _answer(self, path: str, query_string: str) -> None:
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        scope = {**scope, "path": scope["path"].rstrip("/") or "/"}
+        try:
+            await self._app(scope, receive, tracked)
+        except Exception:
+            logger.exception("report API request %s %s failed", scope["method"], scope["path"])
+            if not started:
+                await _response(_error(HTTPStatus.INTERNAL_SERVER_ERROR, "the request failed; the server log has "
+                                       "the details", "api_error"))(scope, receive, send)
+
+    def _refusal(self, headers: Headers, method: str) -> _Reply | None:
+        hosts = headers.getlist("host")
+        if len(hosts) > 1 or len(headers.getlist("content-length")) > 1:
+            what = "Host" if len(hosts) > 1 else "Content-Length"
+            return _error(HTTPStatus.BAD_REQUEST, f"more than one {what} header", "invalid_request_error",
+                          {"Connection": "close"})
+        if "content-length" in headers and "transfer-encoding" in headers:  # h11 reads the chunks, a proxy may not
+            return _error(HTTPStatus.BAD_REQUEST, "both Content-Length and Transfer-Encoding",
+                          "invalid_request_error", {"Connection": "close"})
+        if not self._host_check.permits(hosts[0] if hosts else None):
+            return _error(HTTPStatus.MISDIRECTED_REQUEST, self._host_check.refusal(hosts[0]),
+                          "invalid_request_error", {"Connection": "close"})
+        if method != "GET":
+            return _error(HTTPStatus.METHOD_NOT_ALLOWED, "only GET is supported", "invalid_request_error",
+                          {"Allow": "GET"})
+        return None
+
+
+class _Endpoints:
+    """The routes and what they share: the queries, the pool they run on, the count of clients that left."""
+
+    def __init__(self, app: _App, pool: QueryPool) -> None:
+        self._app = app
+        self._pool = pool
+        self._openapi = _reply(HTTPStatus.OK, json.dumps(openapi_document(), indent=1))
+        self.dropped = 0  # changed on the event loop only
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(HEALTH_PATH, self.health, methods=["GET"]),
+            Route(OPENAPI_PATH, self.openapi, methods=["GET"]),
+            *(Route(path, partial(self.query, path), methods=["GET"]) for path in _ROUTES),
+        ]
+
+    async def health(self, request: Request) -> Response:
+        return _response(_reply(HTTPStatus.OK, json.dumps({"status": "ok"})))
+
+    async def openapi(self, request: Request) -> Response:
+        return _response(self._openapi)
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and exc.status_code != HTTPStatus.NOT_FOUND:
+            return _response(_error(exc.status_code, exc.detail, "invalid_request_error", exc.headers))
+        return _response(_error(HTTPStatus.NOT_FOUND, f"no such endpoint: {request.url.path}", "not_found_error"))
+
+    async def query(self, path: str, request: Request) -> Response:
+        if not bearer_matches(self._app.token, request.headers.get("authorization")):
+            return _response(_error(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token", "authentication_error",
+                                    {"WWW-Authenticate": 'Bearer realm="tokentrail"'}))
+        query_string = request.scope["query_string"].decode("latin-1")
         try:
             params = parse_qs(query_string, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
             refuse_unknown(params, ENDPOINT_PARAMETERS[path])  # first, so format's misspellings are caught too
-            fmt = response_format(params, self.headers.get("Accept"))
-            params.pop("format", None)  # the server's, not the endpoint's: each endpoint refuses names it does not read
-            answer = _ROUTES[path](self.server.app, params)
+            fmt = response_format(params, request.headers.get("accept"))
         except ReportParameterError as exc:
-            self._send(HTTPStatus.BAD_REQUEST, _error_body(exc.message, "invalid_request_error"))
-        except _NotConfigured as exc:
-            self._send(HTTPStatus.NOT_FOUND, _error_body(str(exc), "not_found_error"))
+            return _response(_error(HTTPStatus.BAD_REQUEST, exc.message, "invalid_request_error"))
         except ValueError as exc:  # parse_qs: too many fields
-            self._send(HTTPStatus.BAD_REQUEST, _error_body(str(exc), "invalid_request_error"))
-        except Exception:
-            logger.exception("%s failed for %r", self.path.split("?")[0], query_string)
-            self._send(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                _error_body("the query failed; the server log has the details", "api_error"),
-            )
-        else:
-            headers = {"X-Result-Truncated": "true"} if answer.truncated else {}
-            if fmt == "csv":
-                self._send(HTTPStatus.OK, format_csv(answer.rows, answer.columns).rstrip("\n"), headers, _CSV)
-            else:
-                self._send(HTTPStatus.OK, answer.json_body, headers)
+            return _response(_error(HTTPStatus.BAD_REQUEST, str(exc), "invalid_request_error"))
+        params.pop("format", None)  # the server's, not the endpoint's: each endpoint refuses names it does not read
+        future = self._pool.submit(partial(self._app.reply, path, params, fmt, query_string))
+        if future is None:
+            return _response(_error(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"the report API is busy ({self._pool.max_running} queries running, {self._pool.max_waiting} "
+                f"waiting); retry in {RETRY_AFTER_SECONDS} s",
+                BUSY_ERROR_TYPE, {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ))
+        gone = asyncio.ensure_future(_client_gone(request.receive))
+        answer = asyncio.wrap_future(future)
+        try:
+            either: set[asyncio.Future[Any]] = {gone, answer}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled: the server is stopping
+            answer.cancel()
+            gone.cancel()
+            raise
+        if not answer.done():
+            answer.cancel()  # a query still waiting for a thread is dropped; a running one finishes unread
+            self._count_dropped(request.scope, "before its answer")
+            return _Unsent()
+        return _Written(answer.result(), gone, self._count_dropped)
 
-    def _refused(self) -> bool:
-        """A request no route may see: two ``Host`` or ``Content-Length`` headers (read two ways by two parsers:
-        request smuggling through a proxy) are 400, a ``Host`` that is not this server's 421."""
-        hosts = self.headers.get_all("Host") or []
-        if len(hosts) > 1 or len(self.headers.get_all("Content-Length") or []) > 1:
-            self.close_connection = True
-            what = "Host" if len(hosts) > 1 else "Content-Length"
-            self._send(HTTPStatus.BAD_REQUEST, _error_body(f"more than one {what} header", "invalid_request_error"))
-            return True
-        if not self.server.host_check.permits(hosts[0] if hosts else None):
-            self.close_connection = True
-            body = _error_body(self.server.host_check.refusal(hosts[0]), "invalid_request_error")
-            self._send(HTTPStatus.MISDIRECTED_REQUEST, body)
-            return True
-        return False
+    def _count_dropped(self, scope: Scope, when: str) -> None:
+        self.dropped += 1
+        logger.debug("report API client %s went away %s", scope.get("client"), when)
 
-    def _authorized(self) -> bool:
-        token = self.server.app.token
-        if token is None:
-            return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
-    def _not_allowed(self) -> None:
-        if self._refused():
-            return
-        body = _error_body("only GET is supported", "invalid_request_error")
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, body, {"Allow": "GET"})
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed  # noqa: N815
-
-    def _send(
-        self, status: HTTPStatus, body: str, headers: Mapping[str, str] | None = None, content_type: str = _JSON
-    ) -> None:
-        data = (body + "\n").encode("utf-8")  # the same bytes `tokentrail report --format json` prints
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature from http.server)
-        logger.debug("%s " + format, self.address_string(), *args)
+def _starlette(endpoints: _Endpoints, host_check: HostCheck) -> Starlette:
+    return Starlette(
+        routes=endpoints.routes(),
+        middleware=[Middleware(_Gate, host_check=host_check)],
+        exception_handlers={HTTPException: endpoints.not_found},
+    )
 
 
 class ReportServer:
-    """The HTTP API on its own thread. ``port=0`` picks a free port; read ``port`` after ``start()``.
+    """The HTTP API on its own thread and event loop. ``port=0`` picks a free port; read ``port`` after ``start()``.
 
     ``token``: when set, every ``/v1/`` endpoint requires ``Authorization: Bearer <token>`` (``/healthz`` and
     ``/openapi.json`` stay open); an empty one is a ``ValueError``. Bind to a non-loopback host only with a token
     or behind a proxy that authenticates. ``allowed_hosts``: ``Host`` names answered besides this address's own
-    (``ingest.auth.HostCheck``; ``*`` for any). ``budgets`` and ``revenue`` (a file path or a loaded config) enable ``/v1/budgets`` and
-    ``/v1/margins``; they are read here, so a bad file stops the server from starting, not a request later.
+    (``ingest.auth.HostCheck``; ``*`` for any). ``budgets`` and ``revenue`` (a file path or a loaded config) enable
+    ``/v1/budgets`` and ``/v1/margins``; they are read here, so a bad file stops the server from starting, not a
+    request later. ``limits``: what each connection is held to (idle and slow clients, header size).
+    ``max_concurrent_queries`` run at once and ``max_queued_queries`` wait; a request past both is a 503.
     ``start()`` raises ``APIListenError`` (an ``OSError``) naming the address when it cannot listen there.
     """
 
@@ -333,9 +510,15 @@ class ReportServer:
         budgets: BudgetsConfig | str | os.PathLike[str] | None = None,
         revenue: RevenueConfig | str | os.PathLike[str] | None = None,
         allowed_hosts: Sequence[str] = (),
+        limits: HttpLimits = DEFAULT_LIMITS,
+        max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
+        max_queued_queries: int = DEFAULT_MAX_QUEUED_QUERIES,
     ) -> None:
         if token is not None and not token.strip():
             raise APITokenError("the report API token is empty: give a real one, or none for no auth")
+        if max_concurrent_queries < 1 or max_queued_queries < 0:
+            raise ValueError(f"max_concurrent_queries must be 1 or more and max_queued_queries 0 or more "
+                             f"(got {max_concurrent_queries} and {max_queued_queries})")
         self._host_check = HostCheck(host, allowed_hosts, token=token is not None)
         self._app = _App(
             report=Report(data_dir),
@@ -345,8 +528,11 @@ class ReportServer:
         )
         self._host = host
         self._port = port
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._limits = limits
+        self._pool_size = (max_concurrent_queries, max_queued_queries)
+        self._server: AsgiServer | None = None
+        self._pool: QueryPool | None = None
+        self._endpoints: _Endpoints | None = None
 
     @property
     def host(self) -> str:
@@ -355,14 +541,19 @@ class ReportServer:
     @property
     def port(self) -> int:
         """The bound port once started (the real one when asked for 0), else the configured one."""
-        if self._httpd is not None:
-            return int(self._httpd.server_address[1])
-        return self._port
+        return self._server.port if self._server is not None else self._port
 
     @property
     def dropped_connections(self) -> int:
-        """Connections the clients reset or closed before their answer was written, since ``start()``."""
-        return self._httpd.dropped if self._httpd is not None else 0
+        """Clients that went away after their request and before their whole answer was written, since ``start()``."""
+        return self._endpoints.dropped if self._endpoints is not None else 0
+
+    @property
+    def queries(self) -> QueryPool:
+        """The pool the queries of the running server run on (``RuntimeError`` when not started)."""
+        if self._pool is None:
+            raise RuntimeError("ReportServer is not started")
+        return self._pool
 
     @property
     def url(self) -> str:
@@ -370,29 +561,31 @@ class ReportServer:
         return f"http://{host}:{self.port}"
 
     def start(self) -> None:
-        if self._httpd is not None:
+        if self._server is not None:
             raise RuntimeError("ReportServer already started")
+        pool = QueryPool(*self._pool_size)
+        endpoints = _Endpoints(self._app, pool)
+        server = AsgiServer(_starlette(endpoints, self._host_check), transport="the report API", host=self._host,
+                            port=self._port, limits=self._limits)
         try:
-            self._httpd = _HTTPServer((self._host, self._port), self._app, self._host_check)
-        except OSError as exc:
-            raise listen_error("the report API", self._host, self._port, exc) from None
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="tokentrail-report-api", daemon=True
-        )
-        self._thread.start()
+            server.start()
+        except BaseException:
+            pool.close()
+            raise
+        self._server, self._pool, self._endpoints = server, pool, endpoints
         logger.info("report API listening on %s%s", self.url, REPORT_PATH)
 
     def stop(self) -> None:
-        """Stop accepting, close the socket, wait for the serving thread. Safe to call twice."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
+        """Stop accepting, let requests in flight finish (``limits.graceful_timeout``), close the socket, drop the
+        queries still waiting. Safe to call twice."""
+        server, pool = self._server, self._pool
+        if server is None:
             return
-        httpd.shutdown()
-        httpd.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
+        server.stop()
+        if pool is not None:
+            pool.close()
+        self._server = None
+        self._pool = None
 
     def __enter__(self) -> ReportServer:
         self.start()

@@ -4,7 +4,9 @@ SIGTERM; budget alerts as records land when given a budgets file."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -16,17 +18,22 @@ from typing import Any, Final
 
 from tokentrail.processor import environment
 from tokentrail.processor.api.http import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
+from tokentrail.processor.ingest.admission import DEFAULT_MAX_EXPORTS, DEFAULT_MAX_INFLIGHT_BYTES
+from tokentrail.processor.ingest.asgi_server import DEFAULT_LIMITS, HttpLimits
 from tokentrail.processor.ingest.auth import is_loopback, parse_allowed_hosts
 from tokentrail.processor.normalize.limits import LimitsError, load_call_limits
 from tokentrail.processor.reports import budgets
 from tokentrail.processor.reports.budgets import load_budgets
 from tokentrail.processor.storage.dedupe import DEFAULT_WINDOW
 
-__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "register", "run"]
+__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "DEFAULT_MAX_MESSAGE_BYTES", "register", "run"]
 
 # Not 4317: the OTel Collector owns the standard OTLP port and forwards GenAI spans here (otel-collector.yaml).
 DEFAULT_GRPC_PORT: Final = 14317
 DEFAULT_HTTP_PORT: Final = 14318  # likewise not 4318
+# ``ingest.receiver.DEFAULT_MAX_MESSAGE_BYTES`` (a test keeps them equal): importing it would load gRPC for --help.
+DEFAULT_MAX_MESSAGE_BYTES: Final = 64 << 20
+GRPC_MAX_MESSAGE_BYTES: Final = (1 << 31) - 1  # gRPC's message length limits are C ints
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -106,6 +113,36 @@ def register(commands: Any, default_data_dir: Path) -> None:
         type=int,
         help="refuse new records (UNAVAILABLE / 503, the sender retries) once WAL + Parquet would exceed this",
     )
+    serve.add_argument(
+        "--max-message-bytes",
+        metavar="BYTES",
+        default=os.environ.get(environment.MAX_MESSAGE_BYTES),
+        help=f"largest OTLP Export accepted, gRPC message or HTTP body; a larger one is refused (RESOURCE_EXHAUSTED "
+        f"/ 413) (default {DEFAULT_MAX_MESSAGE_BYTES}: 64 MiB; env {environment.MAX_MESSAGE_BYTES})",
+    )
+    serve.add_argument(
+        "--max-concurrent-exports",
+        metavar="N",
+        default=os.environ.get(environment.MAX_CONCURRENT_EXPORTS),
+        help="OTLP Exports taken on at once, gRPC and HTTP together; past it an Export is refused at once, "
+        "UNAVAILABLE / 503 with a retry delay, and the sender retries it "
+        f"(default {DEFAULT_MAX_EXPORTS}; env {environment.MAX_CONCURRENT_EXPORTS})",
+    )
+    serve.add_argument(
+        "--max-inflight-bytes",
+        metavar="BYTES",
+        default=os.environ.get(environment.MAX_INFLIGHT_BYTES),
+        help="bytes of OTLP Exports held at once, gRPC and HTTP together; past it refused like "
+        "--max-concurrent-exports (one Export alone always gets in) "
+        f"(default {DEFAULT_MAX_INFLIGHT_BYTES}: 256 MiB; env {environment.MAX_INFLIGHT_BYTES})",
+    )
+    serve.add_argument(
+        "--http-idle-timeout",
+        metavar="SECONDS",
+        default=os.environ.get(environment.HTTP_IDLE_TIMEOUT),
+        help="seconds an HTTP connection (OTLP/HTTP, report API) may go without a complete request before it is "
+        f"closed (default {DEFAULT_LIMITS.idle_timeout:g}; env {environment.HTTP_IDLE_TIMEOUT})",
+    )
     serve.add_argument("--no-api", action="store_true", help="do not serve the report API (e.g. extra receivers)")
     serve.add_argument(
         "--budgets",
@@ -176,6 +213,70 @@ def _setup_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _IngestBounds:
+    """What ``--max-message-bytes``, ``--max-concurrent-exports``, ``--max-inflight-bytes`` and
+    ``--http-idle-timeout`` (or their variables) ask for, checked."""
+
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_concurrent_exports: int = DEFAULT_MAX_EXPORTS
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    http_limits: HttpLimits = DEFAULT_LIMITS
+
+
+class _BadValue(ValueError):
+    """A bound's option or variable that cannot be used: its message is the one line ``serve`` prints."""
+
+
+def _whole(text: str | None, option: str, variable: str, default: int, most: int | None = None) -> int:
+    if text is None or not text.strip():  # unset, or set empty: the default (as every TOKENTRAIL_ limit reads)
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or (most is not None and value > most):
+        bound = f"1 to {most}" if most is not None else "1 or more"
+        raise _BadValue(f"{option} (env {variable}) must be a whole number {bound}, got {text!r}")
+    return value
+
+
+def _seconds(text: str | None, option: str, variable: str, default: float) -> float:
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise _BadValue(f"{option} (env {variable}) must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _ingest_bounds(args: argparse.Namespace) -> _IngestBounds:
+    """The bounds the options (or their variables) give; a bad one is ``_BadValue``, one line naming the option."""
+    return _IngestBounds(
+        max_message_bytes=_whole(
+            args.max_message_bytes, "--max-message-bytes", environment.MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES,
+            most=GRPC_MAX_MESSAGE_BYTES,
+        ),
+        max_concurrent_exports=_whole(
+            args.max_concurrent_exports, "--max-concurrent-exports", environment.MAX_CONCURRENT_EXPORTS,
+            DEFAULT_MAX_EXPORTS,
+        ),
+        max_inflight_bytes=_whole(
+            args.max_inflight_bytes, "--max-inflight-bytes", environment.MAX_INFLIGHT_BYTES, DEFAULT_MAX_INFLIGHT_BYTES
+        ),
+        http_limits=dataclasses.replace(
+            DEFAULT_LIMITS,
+            idle_timeout=_seconds(
+                args.http_idle_timeout, "--http-idle-timeout", environment.HTTP_IDLE_TIMEOUT,
+                DEFAULT_LIMITS.idle_timeout,
+            ),
+        ),
+    )
+
+
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     # gRPC, protobuf and the price catalog load only for this command: the other commands start without them.
     from tokentrail.processor.ingest.receiver import Receiver
@@ -198,6 +299,12 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         print(f"tokentrail serve: {problem}", file=sys.stderr)
         restore()
         return EXIT_USAGE
+    try:
+        bounds = _ingest_bounds(args)
+    except _BadValue as exc:
+        print(f"tokentrail serve: {exc}", file=sys.stderr)
+        restore()
+        return EXIT_USAGE
     allowed_hosts = parse_allowed_hosts(getattr(args, "allowed_hosts", None))
     http_port = None if args.no_http else args.http_port
     try:
@@ -218,6 +325,10 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
             flush_interval=args.flush_interval,
             dedupe_window=args.dedupe_window,
             allowed_hosts=allowed_hosts,
+            max_message_bytes=bounds.max_message_bytes,
+            max_concurrent_exports=bounds.max_concurrent_exports,
+            max_inflight_bytes=bounds.max_inflight_bytes,
+            http_limits=bounds.http_limits,
             # --pricing wins over TOKENTRAIL_PRICING, which the Pricer reads when no file is named here.
             pricer=Pricer(overrides=args.pricing) if args.pricing is not None else None,
         )
@@ -231,6 +342,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
             budgets=budget_config,
             revenue=args.revenue,
             allowed_hosts=allowed_hosts,
+            limits=bounds.http_limits,
         )
         monitor = budgets.attach(receiver, budget_config, data_dir) if budget_config is not None else None
         receiver.start()

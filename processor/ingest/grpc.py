@@ -3,20 +3,32 @@
 
 Status codes: OK once the records are durable (``partial_success`` carries rejected spans and warnings),
 INVALID_ARGUMENT for a body that is not a request (not retried), UNAUTHENTICATED for a missing or wrong bearer token
-(nothing stored), UNAVAILABLE when the records could not be stored (the sender retries).
+(nothing stored), UNAVAILABLE when the records could not be stored (the sender retries), UNAVAILABLE with a
+``google.rpc.RetryInfo`` when the receiver is full (``ingest.admission``; the sender retries after the delay).
+
+Every Export passes ``ExportGate`` first, an interceptor that sees only the call's metadata: it refuses a wrong
+token and a full receiver before a byte of the message is read, so neither an unauthenticated sender nor a crowd
+of them costs more memory than gRPC's flow-control windows. gRPC reads a unary call's message before calling its
+handler, so the gate answers with request-streaming handlers, which get the message only when they ask for it:
+a refusal never asks. Not ``grpc.server(maximum_concurrent_rpcs=...)``: it answers RESOURCE_EXHAUSTED without
+``RetryInfo``, which the Collector's OTLP exporter does not retry (the batch would be lost); UNAVAILABLE it always
+retries, honouring ``RetryInfo``'s delay.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 import grpc
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from tokentrail.processor.ingest.admission import RETRY_AFTER_SECONDS, Admission, AdmissionPass
 from tokentrail.processor.ingest.auth import bearer_matches
 from tokentrail.processor.ingest.listen import ListenError, check_port_free
 from tokentrail.processor.ingest.metrics import Metrics
@@ -24,37 +36,156 @@ from tokentrail.processor.ingest.pipeline import Pipeline
 from tokentrail.processor.ingest.signals import SIGNALS, Signal
 from tokentrail.processor.normalize.otlp import InvalidRequest
 
-__all__ = ["TRACE_SERVICE", "GrpcTransport"]
+__all__ = ["STATUS_DETAILS_KEY", "TRACE_SERVICE", "ExportGate", "GrpcTransport", "busy_trailer"]
 
 log = logging.getLogger(__name__)
 
 TRACE_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
+STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
+"""Trailing metadata carrying a serialized ``google.rpc.Status`` (the gRPC "richer error model")."""
+
+SPARE_WORKERS: Final = 4
+"""gRPC runs every handler on its thread pool, refusals included. Admitted exports hold at most ``max_exports``
+threads; these few more answer refusals at once instead of queueing them behind the exports in flight."""
+
+UNAUTHENTICATED_DETAILS: Final = "missing or wrong bearer token (authorization metadata)"
+BUSY_EXPORTS_DETAILS: Final = f"receiver busy: too many exports in flight; retry in {RETRY_AFTER_SECONDS} s"
+BUSY_BYTES_DETAILS: Final = f"receiver busy: too many bytes of exports in flight; retry in {RETRY_AFTER_SECONDS} s"
+
+Handler = Callable[[bytes, grpc.ServicerContext], Message]
+
+
+def busy_trailer(details: str) -> tuple[tuple[str, bytes], ...]:
+    """The trailing metadata of a busy refusal: a ``google.rpc.Status`` (UNAVAILABLE, ``details``) holding a
+    ``RetryInfo`` of ``RETRY_AFTER_SECONDS``. Its message must equal the call's details (clients check)."""
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromSeconds(RETRY_AFTER_SECONDS)
+    status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=details)
+    status.details.add().Pack(retry)
+    return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+_BUSY_EXPORTS_TRAILER: Final = busy_trailer(BUSY_EXPORTS_DETAILS)
+_BUSY_BYTES_TRAILER: Final = busy_trailer(BUSY_BYTES_DETAILS)
+
+
+class ExportGate(grpc.ServerInterceptor):
+    """Decides each Export from its metadata alone, on gRPC's serving thread, before its message is read: a wrong
+    token is UNAUTHENTICATED (``requests_unauthenticated``), a full receiver UNAVAILABLE with ``RetryInfo``
+    (``requests_busy``). An admitted Export's handler grows its pass by the message's size before parsing it
+    (over the byte bound: busy too) and releases the pass when answered. A message that has not arrived
+    ``message_timeout`` seconds after the handler asked for it cancels the call: a sender that never sends cannot
+    keep its pass (OTLP/HTTP's ``body_timeout``). Other methods pass through untouched."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        admission: Admission,
+        metrics: Metrics,
+        methods: Iterable[str],
+        message_timeout: float,
+    ) -> None:
+        self._token = token
+        self._admission = admission
+        self._metrics = metrics
+        self._methods = frozenset(methods)
+        self._message_timeout = message_timeout
+
+    def intercept_service(
+        self, continuation: Callable[[Any], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None or details.method not in self._methods:
+            return handler
+        if not bearer_matches(self._token, _authorization(details.invocation_metadata)):
+            self._metrics.add(requests_unauthenticated=1)
+            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAILS)
+        admitted = self._admission.admit()
+        if admitted is None:
+            self._metrics.add(requests_busy=1)
+            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, BUSY_EXPORTS_DETAILS, _BUSY_EXPORTS_TRAILER)
+        return grpc.stream_unary_rpc_method_handler(
+            self._admitted(handler.unary_unary, admitted),
+            request_deserializer=None,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _admitted(
+        self, handle: Handler, admitted: AdmissionPass
+    ) -> Callable[[Iterator[bytes], grpc.ServicerContext], Message]:
+        # Called on every admitted call, even one whose client has gone (gRPC calls a request-streaming handler
+        # before reading anything): the ``finally`` is the one place the pass is given back.
+        def export(requests: Iterator[bytes], context: grpc.ServicerContext) -> Message:
+            try:
+                watchdog = threading.Timer(self._message_timeout, context.cancel)
+                watchdog.daemon = True
+                watchdog.start()
+                try:
+                    data = _one_message(requests, context)
+                finally:
+                    watchdog.cancel()
+                if not admitted.grow(len(data)):
+                    self._metrics.add(requests_busy=1)
+                    context.set_trailing_metadata(_BUSY_BYTES_TRAILER)
+                    _abort(context, grpc.StatusCode.UNAVAILABLE, BUSY_BYTES_DETAILS)
+                return handle(data, context)
+            finally:
+                admitted.release()
+
+        return export
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, details: str, trailer: tuple[tuple[str, bytes], ...] = ()
+) -> grpc.RpcMethodHandler:
+    """A handler answering ``code`` without reading the message (request-streaming: gRPC does not read for it)."""
+
+    def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> NoReturn:
+        if trailer:
+            context.set_trailing_metadata(trailer)
+        _abort(context, code, details)
+
+    return grpc.stream_unary_rpc_method_handler(
+        refuse, request_deserializer=None, response_serializer=handler.response_serializer
+    )
+
+
+def _one_message(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+    try:
+        return next(requests)
+    except StopIteration:  # no message: a client that sent none, or one over the size limit (gRPC answered it)
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "an Export carries exactly one request message")
+    except grpc.RpcError:  # the client cancelled or went away: nobody to answer
+        _abort(context, grpc.StatusCode.CANCELLED, "the client went away")
 
 
 class GrpcTransport:
-    """The OTLP/gRPC listener of one receiver, on gRPC's own thread pool."""
+    """The OTLP/gRPC listener of one receiver, on gRPC's own thread pool, behind ``ExportGate``."""
 
     def __init__(
         self,
         pipeline: Pipeline,
         metrics: Metrics,
         *,
+        admission: Admission,
         token: str | None,
         host: str,
         port: int,
-        max_workers: int,
         max_message_bytes: int,
+        message_timeout: float,
         reuse_port: bool,
         tls_cert: Path | None,
         tls_key: Path | None,
     ) -> None:
         self._pipeline = pipeline
         self._metrics = metrics
+        self._admission = admission
         self._token = token
         self._host = f"[{host}]" if ":" in host and not host.startswith("[") else host
         self._requested_port = port
-        self._max_workers = max_workers
         self._max_message_bytes = max_message_bytes
+        self._message_timeout = message_timeout
         self._reuse_port = reuse_port
         self._tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
         self._server: grpc.Server | None = None
@@ -65,24 +196,27 @@ class GrpcTransport:
         (an ``OSError``) when the address cannot be bound."""
         # Before gRPC tries: its core prints its own error line for a port in use (see ``ingest.listen``).
         check_port_free("OTLP/gRPC", self._host, self._requested_port, reuse_port=self._reuse_port)
+        services = [TRACE_SERVICE, *(s.grpc_service for s in SIGNALS.values())]
+        gate = ExportGate(
+            token=self._token,
+            admission=self._admission,
+            metrics=self._metrics,
+            methods=[f"/{service}/Export" for service in services],
+            message_timeout=self._message_timeout,
+        )
         server = grpc.server(
-            ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="tokentrail-otlp"),
+            ThreadPoolExecutor(
+                max_workers=self._admission.max_exports + SPARE_WORKERS, thread_name_prefix="tokentrail-otlp"
+            ),
+            interceptors=[gate],
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.so_reuseport", 1 if self._reuse_port else 0),
             ],
         )
-        handler = grpc.unary_unary_rpc_method_handler(
-            self._export,
-            request_deserializer=None,  # raw bytes: a bad message is our INVALID_ARGUMENT, not grpc's INTERNAL
-            response_serializer=ExportTraceServiceResponse.SerializeToString,
-        )
-        handlers = [grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": handler})]
-        for signal in SIGNALS.values():
-            other = grpc.unary_unary_rpc_method_handler(
-                self._acknowledger(signal), request_deserializer=None, response_serializer=_serialize
-            )
-            handlers.append(grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": other}))
+        # Raw bytes in (no request_deserializer): a bad message is our INVALID_ARGUMENT, not gRPC's INTERNAL.
+        handlers = [_export_handler(TRACE_SERVICE, self._export)]
+        handlers += [_export_handler(s.grpc_service, self._acknowledger(s)) for s in SIGNALS.values()]
         server.add_generic_rpc_handlers(tuple(handlers))
         address = f"{self._host}:{self._requested_port}"
         try:
@@ -108,9 +242,7 @@ class GrpcTransport:
             self._server = None
 
     def _export(self, data: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        if self._token is not None and not bearer_matches(self._token, _authorization(context)):
-            self._metrics.add(requests_unauthenticated=1)
-            _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
+        """One admitted, authenticated trace Export (``ExportGate`` checked both)."""
         try:
             return self._pipeline.export_bytes(data).response
         except InvalidRequest as exc:
@@ -123,13 +255,10 @@ class GrpcTransport:
             log.exception("export failed")
             _abort(context, grpc.StatusCode.INTERNAL, "internal error while ingesting spans")
 
-    def _acknowledger(self, signal: Signal) -> Callable[[bytes, grpc.ServicerContext], Message]:
-        """The Export of a signal TokenTrail does not store: the traces' token check and status codes, then counted."""
+    def _acknowledger(self, signal: Signal) -> Handler:
+        """The Export of a signal TokenTrail does not store: the traces' gate and status codes, then counted."""
 
         def export(data: bytes, context: grpc.ServicerContext) -> Message:
-            if self._token is not None and not bearer_matches(self._token, _authorization(context)):
-                self._metrics.add(requests_unauthenticated=1)
-                _abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
             try:
                 return signal.acknowledge(data, self._metrics)
             except InvalidRequest as exc:
@@ -141,12 +270,17 @@ class GrpcTransport:
         return export
 
 
+def _export_handler(service: str, handle: Handler) -> grpc.GenericRpcHandler:
+    handler = grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=_serialize)
+    return grpc.method_handlers_generic_handler(service, {"Export": handler})
+
+
 def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def _authorization(context: grpc.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+def _authorization(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
         if key == "authorization":
             return value if isinstance(value, str) else value.decode("latin-1")
     return None

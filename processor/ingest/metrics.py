@@ -33,6 +33,8 @@ COUNTERS: Final[dict[str, str]] = {
     "requests_unauthenticated": "Export requests refused for a missing or wrong token.",
     "requests_unavailable": "Export requests refused retryably (disk full, backlog, WAL error).",
     "requests_too_large": "OTLP/HTTP requests refused unread for a body over the size limit (HTTP 413).",
+    "requests_busy": "Export requests refused retryably because the receiver was full (UNAVAILABLE / 503, Retry-After).",
+    "requests_timed_out": "OTLP/HTTP requests whose body did not arrive in time (HTTP 408).",
     "requests_wrong_host": "OTLP/HTTP requests refused for a Host that is not this server's (HTTP 421).",
     "connections_dropped": "OTLP/HTTP connections the client closed or reset mid-request (logged at debug).",
     "wal_bytes_written": "Bytes appended to the write-ahead log.",

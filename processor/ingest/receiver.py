@@ -3,8 +3,9 @@
 ``Receiver`` only composes the parts, each a module with one job: ``grpc`` and ``http`` (transports), ``pipeline``
 (one Export: normalize -> dedupe -> price -> WAL -> answer), ``recovery`` (replay at start, dedupe re-seeding),
 ``flusher`` (WAL -> Parquet in the background), ``status`` (the status file), ``disk`` (``max_disk_bytes``),
-``metrics``, ``signals`` (OTLP metrics and logs: counted, acknowledged, never stored) and ``listen`` (a taken port
-is one ``ListenError``). Data flows one way: the transports call the pipeline, which writes the WAL the flusher reads.
+``admission`` (exports and bytes in flight: one bound both transports share), ``metrics``, ``signals`` (OTLP
+metrics and logs: counted, acknowledged, never stored) and ``listen`` (a taken port is one ``ListenError``).
+Data flows one way: the transports call the pipeline, which writes the WAL the flusher reads.
 
 Several receiver processes may share one data directory (and, with ``reuse_port``, one port): each needs its own
 ``receiver_id`` (it names its WAL segments and Parquet files); per-day locks keep their flushers and compaction apart.
@@ -20,9 +21,12 @@ import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from tokentrail.processor.errors import TokenTrailError
+from tokentrail.processor.ingest.admission import DEFAULT_MAX_EXPORTS, DEFAULT_MAX_INFLIGHT_BYTES, Admission
+from tokentrail.processor.ingest.asgi_server import DEFAULT_LIMITS, HttpLimits
 from tokentrail.processor.ingest.auth import bearer_matches
 from tokentrail.processor.ingest.disk import DiskUsage
 from tokentrail.processor.ingest.flusher import Flusher
@@ -39,9 +43,13 @@ from tokentrail.processor.storage.parquet import FlushResult
 from tokentrail.processor.storage.receiver_lock import ReceiverLock
 from tokentrail.processor.storage.wal import WriteAheadLog, validate_receiver_id
 
-__all__ = ["Receiver", "ReceiverConfigError", "ReceiverIdInUse", "default_receiver_id"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Receiver", "ReceiverConfigError", "ReceiverIdInUse", "default_receiver_id"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES: Final = 64 << 20
+"""One Export's size limit (gRPC ``max_receive_message_length``, the OTLP/HTTP body): a larger one is refused
+(RESOURCE_EXHAUSTED / 413). Far above a Collector's batches, which are a few MiB."""
 
 
 class ReceiverIdInUse(TokenTrailError, RuntimeError):
@@ -49,7 +57,7 @@ class ReceiverIdInUse(TokenTrailError, RuntimeError):
 
 
 class ReceiverConfigError(TokenTrailError, ValueError):
-    """A receiver setting that cannot work (half a TLS pair, a disk cap that is not positive)."""
+    """A receiver setting that cannot work (half a TLS pair, a disk cap or a bound that is not positive)."""
 
 
 def default_receiver_id() -> str:
@@ -69,10 +77,12 @@ class Receiver:
         receiver_id: str | None = None,
         flush_interval: float = 1.0,
         *,
-        max_workers: int = 8,
         max_segment_bytes: int = 64 << 20,
         max_pending_bytes: int = 2 << 30,
-        max_message_bytes: int = 64 << 20,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_concurrent_exports: int = DEFAULT_MAX_EXPORTS,
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+        http_limits: HttpLimits = DEFAULT_LIMITS,
         dedupe_window: int = DEFAULT_WINDOW,
         reuse_port: bool = False,
         http_port: int | None = None,
@@ -96,15 +106,19 @@ class Receiver:
             raise ReceiverConfigError("TLS needs both a certificate and a key file")
         if max_disk_bytes is not None and max_disk_bytes <= 0:
             raise ReceiverConfigError(f"max_disk_bytes must be positive, got {max_disk_bytes}")
+        _check_bounds(max_message_bytes, max_concurrent_exports, max_inflight_bytes, http_limits)
         self.tls_cert = Path(tls_cert) if tls_cert is not None else None
         self.tls_key = Path(tls_key) if tls_key is not None else None
         self._requested_grpc_port = grpc_port
         self._requested_http_port = http_port
-        self._max_workers = max_workers
         self._max_segment_bytes = max_segment_bytes
         self._max_message_bytes = max_message_bytes
+        self._http_limits = http_limits
         self._reuse_port = reuse_port
         self.metrics = Metrics()
+        # One bound for both transports (a sender cannot double it by splitting its exports over gRPC and HTTP);
+        # ``admission.in_flight`` says what it holds now.
+        self.admission = Admission(max_concurrent_exports, max_inflight_bytes)
         self._disk = DiskUsage(self.usage_dir, max_disk_bytes)
         self._dedupe = DedupeWindow(dedupe_window)
         self._pipeline = Pipeline(
@@ -235,11 +249,12 @@ class Receiver:
             self._grpc = GrpcTransport(
                 self._pipeline,
                 self.metrics,
+                admission=self.admission,
                 token=self.ingest_token,
                 host=self.host,
                 port=self._requested_grpc_port,
-                max_workers=self._max_workers,
                 max_message_bytes=self._max_message_bytes,
+                message_timeout=self._http_limits.body_timeout,  # the same deadline as an OTLP/HTTP body's
                 reuse_port=self._reuse_port,
                 tls_cert=self.tls_cert,
                 tls_key=self.tls_key,
@@ -258,6 +273,8 @@ class Receiver:
                     reuse_port=self._reuse_port,
                     max_body_bytes=self._max_message_bytes,
                     allowed_hosts=self.allowed_hosts,
+                    admission=self.admission,
+                    limits=self._http_limits,
                 ).start()
         except BaseException:
             self._started = False
@@ -347,3 +364,17 @@ class Receiver:
             "tls": self.tls_cert is not None,
             "auth": self.ingest_token is not None,
         }
+
+
+def _check_bounds(max_message_bytes: int, max_exports: int, max_inflight_bytes: int, limits: HttpLimits) -> None:
+    """Every bound positive, or ``ReceiverConfigError`` naming it: a zero would refuse everything, quietly."""
+    for name, value in (
+        ("max_message_bytes", max_message_bytes),
+        ("max_concurrent_exports", max_exports),
+        ("max_inflight_bytes", max_inflight_bytes),
+        ("http_limits.idle_timeout", limits.idle_timeout),
+        ("http_limits.body_timeout", limits.body_timeout),
+        ("http_limits.header_bytes", limits.header_bytes),
+    ):
+        if not value > 0:  # also refuses NaN
+            raise ReceiverConfigError(f"{name} must be positive, got {value}")

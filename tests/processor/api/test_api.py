@@ -139,12 +139,24 @@ def test_healthz_answers_ok(server: ReportServer) -> None:
     assert get(server, "/healthz")[::2] == (200, {"status": "ok"})
 
 
-def test_methods_other_than_get_are_refused(server: ReportServer) -> None:
-    request = urllib.request.Request(server.url + "/v1/report", data=b"{}", method="POST")
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"])
+@pytest.mark.parametrize("path", ["/v1/report", "/healthz", "/nope"])
+def test_methods_other_than_get_are_refused(server: ReportServer, method: str, path: str) -> None:
+    request = urllib.request.Request(server.url + path, data=b"{}" if method != "HEAD" else None, method=method)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 405
     assert info.value.headers["Allow"] == "GET"
+    body = info.value.read()
+    if method != "HEAD":  # a HEAD answer has no body
+        assert json.loads(body) == {"error": {"message": "only GET is supported", "type": "invalid_request_error"}}
+
+
+@pytest.mark.parametrize("path", ["/v1/report/", "/v1/report//"])
+def test_a_trailing_slash_is_the_same_endpoint(server: ReportServer, path: str) -> None:
+    status, raw, _ = get(server, f"{path}?start_date=2025-03-01&end_date=2025-03-31")
+    assert (status, raw) == report(server, start_date="2025-03-01", end_date="2025-03-31")[:2]
+    assert get(server, "/healthz/")[::2] == (200, {"status": "ok"})
 
 
 def test_an_empty_dataset_gives_empty_results(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from email.message import Message
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -62,13 +63,15 @@ def server(data_dir: Path) -> Iterator[ReportServer]:
         yield srv
 
 
-def fetch(server: ReportServer, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+def fetch(server: ReportServer, path: str, headers: dict[str, str] | None = None) -> tuple[int, Message, str]:
+    """Status, headers (looked up by any case: HTTP/1.1 names are case-insensitive, and the server sends them in
+    lower case) and body."""
     request = urllib.request.Request(server.url + path, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read().decode()
+            return response.status, response.headers, response.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()
+        return exc.code, exc.headers, exc.read().decode()
 
 
 PERIOD = {"start_date": "2025-03-01", "end_date": "2025-03-31"}

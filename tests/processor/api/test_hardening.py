@@ -1,8 +1,9 @@
 """The report API against hostile or careless clients and setups, over real sockets with raw requests: a foreign
 ``Host`` (DNS rebinding) is 421 even with no token, ambiguous framing is 400, an ``as_of`` outside the dates Python
-can count is 400 (not 500), the ``Server`` header names no Python version, a burst of connections waits in the
-listen queue instead of being dropped, a client that leaves mid-request is no traceback; and ``tokentrail serve``
-refuses an empty token and an open report API beyond loopback."""
+can count is 400 (not 500), the ``Server`` header names no Python version, a query that fails is a 500 with its
+traceback in the log only, a burst of connections waits in the listen queue instead of being dropped, a client that
+leaves mid-request or mid-response is no traceback; and ``tokentrail serve`` refuses an empty token and an open
+report API beyond loopback. Floods and idle or slow clients: ``test_api_abuse.py``."""
 
 from __future__ import annotations
 
@@ -90,16 +91,53 @@ def test_allowed_hosts_are_answered_and_no_others(data_dir: Path) -> None:
 
 
 def test_two_host_or_content_length_headers_are_refused(server: ReportServer) -> None:
+    """Two Host or two differing Content-Length headers are refused by h11 before the app (a 400 with no body);
+    Content-Length with Transfer-Encoding, which h11 reads as chunked and a proxy in front may read by length, by
+    the app (a 400 in our error shape). Either way the connection is closed after the answer."""
     twice_host = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example\r\n\r\n"
     twice_length = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nContent-Length: 9\r\n\r\n"
-    for request in (twice_host, twice_length):
+    length_and_chunked = (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+                          b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    for request in (twice_host, twice_length, length_and_chunked):
         status, headers, _ = raw(server.port, request)
         assert status == 400 and headers["connection"] == "close"
+    _, _, body = raw(server.port, length_and_chunked)
+    assert json.loads(body)["error"]["message"] == "both Content-Length and Transfer-Encoding"
 
 
 def test_the_server_header_names_no_python_version(server: ReportServer) -> None:
     _, headers, _ = get(server.port, "/healthz", "127.0.0.1")
     assert headers["server"] == "tokentrail"
+
+
+@pytest.mark.parametrize(
+    ("request_line", "host", "status"),
+    [("GET /healthz", "127.0.0.1", 200), ("GET /nope", "127.0.0.1", 404), ("DELETE /v1/report", "127.0.0.1", 405),
+     (f"GET {REPORT}", "127.0.0.1", 200), ("GET /v1/report", "127.0.0.1", 400), (f"GET {REPORT}", "evil.example", 421)],
+)
+def test_every_answer_names_the_server_without_versions_and_is_not_cached(
+    server: ReportServer, request_line: str, host: str, status: int
+) -> None:
+    answer, headers, _ = raw(server.port, f"{request_line} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    assert answer == status
+    assert headers["server"] == "tokentrail" and headers["cache-control"] == "no-store"
+
+
+def test_a_query_that_fails_is_a_500_with_its_traceback_in_the_log(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Parquet file DuckDB cannot read: the client gets the error shape and no detail, the log the traceback."""
+    (data_dir / "usage" / "date=2025-03-05" / "part-broken.parquet").write_bytes(b"PAR1 not parquet")
+    with ReportServer(data_dir, port=0) as srv:
+        status, headers, body = get(srv.port, REPORT, "127.0.0.1")
+        assert status == 500 and headers["content-type"] == "application/json; charset=utf-8"
+        assert json.loads(body) == {"error": {"message": "the query failed; the server log has the details",
+                                              "type": "api_error"}}
+        assert "part-broken" not in body.decode()
+        assert get(srv.port, "/healthz", "127.0.0.1")[0] == 200  # still serving
+    (failure,) = [r for r in caplog.records if r.exc_info]
+    assert failure.levelno == logging.ERROR and "/v1/report failed" in failure.getMessage()
+    assert failure.exc_info is not None and "part-broken" in str(failure.exc_info[1])
 
 
 # -- as_of ---------------------------------------------------------------------------------------------------------
@@ -125,20 +163,38 @@ def test_as_of_at_either_end_of_the_range_answers(data_dir: Path, as_of: str) ->
 
 
 def test_a_client_leaving_mid_request_is_no_traceback(
-    server: ReportServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    data_dir: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """Two clients reset their connection: one before its request head ends (Hypercorn's to close: the app never
+    sees it), one while its query waits for the pool's only thread (held by a call of ours). Neither is a
+    traceback; the second is counted, and its query leaves the queue without running."""
     caplog.set_level(logging.DEBUG)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(f"GET {REPORT} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())  # the headers never end
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:  # still serving
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 200")
-    deadline = time.monotonic() + 30
-    while server.dropped_connections == 0:  # the reset is seen on the first connection's own thread
-        assert time.monotonic() < deadline, "the server never noticed the reset"
-        time.sleep(0.01)
-    assert server.dropped_connections == 1
+    release = threading.Event()
+    with ReportServer(data_dir, port=0, max_concurrent_queries=1) as srv:
+        held = srv.queries.submit(release.wait)
+        try:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+                sock.sendall(f"GET {REPORT} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())  # the headers never end
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+                sock.sendall(f"GET {REPORT} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                deadline = time.monotonic() + 30
+                while srv.queries.pending < 2:  # the held call and this request's query, waiting
+                    assert time.monotonic() < deadline, "the request never reached the pool"
+                    time.sleep(0.01)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            deadline = time.monotonic() + 30
+            while srv.dropped_connections == 0:
+                assert time.monotonic() < deadline, "the server never noticed the reset"
+                time.sleep(0.01)
+            assert srv.queries.pending == 1  # the waiting query was dropped, not left to run for nobody
+        finally:
+            release.set()
+        assert held is not None and held.result(timeout=10) is True
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:  # still serving
+            sock.sendall(f"GET {REPORT} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 200")
+        assert srv.dropped_connections == 1
     assert "Traceback" not in capfd.readouterr().err
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
 
@@ -146,19 +202,19 @@ def test_a_client_leaving_mid_request_is_no_traceback(
 def test_a_client_leaving_mid_response_is_no_traceback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """10,000 rows do not fit in the socket buffers of a client that reads one byte and resets: the server's write
-    fails mid-response."""
+    """10,000 rows (megabytes) do not fit in the socket buffers of a client that reads the status line and resets:
+    a write of the answer fails mid-response."""
     write_day(tmp_path, "2025-03-05", [rec(i, "2025-03-05T08:00:00", user_id=f"u{i:05d}") for i in range(1, 10_001)])
     caplog.set_level(logging.DEBUG)
     with ReportServer(tmp_path, port=0) as srv:
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
             sock.connect(("127.0.0.1", srv.port))
-            sock.sendall(f"GET {REPORT}&group_by=user_id HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-            assert sock.recv(1) == b"H"  # the answer has begun
+            sock.sendall(f"GET {REPORT}&group_by=user HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            assert sock.recv(12, socket.MSG_WAITALL) == b"HTTP/1.1 200"  # the answer (10,000 rows) has begun
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         deadline = time.monotonic() + 30
-        while srv.dropped_connections == 0:  # the server's write fails on its own thread
+        while srv.dropped_connections == 0:  # the server's write fails on its event loop
             assert time.monotonic() < deadline, "the server never noticed the reset"
             time.sleep(0.01)
         assert srv.dropped_connections == 1

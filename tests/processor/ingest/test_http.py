@@ -12,6 +12,7 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import grpc
@@ -32,13 +33,14 @@ def post(
     content_type: str = "application/x-protobuf",
     headers: dict[str, str] | None = None,
     context: ssl.SSLContext | None = None,
-) -> tuple[int, bytes, dict[str, str]]:
+) -> tuple[int, bytes, Message]:
+    """The status, body and headers (looked up by name in any case, as HTTP names are) of one POST."""
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=10, context=context) as response:
-            return response.status, response.read(), dict(response.headers)
+            return response.status, response.read(), response.headers
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), dict(exc.headers)
+        return exc.code, exc.read(), exc.headers
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:

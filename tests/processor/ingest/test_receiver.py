@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +30,7 @@ from tokentrail.processor.storage.parquet import part_name
 from tokentrail.processor.storage.wal import WriteAheadLog, list_segments, read_segment
 
 from tests.helpers.otlp import export, export_raw, genai_attributes, make_request, make_span, random_span
-from tests.helpers.receiver import read_usage
+from tests.helpers.receiver import batch, read_usage, span_ids
 
 
 @pytest.fixture
@@ -270,3 +273,40 @@ def test_a_running_receiver_raises_the_gc_threshold_and_the_last_one_to_stop_res
     finally:
         second.stop()
     assert gc.get_threshold() == before
+
+
+def test_grpc_and_http_share_one_admission(tmp_path: Path) -> None:
+    """An export in flight over gRPC takes the one place HTTP would have had: one bound, whatever the transport."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold(records: object) -> None:  # a listener runs while its export holds its admission
+        held.set()
+        release.wait(30)
+
+    first, second = batch(1), batch(1)
+    with Receiver(
+        tmp_path, grpc_port=0, http_port=0, receiver_id="test-r1", flush_interval=3600, max_concurrent_exports=1
+    ) as receiver:
+        receiver.add_listener(hold)
+        grpc_export = threading.Thread(target=export, args=(receiver.grpc_port, first, 30))
+        grpc_export.start()
+        try:
+            assert held.wait(30)
+            assert receiver.admission.in_flight[0] == 1
+            post = urllib.request.Request(
+                f"http://127.0.0.1:{receiver.http_port}/v1/traces",
+                data=second.SerializeToString(),
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(post, timeout=30)
+            assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+        finally:
+            release.set()
+            grpc_export.join(30)
+        with urllib.request.urlopen(post, timeout=30) as answer:  # the sender's retry, once there is room
+            assert answer.status == 200
+        receiver.flush()
+        assert receiver.metrics.counters()["requests_busy"] == 1
+        assert receiver.admission.in_flight == (0, 0)
+    assert sorted(row["span_id"] for row in read_usage(tmp_path)) == sorted(span_ids(first) | span_ids(second))
