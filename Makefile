@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-oldest-otel check-install bench drift soak clean
+.PHONY: demo test lint test-oldest-otel check-install bench drift soak clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ $(VENV)/.dev-installed: $(BIN)/python pyproject.toml
 demo: $(VENV)/.demo-installed
 	$(BIN)/tokentrail demo
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed chromium
 	$(BIN)/python -m pytest -q
+
+# The dashboard's browser tests (tests/processor/api/test_dashboard_browser.py) drive Debian's Chromium through Playwright's Python API, pointed at
+# /usr/bin/chromium: Playwright's own browser download is never used. Installed here when missing (CI runs as root).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 # ruff, then mypy on the import names users see (build/typecheck/tokentrail links instrumentation/ and processor/).
 lint: $(VENV)/.dev-installed

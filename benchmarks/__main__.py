@@ -1,5 +1,8 @@
 """`python -m benchmarks [name ...]` (or `make bench`): runs every benchmark module's `run()` and prints its result,
-each a ratio against a baseline measured in the same process, so numbers compare across machines and days."""
+each a ratio against a baseline measured in the same process, so numbers compare across machines and days.
+
+A module that sets ``ON_REQUEST = True`` runs only when named (``make bench BENCH=abuse``): it measures what an attack
+costs, not a speed, and takes minutes and gigabytes a plain ``make bench`` should not."""
 
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ def main(argv: list[str]) -> None:
     chosen = [n for n in names if not argv or n in argv]
     for name in chosen:
         module = importlib.import_module(f"benchmarks.{name}")
+        if not argv and getattr(module, "ON_REQUEST", False):
+            print(f"# {name}: skipped, runs only when named (make bench BENCH={name})", file=sys.stderr, flush=True)
+            continue
         if hasattr(module, "run"):
             print(json.dumps({name: module.run()}, indent=2), flush=True)
 

@@ -39,6 +39,8 @@ from tests.fault.serve import Serve
 
 __all__ = ["memory_attacks", "overload", "run"]
 
+ON_REQUEST: Final = True
+"""Runs only when named: ``make bench`` alone skips it (minutes, ~2 GB; a cost under attack, not a speed)."""
 TOKEN: Final = "bench-ingest-token"
 BODY: Final = 60_000_000
 PROTOBUF: Final = {"Content-Type": "application/x-protobuf"}

@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tokentrail.processor.ingest.admission import DEFAULT_MAX_EXPORTS
+from tokentrail.processor.ingest.grpc import SPARE_WORKERS
+from tokentrail.processor.ingest.receiver import DEFAULT_MAX_MESSAGE_BYTES
 
 from benchmarks.receiver_normalize import build_request
 
@@ -31,9 +34,11 @@ _METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 _SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 _ROOT = Path(__file__).resolve().parent.parent
 FLUSH_INTERVAL = 0.25
-# As `tokentrail serve` configures its gRPC server (``Receiver``'s defaults), so the baseline differs only in the work.
-GRPC_WORKERS = 8
-MAX_MESSAGE_BYTES = 64 << 20
+# As `tokentrail serve` configures its gRPC server at its defaults, so the baseline differs only in the work: the
+# thread pool ``GrpcTransport`` gives gRPC (one thread an admitted export, plus the spares that answer refusals: 20)
+# and the message limit.
+GRPC_WORKERS = DEFAULT_MAX_EXPORTS + SPARE_WORKERS
+MAX_MESSAGE_BYTES = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def serve_parse_only() -> None:

@@ -16,6 +16,7 @@ files, fetching the same rows into Python. Both answers are checked equal (``mis
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -24,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -234,12 +235,15 @@ def _same(ours: list[dict[str, Any]], raw: list[tuple[Any, ...]], n_keys: int) -
     return mine == theirs
 
 
-def run(rows: int = 10_000_000, *, repeat: int = 3, data_dir: str | os.PathLike[str] | None = None) -> dict[str, float]:
-    """Time each query ``repeat`` times both ways; returns seconds (best of) and ratios, plus ``mismatches``."""
+@contextlib.contextmanager
+def bench_dataset(
+    rows: int, data_dir: str | os.PathLike[str] | None, out: dict[str, float]
+) -> Iterator[Path]:
+    """The ``rows``-record dataset, generated once and kept in the temp directory from 1M records up (or in
+    ``data_dir``), so the query benchmarks share it; ``out`` gains ``generate_s`` when it was generated."""
     keep = data_dir is not None or rows >= 1_000_000
     root = Path(data_dir) if data_dir is not None else Path(tempfile.gettempdir()) / f"tokentrail-bench-{rows}"
     marker = root / ".complete"
-    out: dict[str, float] = {"rows": float(rows)}
     try:
         if not marker.exists():
             shutil.rmtree(root, ignore_errors=True)
@@ -247,6 +251,16 @@ def run(rows: int = 10_000_000, *, repeat: int = 3, data_dir: str | os.PathLike[
             generate(root, rows)
             marker.write_text(str(rows))
             out["generate_s"] = round(time.perf_counter() - t0, 2)
+        yield root
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run(rows: int = 10_000_000, *, repeat: int = 3, data_dir: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    """Time each query ``repeat`` times both ways; returns seconds (best of) and ratios, plus ``mismatches``."""
+    out: dict[str, float] = {"rows": float(rows)}
+    with bench_dataset(rows, data_dir, out) as root:
         start, end = FIRST_DAY, FIRST_DAY + timedelta(days=DAYS - 1)
         mismatches = 0
         for name, (params, sql, n_keys) in _queries(start, end).items():
@@ -266,9 +280,6 @@ def run(rows: int = 10_000_000, *, repeat: int = 3, data_dir: str | os.PathLike[
             out[f"{name}_raw_s"] = round(min(raw_times), 4)
             out[f"{name}_ratio"] = round(min(ours_times) / min(raw_times), 3)
         out["mismatches"] = float(mismatches)
-    finally:
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
     return out
 
 

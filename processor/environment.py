@@ -12,11 +12,13 @@ from typing import Final
 __all__ = [
     "API_TOKEN",
     "BUDGETS",
+    "DASHBOARD_URL",
     "DATA_DIR",
     "DEFAULT_DATA_DIR",
     "INGEST_TOKEN",
     "ALLOWED_HOSTS",
     "HTTP_IDLE_TIMEOUT",
+    "HTTP_READ_TIMEOUT",
     "MAX_CONCURRENT_EXPORTS",
     "MAX_INFLIGHT_BYTES",
     "MAX_MESSAGE_BYTES",
@@ -25,6 +27,7 @@ __all__ = [
     "PRICES_AUTO_UPDATE",
     "PRICING",
     "REVENUE",
+    "TRACE_URL",
 ]
 
 DATA_DIR: Final = "TOKENTRAIL_DATA_DIR"
@@ -38,8 +41,13 @@ INGEST_TOKEN: Final = "TOKENTRAIL_INGEST_TOKEN"
 """Bearer token the OTLP receivers require (``--ingest-token``)."""
 BUDGETS: Final = "TOKENTRAIL_BUDGETS"
 """Budgets file (``--budgets``)."""
+DASHBOARD_URL: Final = "TOKENTRAIL_DASHBOARD_URL"
+"""Where people open the dashboard, for the links in Slack alerts (``tokentrail serve --dashboard-url``; default:
+the report API's own URL)."""
 REVENUE: Final = "TOKENTRAIL_REVENUE"
 """Revenue file for margins (``--revenue``)."""
+TRACE_URL: Final = "TOKENTRAIL_TRACE_URL"
+"""The dashboard's link from a call to its trace, ``{trace_id}`` where the id goes (``tokentrail serve --trace-url``)."""
 PRICING: Final = "TOKENTRAIL_PRICING"
 """Pricing overrides file (``--pricing``)."""
 PRICES_AUTO_UPDATE: Final = "TOKENTRAIL_PRICES_AUTO_UPDATE"
@@ -59,3 +67,6 @@ MAX_INFLIGHT_BYTES: Final = "TOKENTRAIL_MAX_INFLIGHT_BYTES"
 HTTP_IDLE_TIMEOUT: Final = "TOKENTRAIL_HTTP_IDLE_TIMEOUT"
 """Seconds an HTTP connection (OTLP/HTTP, the report API) may wait without a complete request head
 (``--http-idle-timeout``)."""
+HTTP_READ_TIMEOUT: Final = "TOKENTRAIL_HTTP_READ_TIMEOUT"
+"""Seconds an HTTP connection may send nothing at all, even while its request is answered
+(``--http-read-timeout``)."""

@@ -1,8 +1,9 @@
-"""The HTTP API: ``GET /v1/report`` (Vercel AI Gateway's Custom Reporting endpoint), ``/v1/budgets``,
-``/v1/margins`` and ``/v1/spikes``, served from the local Parquet dataset, and ``/openapi.json`` describing them.
+"""The HTTP API: ``GET /v1/report`` (Vercel AI Gateway's Custom Reporting endpoint), ``/v1/requests`` (the calls
+behind a number), ``/v1/budgets``, ``/v1/margins`` and ``/v1/spikes``, served from the local Parquet dataset,
+``/openapi.json`` describing them, and the dashboard at ``/`` (``api.dashboard``: static files that read these).
 
-The endpoints only translate HTTP: query string in, ``report.py`` (or ``budgets``, ``margins``, ``spikes``) answers,
-JSON or CSV out. They are a Starlette app (routes, ``Request``, ``Response``; a dashboard can join it) served by
+The endpoints only translate HTTP: query string in, ``report.py`` (or ``requests``, ``budgets``, ``margins``,
+``spikes``) answers, JSON or CSV out. They are a Starlette app (routes, ``Request``, ``Response``) served by
 ``ingest.asgi_server.AsgiServer`` (Hypercorn on an event loop of its own). The standard library's threading server
 it replaces spent a thread on every open connection, idle or slowloris ones included, and ran as many DuckDB scans
 at once as clients asked for: a flood grew threads, memory and latency without bound.
@@ -23,8 +24,9 @@ at once as clients asked for: a flood grew threads, memory and latency without b
   An empty token is refused at construction (it would read as "no auth").
 * Host: only names of this server are answered (``ingest.auth.HostCheck``: loopback names when bound to loopback,
   plus ``allowed_hosts``), anything else is 421: a DNS-rebinding page cannot read reports through a browser. Two
-  ``Host`` or differing ``Content-Length`` headers are 400 (h11 refuses them before the app; the app checks again),
-  and so are ``Content-Length`` and ``Transfer-Encoding`` together (h11 reads the body as chunked; the app refuses).
+  ``Host`` or ``Content-Length`` headers are 400 (h11 refuses them before the app; the app checks again), and so are
+  ``Content-Length`` and ``Transfer-Encoding`` together (h11 reads the body as chunked; the app refuses); the rule is
+  ``ingest.auth.framing_problem``, shared with OTLP/HTTP.
 * Errors: a bad parameter is 400 ``invalid_request_error`` with a message naming it, and so is a parameter name
   the endpoint does not read (with the closest known name: ``user`` → ``user_id``); an unknown path 404; a method
   other than GET 405 (``Allow: GET``); a bug 500 ``api_error``, its traceback in the log.
@@ -58,10 +60,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokentrail.processor import environment
+from tokentrail.processor.api.dashboard import dashboard_routes
 from tokentrail.processor.api.openapi import ENDPOINT_PARAMETERS, openapi_document
 from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.ingest.asgi_server import DEFAULT_LIMITS, AsgiServer, HttpLimits
-from tokentrail.processor.ingest.auth import HostCheck, bearer_matches
+from tokentrail.processor.ingest.auth import HostCheck, bearer_matches, framing_problem
 from tokentrail.processor.ingest.listen import ListenError
 from tokentrail.processor.reports.budgets import (
     BUDGET_COLUMNS,
@@ -76,6 +79,7 @@ from tokentrail.processor.reports.margins import MARGIN_COLUMNS, margins_from_pa
 from tokentrail.processor.reports.params import refuse_unknown, single_param
 from tokentrail.processor.reports.query import ReportQuery
 from tokentrail.processor.reports.report import Report
+from tokentrail.processor.reports.requests import REQUEST_COLUMNS, requests_from_params, requests_json
 from tokentrail.processor.reports.revenue import RevenueConfig, load_revenue
 from tokentrail.processor.reports.spikes import SPIKE_COLUMNS, spikes_from_params
 
@@ -91,6 +95,7 @@ __all__ = [
     "MARGINS_PATH",
     "OPENAPI_PATH",
     "REPORT_PATH",
+    "REQUESTS_PATH",
     "RETRY_AFTER_SECONDS",
     "SPIKES_PATH",
     "APIListenError",
@@ -105,6 +110,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_HOST: Final = "127.0.0.1"
 DEFAULT_API_PORT: Final = 8787
 REPORT_PATH: Final = "/v1/report"
+REQUESTS_PATH: Final = "/v1/requests"
 BUDGETS_PATH: Final = "/v1/budgets"
 MARGINS_PATH: Final = "/v1/margins"
 SPIKES_PATH: Final = "/v1/spikes"
@@ -190,6 +196,11 @@ class _App:
         result = spikes_from_params(self.report.data_dir, params)
         return _Answer(exact_json(result.body()), result.rows, SPIKE_COLUMNS, result.truncated)
 
+    def requests_answer(self, params: Mapping[str, list[str]]) -> _Answer:
+        # A page with a next one is "truncated": CSV, which has no next_cursor, still says there is more.
+        page = requests_from_params(self.report.data_dir, params)
+        return _Answer(requests_json(page), page.rows, REQUEST_COLUMNS, page.next_cursor is not None)
+
     def reply(self, path: str, params: Mapping[str, list[str]], fmt: str, query_string: str) -> _Reply:
         """The answer to ``path`` as bytes, any failure included: this runs on a query thread, where an exception
         would only be a traceback nobody answers."""
@@ -216,6 +227,7 @@ _ROUTES: Final[Mapping[str, Callable[[_App, Mapping[str, list[str]]], _Answer]]]
     BUDGETS_PATH: _App.budgets_answer,
     MARGINS_PATH: _App.margins_answer,
     SPIKES_PATH: _App.spikes_answer,
+    REQUESTS_PATH: _App.requests_answer,
 }
 
 
@@ -393,14 +405,10 @@ class _Gate:
                                        "the details", "api_error"))(scope, receive, send)
 
     def _refusal(self, headers: Headers, method: str) -> _Reply | None:
+        problem = framing_problem(headers.raw)
+        if problem is not None:
+            return _error(HTTPStatus.BAD_REQUEST, problem, "invalid_request_error", {"Connection": "close"})
         hosts = headers.getlist("host")
-        if len(hosts) > 1 or len(headers.getlist("content-length")) > 1:
-            what = "Host" if len(hosts) > 1 else "Content-Length"
-            return _error(HTTPStatus.BAD_REQUEST, f"more than one {what} header", "invalid_request_error",
-                          {"Connection": "close"})
-        if "content-length" in headers and "transfer-encoding" in headers:  # h11 reads the chunks, a proxy may not
-            return _error(HTTPStatus.BAD_REQUEST, "both Content-Length and Transfer-Encoding",
-                          "invalid_request_error", {"Connection": "close"})
         if not self._host_check.permits(hosts[0] if hosts else None):
             return _error(HTTPStatus.MISDIRECTED_REQUEST, self._host_check.refusal(hosts[0]),
                           "invalid_request_error", {"Connection": "close"})
@@ -413,10 +421,11 @@ class _Gate:
 class _Endpoints:
     """The routes and what they share: the queries, the pool they run on, the count of clients that left."""
 
-    def __init__(self, app: _App, pool: QueryPool) -> None:
+    def __init__(self, app: _App, pool: QueryPool, dashboard: Sequence[Route] = ()) -> None:
         self._app = app
         self._pool = pool
         self._openapi = _reply(HTTPStatus.OK, json.dumps(openapi_document(), indent=1))
+        self._dashboard = dashboard  # GET / and its assets (api.dashboard): no data, so no token
         self.dropped = 0  # changed on the event loop only
 
     def routes(self) -> list[Route]:
@@ -424,6 +433,7 @@ class _Endpoints:
             Route(HEALTH_PATH, self.health, methods=["GET"]),
             Route(OPENAPI_PATH, self.openapi, methods=["GET"]),
             *(Route(path, partial(self.query, path), methods=["GET"]) for path in _ROUTES),
+            *self._dashboard,
         ]
 
     async def health(self, request: Request) -> Response:
@@ -513,6 +523,7 @@ class ReportServer:
         limits: HttpLimits = DEFAULT_LIMITS,
         max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES,
         max_queued_queries: int = DEFAULT_MAX_QUEUED_QUERIES,
+        trace_url: str | None = None,
     ) -> None:
         if token is not None and not token.strip():
             raise APITokenError("the report API token is empty: give a real one, or none for no auth")
@@ -533,6 +544,9 @@ class ReportServer:
         self._server: AsgiServer | None = None
         self._pool: QueryPool | None = None
         self._endpoints: _Endpoints | None = None
+        # The dashboard at GET / (``trace_url``: its link from a call to the trace, with ``{trace_id}``); built
+        # here, so a bad template (TraceUrlError, a ValueError) stops the server from starting.
+        self._dashboard = dashboard_routes(token_required=token is not None, trace_url=trace_url)
 
     @property
     def host(self) -> str:
@@ -564,7 +578,7 @@ class ReportServer:
         if self._server is not None:
             raise RuntimeError("ReportServer already started")
         pool = QueryPool(*self._pool_size)
-        endpoints = _Endpoints(self._app, pool)
+        endpoints = _Endpoints(self._app, pool, self._dashboard)
         server = AsgiServer(_starlette(endpoints, self._host_check), transport="the report API", host=self._host,
                             port=self._port, limits=self._limits)
         try:

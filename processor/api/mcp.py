@@ -1,5 +1,5 @@
-"""``tokentrail mcp``: the report, budgets, margins and spikes as MCP tools, so an agent can ask live questions
-("which customers cost the most this week?") over stdio.
+"""``tokentrail mcp``: the report, budgets, margins, spikes and the calls behind them as MCP tools, so an agent can
+ask live questions ("which customers cost the most this week?", "which calls were they?") over stdio.
 
 Each tool takes typed parameters, turns them into the HTTP API's query parameters and answers through the same
 function the HTTP endpoint uses: an agent gets the rows ``GET /v1/...`` would return, as the same exact JSON text
@@ -31,6 +31,7 @@ from tokentrail.processor.reports.margins import margins_from_params
 from tokentrail.processor.reports.params import refuse_unknown
 from tokentrail.processor.reports.query import ReportQuery
 from tokentrail.processor.reports.report import Report
+from tokentrail.processor.reports.requests import DEFAULT_LIMIT, MAX_LIMIT, requests_from_params, requests_json
 from tokentrail.processor.reports.revenue import RevenueConfig, load_revenue
 from tokentrail.processor.reports.spikes import spikes_from_params
 
@@ -57,7 +58,8 @@ INSTRUCTIONS = (
     "TokenTrail knows what every LLM API call cost and who and what it was for. Use `report` for cost and usage "
     "grouped by day, user (customer), model, tag (plan:..., feature:...), provider or credential type (byok = "
     "the customer's own key); `budgets` for budget status; `margins` for revenue against cost per customer, "
-    "plan or feature; `spikes` for what spends far more than usual. Costs are USD; total_cost is what we pay, "
+    "plan or feature; `spikes` for what spends far more than usual; `requests` for the calls behind a number "
+    "(one row per call, newest first, with the same filters as `report`). Costs are USD; total_cost is what we pay, "
     "market_cost the list price. Dates are UTC days, inclusive."
 )
 
@@ -247,6 +249,35 @@ def build_server(
             limit=limit,
         )
         return await _answer(lambda: exact_json(spikes_from_params(report.data_dir, params).body()))
+
+    @server.tool(
+        name="requests",
+        description=(
+            "The calls behind a number: one row per stored LLM call between two UTC days (inclusive), newest "
+            "first, with its trace_id, model, user, tags, tokens, cost and status; the same rows as "
+            "GET /v1/requests. The filters are the report's, so the calls of a report row are the ones counted in "
+            "it. A page holds `limit` calls; pass its next_cursor as `cursor` (with the same dates and filters) for "
+            "the next, until next_cursor is null."
+        ),
+        annotations=_READ_ONLY,
+    )
+    async def requests_tool(
+        start_date: Date,
+        end_date: Date,
+        user_id: Annotated[str | None, Field(description="only this user (customer)")] = None,
+        model: str | None = None,
+        provider: str | None = None,
+        credential_type: Literal["byok", "system"] | None = None,
+        tags: Annotated[list[str] | None, Field(description="only calls with these tags")] = None,
+        tags_match: Literal["any", "all"] = "any",
+        limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="calls per page")] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, Field(description="the previous page's next_cursor, unchanged")] = None,
+    ) -> CallToolResult:
+        params = _params(
+            start_date=start_date, end_date=end_date, user_id=user_id, model=model, provider=provider,
+            credential_type=credential_type, tags=tags, tags_match=tags_match, limit=limit, cursor=cursor,
+        )
+        return await _answer(lambda: requests_json(requests_from_params(report.data_dir, params)))
 
     return server
 

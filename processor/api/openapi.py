@@ -26,6 +26,14 @@ from tokentrail.processor.reports.query import (
     QUERY_PARAMETERS,
     TAGS_MATCH,
 )
+from tokentrail.processor.reports.requests import (
+    DEFAULT_LIMIT,
+    FILTER_PARAMETERS,
+    MAX_LIMIT,
+    REQUEST_COLUMNS,
+    REQUESTS_PARAMETERS,
+    TOKEN_COLUMNS,
+)
 from tokentrail.processor.reports.spikes import (
     DEFAULT_BASELINE,
     DEFAULT_THRESHOLD,
@@ -38,6 +46,7 @@ from tokentrail.processor.reports.spikes import (
     SPIKE_PARAMETERS,
     WINDOWS,
 )
+from tokentrail.processor.schema import NO_USAGE, PRICED, UNPRICED
 
 __all__ = ["ENDPOINT_PARAMETERS", "openapi_document"]
 
@@ -74,6 +83,7 @@ ENDPOINT_PARAMETERS: Final = {
     "/v1/budgets": (*BUDGET_PARAMETERS, "format"),
     "/v1/margins": (*MARGIN_PARAMETERS, "format"),
     "/v1/spikes": (*SPIKE_PARAMETERS, "format"),
+    "/v1/requests": (*REQUESTS_PARAMETERS, "format"),
 }
 
 
@@ -170,6 +180,79 @@ def _report_row() -> dict:
     properties["output_tokens"]["description"] = "Includes reasoning tokens."
     properties["unpriced_request_count"] = dict(_UNPRICED_COUNT)
     return {"type": "object", "required": list(METRICS), "properties": properties}
+
+
+def _requests_parameters() -> list[dict]:
+    report = {p["name"]: p for p in _report_parameters()}  # the same dates and filters, described once
+    return [
+        *(report[name] for name in FILTER_PARAMETERS),
+        _param(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            "Calls per page.",
+        ),
+        _param(
+            "cursor",
+            {"type": "string"},
+            "The previous page's next_cursor, unchanged (opaque), with the same dates and filters; leave it out for "
+            "the first page.",
+        ),
+        _FORMAT,
+    ]
+
+
+def _request_row() -> dict:
+    text = {"type": "string"}
+    props: dict[str, Any] = {
+        "timestamp": {"type": "string", "format": "date-time", "description": "start of the call, UTC, to the µs"},
+        "trace_id": text,
+        "span_id": text,
+        "response_id": {**_STRING_OR_NULL, "description": "the provider's id of the response"},
+        "service": _STRING_OR_NULL,
+        "environment": _STRING_OR_NULL,
+        "api": _STRING_OR_NULL,
+        "operation": _STRING_OR_NULL,
+        "provider": text,
+        "model": text,
+        "user": {**_STRING_OR_NULL, "description": "the user id (the report's user key; filter with user_id)"},
+        "tags": {"type": "array", "items": text},
+        "credential_type": {"type": "string", "enum": list(CREDENTIAL_TYPES)},
+        **{name: dict(_INT) for name in TOKEN_COLUMNS},
+        "total_cost": {
+            **_MONEY_OR_NULL,
+            "description": f"What you pay for the call (0 for BYOK by default). {_MONEY['description']}; null when "
+            "the call has no known price (price_status), never 0.",
+        },
+        "market_cost": {**_MONEY_OR_NULL, "description": "List price of the call; null when it has none."},
+        "price_status": {"type": "string", "enum": [PRICED, UNPRICED, NO_USAGE]},
+        "duration_ms": {"type": ["number", "null"]},
+        "streamed": {"type": "boolean"},
+        "status": text,
+        "error_type": _STRING_OR_NULL,
+    }
+    props["input_tokens"]["description"] = "Includes cached input tokens."
+    props["output_tokens"]["description"] = "Includes reasoning tokens."
+    assert tuple(props) == REQUEST_COLUMNS
+    return {"type": "object", "required": list(REQUEST_COLUMNS), "properties": props}
+
+
+def _requests_ok() -> dict:
+    ok = _ok(
+        {
+            "type": "object",
+            "required": ["results", "next_cursor"],
+            "properties": {
+                "results": {"type": "array", "items": _request_row()},
+                "next_cursor": {
+                    **_STRING_OR_NULL,
+                    "description": "pass it as cursor for the next page; null on the last page",
+                },
+            },
+        },
+        "One page of calls, newest first.",
+    )
+    ok["headers"]["X-Result-Truncated"]["description"] = "true when there is a next page (CSV has no next_cursor)"
+    return ok
 
 
 def _budget_parameters() -> list[dict]:
@@ -346,6 +429,13 @@ def _operation(
         ),
         "401": _error_response("Missing or wrong bearer token (authentication_error)."),
         "500": _error_response("The query failed (api_error)."),
+        "503": {
+            **_error_response(
+                "Too many queries at once (every query thread busy and the queue full): nothing was run; retry after "
+                "the Retry-After delay (overloaded_error)."
+            ),
+            "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        },
     }
     if configured:
         responses["404"] = _error_response(configured)
@@ -433,6 +523,16 @@ def openapi_document() -> dict[str, Any]:
                     ),
                     "Spikes.",
                 ),
+            ),
+            "/v1/requests": _operation(
+                "getRequests",
+                "The calls behind a number: one row per stored call, newest first, a page at a time",
+                "The same dates and filters as /v1/report select the same calls: over all pages their total_cost "
+                "adds up to the report's and their number is its request_count. Ties on the timestamp are broken "
+                "by trace_id, span_id and response_id (descending); pages are keyset pages (next_cursor), so no "
+                "call is repeated or skipped across them.",
+                _requests_parameters(),
+                _requests_ok(),
             ),
             "/healthz": {
                 "get": {

@@ -65,8 +65,8 @@ def _command(name: str) -> ModuleType:
 # The subcommands, in the order ``--help`` lists them.
 COMMANDS: Final[tuple[ModuleType, ...]] = tuple(
     _command(name)
-    for name in ("report", "serve", "demo", "doctor", "budgets", "compact", "margins", "mcp", "prices", "reprice",
-                 "spikes", "status", "wal")
+    for name in ("report", "requests", "serve", "demo", "doctor", "budgets", "compact", "margins", "mcp", "prices",
+                 "reprice", "spikes", "status", "wal")
 )
 
 

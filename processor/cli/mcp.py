@@ -1,4 +1,4 @@
-"""``tokentrail mcp``: an MCP server on stdio exposing report, budgets, margins and spikes as tools."""
+"""``tokentrail mcp``: an MCP server on stdio exposing report, requests, budgets, margins and spikes as tools."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ __all__ = ["register"]
 def register(commands: Any, default_data_dir: Path) -> None:
     parser = commands.add_parser(
         "mcp",
-        help="serve report, budgets, margins and spikes as MCP tools over stdio (for agents)",
+        help="serve report, requests, budgets, margins and spikes as MCP tools over stdio (for agents)",
         description="Speaks the Model Context Protocol on stdin/stdout until the client closes stdin. Needs the "
         "processor and mcp extras: pip install './[processor,mcp]' from a TokenTrail checkout.",
     )

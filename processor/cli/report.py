@@ -16,9 +16,24 @@ from tokentrail.processor.reports.formatting import FORMATS, TRUNCATED_NOTE, for
 from tokentrail.processor.reports.query import MAX_ROWS, ReportQuery
 from tokentrail.processor.reports.report import run_report
 
-__all__ = ["DEFAULT_REPORT_DAYS", "register", "terminal_width"]
+__all__ = [
+    "DEFAULT_REPORT_DAYS", "add_question_arguments", "default_dates", "question_params", "register", "terminal_width"
+]
 
 DEFAULT_REPORT_DAYS: Final = 7
+
+
+def add_question_arguments(parser: argparse.ArgumentParser, default_data_dir: Path) -> None:
+    """The data directory, dates and filters every report-like command takes (read back by ``question_params``)."""
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
+    parser.add_argument("--start-date", help=f"YYYY-MM-DD (default: {DEFAULT_REPORT_DAYS} days ending --end-date)")
+    parser.add_argument("--end-date", help="YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--user-id")
+    parser.add_argument("--model")
+    parser.add_argument("--provider")
+    parser.add_argument("--credential-type", help="byok or system")
+    parser.add_argument("--tags", help="comma-separated tags to filter on")
+    parser.add_argument("--tags-match", help="any (default) or all of --tags")
 
 
 def register(commands: Any, default_data_dir: Path) -> None:
@@ -28,21 +43,13 @@ def register(commands: Any, default_data_dir: Path) -> None:
         description="Dates are inclusive UTC days. Grouping by tag counts a request in each of its tags, so tag "
         "rows do not add up to the total.",
     )
-    report.add_argument("--data-dir", type=Path, default=default_data_dir, help=f"(env {environment.DATA_DIR})")
-    report.add_argument("--start-date", help=f"YYYY-MM-DD (default: {DEFAULT_REPORT_DAYS} days ending --end-date)")
-    report.add_argument("--end-date", help="YYYY-MM-DD (default: today, UTC)")
+    add_question_arguments(report, default_data_dir)
     report.add_argument(
         "--group-by",
         help="comma-separated: day (default), user, model, tag, provider, credential_type, service, api, "
         "environment, operation; 'none' for one total row",
     )
     report.add_argument("--date-part", help="time bucket added to every row: hour, day, week, month")
-    report.add_argument("--user-id")
-    report.add_argument("--model")
-    report.add_argument("--provider")
-    report.add_argument("--credential-type", help="byok or system")
-    report.add_argument("--tags", help="comma-separated tags to filter on")
-    report.add_argument("--tags-match", help="any (default) or all of --tags")
     report.add_argument("--order-by", help="a metric or row key, optionally :asc or :desc (e.g. total_cost:desc)")
     report.add_argument("--limit", help=f"at most this many rows (1-{MAX_ROWS})")
     report.add_argument(
@@ -55,7 +62,7 @@ def register(commands: Any, default_data_dir: Path) -> None:
     report.set_defaults(handler=_run)
 
 
-def _default_dates(start: str | None, end: str | None) -> tuple[str, str]:
+def default_dates(start: str | None, end: str | None) -> tuple[str, str]:
     """Last DEFAULT_REPORT_DAYS days ending today (UTC), or ending --end-date if only that was given."""
     if end is None:
         end = datetime.now(UTC).date().isoformat()
@@ -78,23 +85,31 @@ def terminal_width() -> int | None:
     return shutil.get_terminal_size().columns if is_terminal else None
 
 
-def _run(args: argparse.Namespace) -> int:
-    start, end = _default_dates(args.start_date, args.end_date)
+def question_params(args: argparse.Namespace) -> dict[str, str]:
+    """The dates (defaulted) and filters a report-like command was given, as the HTTP API's parameters: each command
+    parses them with its query's ``from_params``, so the same parameter gets the same validation and message."""
+    start, end = default_dates(args.start_date, args.end_date)
     params = {
         "start_date": start,
         "end_date": end,
-        "group_by": args.group_by,
-        "date_part": args.date_part,
         "user_id": args.user_id,
         "model": args.model,
         "provider": args.provider,
         "credential_type": args.credential_type,
         "tags": args.tags,
         "tags_match": args.tags_match,
+    }
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def _run(args: argparse.Namespace) -> int:
+    params = {
+        **question_params(args),
+        "group_by": args.group_by,
+        "date_part": args.date_part,
         "order_by": args.order_by,
         "limit": args.limit,
     }
-    # Through from_params, like the HTTP API: the same parameter gets the same validation and message.
     query = ReportQuery.from_params({name: value for name, value in params.items() if value is not None})
     rows = run_report(require_dataset(args.data_dir), query)  # after the parameters: a bad one is bad usage anyway
     text = format_rows(rows, args.format, query.columns, width=terminal_width())

@@ -1,10 +1,11 @@
 """``tokentrail serve``: the OTLP receiver (gRPC and HTTP) and the report API in one process, until SIGINT or
-SIGTERM; budget alerts as records land when given a budgets file."""
+SIGTERM; budget alerts as records land, and spike alerts every few minutes, when given a budgets file."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
 import math
 import os
@@ -15,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from tokentrail.processor import environment
+from tokentrail.processor.api.dashboard import TraceUrlError, check_trace_url
 from tokentrail.processor.api.http import DEFAULT_API_HOST, DEFAULT_API_PORT, ReportServer
 from tokentrail.processor.ingest.admission import DEFAULT_MAX_EXPORTS, DEFAULT_MAX_INFLIGHT_BYTES
 from tokentrail.processor.ingest.asgi_server import DEFAULT_LIMITS, HttpLimits
@@ -143,18 +146,41 @@ def register(commands: Any, default_data_dir: Path) -> None:
         help="seconds an HTTP connection (OTLP/HTTP, report API) may go without a complete request before it is "
         f"closed (default {DEFAULT_LIMITS.idle_timeout:g}; env {environment.HTTP_IDLE_TIMEOUT})",
     )
+    serve.add_argument(
+        "--http-read-timeout",
+        metavar="SECONDS",
+        default=os.environ.get(environment.HTTP_READ_TIMEOUT),
+        help="seconds an HTTP connection may send nothing at all, even while its request is answered, before it is "
+        "closed (what the idle timeout misses, e.g. a plaintext HTTP/2 preface); keep it above the slowest report "
+        f"query (default {DEFAULT_LIMITS.read_timeout:g}; env {environment.HTTP_READ_TIMEOUT})",
+    )
     serve.add_argument("--no-api", action="store_true", help="do not serve the report API (e.g. extra receivers)")
     serve.add_argument(
         "--budgets",
         type=Path,
         default=os.environ.get(environment.BUDGETS) or None,
-        help=f"budgets TOML: threshold alerts as records land, GET /v1/budgets (env {environment.BUDGETS})",
+        help=f"budgets TOML: threshold alerts as records land, spike alerts ([spikes]), GET /v1/budgets "
+        f"(env {environment.BUDGETS})",
+    )
+    serve.add_argument(
+        "--dashboard-url",
+        metavar="URL",
+        default=os.environ.get(environment.DASHBOARD_URL) or None,
+        help="where people open the dashboard (e.g. https://tokentrail.example behind a proxy), for the links in "
+        f"Slack alerts (default: the report API's own URL; env {environment.DASHBOARD_URL})",
     )
     serve.add_argument(
         "--revenue",
         type=Path,
         default=os.environ.get(environment.REVENUE) or None,
         help=f"revenue TOML for GET /v1/margins (env {environment.REVENUE})",
+    )
+    serve.add_argument(
+        "--trace-url",
+        metavar="TEMPLATE",
+        default=os.environ.get(environment.TRACE_URL) or None,
+        help="the dashboard's link from a call to its trace in your tracing backend, {trace_id} where the id goes, "
+        f"e.g. 'https://tempo.example/trace/{{trace_id}}' (env {environment.TRACE_URL})",
     )
     serve.add_argument(
         "--pricing",
@@ -215,8 +241,8 @@ def _setup_problem(args: argparse.Namespace) -> str | None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _IngestBounds:
-    """What ``--max-message-bytes``, ``--max-concurrent-exports``, ``--max-inflight-bytes`` and
-    ``--http-idle-timeout`` (or their variables) ask for, checked."""
+    """What ``--max-message-bytes``, ``--max-concurrent-exports``, ``--max-inflight-bytes``,
+    ``--http-idle-timeout`` and ``--http-read-timeout`` (or their variables) ask for, checked."""
 
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_concurrent_exports: int = DEFAULT_MAX_EXPORTS
@@ -273,8 +299,46 @@ def _ingest_bounds(args: argparse.Namespace) -> _IngestBounds:
                 args.http_idle_timeout, "--http-idle-timeout", environment.HTTP_IDLE_TIMEOUT,
                 DEFAULT_LIMITS.idle_timeout,
             ),
+            read_timeout=_seconds(
+                args.http_read_timeout, "--http-read-timeout", environment.HTTP_READ_TIMEOUT,
+                DEFAULT_LIMITS.read_timeout,
+            ),
         ),
     )
+
+
+def _dashboard_problem(url: str | None) -> str | None:
+    """Checked before anything listens: a link that cannot be opened would reach people only in their first alert."""
+    if url is None or (urlsplit(url).scheme in ("http", "https") and urlsplit(url).netloc):
+        return None
+    return f"--dashboard-url (env {environment.DASHBOARD_URL}) must be an http:// or https:// URL, got {url!r}"
+
+
+def _dashboard_url(
+    url: str | None, api: ReportServer | None, config: budgets.BudgetsConfig | None
+) -> Callable[[], str | None]:
+    """The base of the dashboard links in Slack alerts, asked at each delivery: ``--dashboard-url``, else the report
+    API's URL once its port is known. None (no link) without an API, or when it listens on every address: 0.0.0.0
+    is no address to open from elsewhere, and a link to it would be false."""
+    if url is not None:
+        return lambda: url
+    if api is None:
+        return lambda: None
+    try:
+        anywhere = ipaddress.ip_address(api.host.strip("[]")).is_unspecified
+    except ValueError:
+        anywhere = api.host == ""
+    if anywhere:
+        slack = config is not None and any(
+            hook.format == "slack"
+            for hooks in ([b.webhooks for b in config.budgets] + ([config.spikes.webhooks] if config.spikes else []))
+            for hook in hooks
+        )
+        if slack:
+            logger.info("Slack alerts carry no dashboard link: the report API listens on %s; set --dashboard-url "
+                        "(env %s) to where people open it", api.host, environment.DASHBOARD_URL)
+        return lambda: None
+    return lambda: api.url if api.port else None
 
 
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
@@ -303,6 +367,17 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         bounds = _ingest_bounds(args)
     except _BadValue as exc:
         print(f"tokentrail serve: {exc}", file=sys.stderr)
+        restore()
+        return EXIT_USAGE
+    try:
+        trace_url = check_trace_url(args.trace_url) if getattr(args, "trace_url", None) else None
+    except TraceUrlError as exc:
+        print(f"tokentrail serve: {exc}", file=sys.stderr)
+        restore()
+        return EXIT_USAGE
+    dashboard_problem = _dashboard_problem(getattr(args, "dashboard_url", None))
+    if dashboard_problem is not None:
+        print(f"tokentrail serve: {dashboard_problem}", file=sys.stderr)
         restore()
         return EXIT_USAGE
     allowed_hosts = parse_allowed_hosts(getattr(args, "allowed_hosts", None))
@@ -343,17 +418,24 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
             revenue=args.revenue,
             allowed_hosts=allowed_hosts,
             limits=bounds.http_limits,
+            trace_url=trace_url,
         )
-        monitor = budgets.attach(receiver, budget_config, data_dir) if budget_config is not None else None
+        dashboard = _dashboard_url(getattr(args, "dashboard_url", None), api, budget_config)
+        monitor = budgets.attach(receiver, budget_config, data_dir, dashboard_url=dashboard) \
+            if budget_config is not None else None
         receiver.start()
+        spike_monitor = None
         try:
+            # Reads Parquet on a thread of its own, every interval_seconds: never on the ingest path.
+            spike_monitor = budgets.start_spike_alerts(budget_config, data_dir, dashboard_url=dashboard) \
+                if budget_config is not None else None
             if api is not None:
                 api.start()
             try:
                 grpc_port = receiver.grpc_port
                 bound_http = receiver.http_port
                 http = f", OTLP/HTTP on {args.host}:{bound_http}" if bound_http is not None else ""
-                report = f", report API on {api.url}/v1/report" if api is not None else ""
+                report = f", report API on {api.url}/v1/report, dashboard on {api.url}/" if api is not None else ""
                 print(
                     f"tokentrail: receiver {receiver.receiver_id}: OTLP/gRPC on {args.host}:{grpc_port}{http}{report}, "
                     f"data in {data_dir}/ (Ctrl-C to stop)",
@@ -369,6 +451,8 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
             receiver.stop()  # the receiver finishes what it acknowledged before returning
             if monitor is not None:
                 monitor.close()  # after the receiver: the last batches' alerts still go out
+            if spike_monitor is not None:
+                spike_monitor.close()
     except PricingConfigError as exc:  # a bad overrides file is a usage error, said before anything listens
         print(f"tokentrail serve: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  .venv/bin/tokentrail report --data-dir {data_dir} --start-date {today} --end-date {today}"
         " --group-by model,tag --format table\n"
         f"  .venv/bin/tokentrail serve --data-dir {data_dir}   # then GET "
-        f"http://127.0.0.1:8787/v1/report?start_date={today}&end_date={today}&group_by=user"
+        f"http://127.0.0.1:8787/v1/report?start_date={today}&end_date={today}&group_by=user\n"
+        f"  and open the dashboard: http://127.0.0.1:8787/?start_date={today}&end_date={today}&bucket=hour"
     )
     return 0
 

@@ -5,22 +5,42 @@ with ``Retry-After``), which every OTLP exporter retries with back-off; nothing 
 Waiting instead (the old behaviour) let latency and memory grow with the load: 64 exports in flight held 619 MB and
 took 1.8 s at p99. The Collector keeps the refused batches in its sending queue meanwhile.
 
-Bytes are what a request body will cost before it is parsed: OTLP/HTTP knows them from ``Content-Length`` before
-reading the body, gRPC once its message is read (``AdmissionPass.grow``), before parsing. One export alone is always
-admitted whatever its size (up to the transport's message limit), or a large batch could never get in.
+Bytes are what a request body will cost before it is parsed, counted before it is read: OTLP/HTTP knows them from
+``Content-Length`` (a body of unknown length adds each chunk as it arrives: ``AdmissionPass.grow``). gRPC learns a
+message's size only by reading it, so it reserves the most a message can be (``--max-message-bytes``, which gRPC
+enforces) and gives back the rest once the message is read (``AdmissionPass.shrink_to``). Counted after reading
+instead, every export in flight could be reading a whole message at once: 24 exports of 60 MB held 675-1,070 MiB
+against a 256 MiB bound. So at the defaults at most 4 gRPC messages are read at once (256 / 64), beside whatever
+OTLP/HTTP holds. One export alone is always admitted whatever its size (up to the transport's message limit), or a
+large batch could never get in. A refusal says which bound it met (``Busy``), so the sender's log says what to raise.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["DEFAULT_MAX_EXPORTS", "DEFAULT_MAX_INFLIGHT_BYTES", "RETRY_AFTER_SECONDS", "Admission", "AdmissionPass"]
+__all__ = [
+    "DEFAULT_MAX_EXPORTS",
+    "DEFAULT_MAX_INFLIGHT_BYTES",
+    "RETRY_AFTER_SECONDS",
+    "Admission",
+    "AdmissionPass",
+    "Busy",
+]
 
 DEFAULT_MAX_EXPORTS: Final = 16
 DEFAULT_MAX_INFLIGHT_BYTES: Final = 256 << 20
 RETRY_AFTER_SECONDS: Final = 1
+
+
+class Busy(enum.Enum):
+    """Which bound refused an export."""
+
+    EXPORTS = "exports"
+    BYTES = "bytes"
 
 
 @dataclass(slots=True)
@@ -37,6 +57,15 @@ class AdmissionPass:
             self.nbytes += nbytes
             return True
         return False
+
+    def shrink_to(self, nbytes: int) -> None:
+        """Gives back what this export holds beyond ``nbytes`` (its real size, once known, of what it reserved at
+        admission); always succeeds. Growing is ``grow``'s job, which may refuse."""
+        if not 0 <= nbytes <= self.nbytes:
+            raise ValueError(f"cannot shrink an admission of {self.nbytes} bytes to {nbytes}")
+        if not self._released:
+            self._admission._give_bytes(self.nbytes - nbytes)
+        self.nbytes = nbytes
 
     def release(self) -> None:
         if not self._released:
@@ -64,9 +93,16 @@ class Admission:
 
     def admit(self, nbytes: int = 0) -> AdmissionPass | None:
         """A pass for one export of ``nbytes`` (0 when not yet known), or None when the receiver is full."""
+        admitted = self.try_admit(nbytes)
+        return admitted if isinstance(admitted, AdmissionPass) else None
+
+    def try_admit(self, nbytes: int = 0) -> AdmissionPass | Busy:
+        """``admit``, saying which bound refused (decided under the one lock, so it is the bound that was hit)."""
         with self._lock:
-            if self._exports >= self.max_exports or not self._fits(nbytes):
-                return None
+            if self._exports >= self.max_exports:
+                return Busy.EXPORTS
+            if not self._fits(nbytes):
+                return Busy.BYTES
             self._exports += 1
             self._bytes += nbytes
         return AdmissionPass(self, nbytes)
@@ -81,6 +117,10 @@ class Admission:
                 return False
             self._bytes += nbytes
             return True
+
+    def _give_bytes(self, nbytes: int) -> None:
+        with self._lock:
+            self._bytes -= nbytes
 
     def _give_back(self, nbytes: int) -> None:
         with self._lock:

@@ -5,8 +5,16 @@ Why Hypercorn: it closes a connection that sends nothing, or sends its request h
 requests, so 1,000 sockets that never send keep 1,000 connections (and, counted by its ``limit_concurrency``, lock
 out real clients); the standard library's server held a thread for each. On an event loop an open connection costs
 a few kilobytes and no thread. Hypercorn also bounds the request head (``header_bytes``), refuses what h11 refuses
-(two differing ``Content-Length``, both ``Content-Length`` and ``Transfer-Encoding``, malformed framing), stops
-gracefully (requests in flight finish within ``graceful_timeout``), and serves TLS (HTTP/2 by ALPN).
+(two differing ``Content-Length``, a negative one, malformed chunked framing), stops gracefully (requests in flight
+finish within ``graceful_timeout``), and serves TLS (HTTP/2 by ALPN). h11 accepts a request carrying both
+``Content-Length`` and ``Transfer-Encoding``; each app refuses it itself (``ingest.auth.framing_refusal``).
+
+One hole in Hypercorn 0.18's idle timer: a plaintext HTTP/2 "prior knowledge" preface (``PRI * HTTP/2.0``) stops it
+and nothing restarts it until a stream ends, so a client that sends the preface and then nothing would hold its
+connection forever. ``read_timeout`` (Hypercorn's own: a connection from which nothing arrives for that long is
+closed) bounds it; it is long (120 s), because it also runs while a request is answered and the client, rightly, sends
+nothing: an answer still being prepared when it fires is dropped as if the client had gone. No OTLP exporter or
+browser speaks plaintext HTTP/2 to these ports (TLS negotiates HTTP/2 by ALPN, and that path has the idle timer).
 
 What is left to each app: the body's size and its arrival deadline (``read_body``), authentication before the body
 is read, and how much work it takes on at once (``ingest.admission`` for OTLP).
@@ -51,6 +59,10 @@ class HttpLimits:
     """Seconds the whole body may take to arrive once the head is in (a 64 MiB body at ~1 MB/s)."""
     header_bytes: int = 16 * 1024
     """The request line and headers, in bytes."""
+    read_timeout: float = 120.0
+    """Seconds a connection may send nothing at all, whatever it is doing, before it is closed: the bound on what
+    the idle timer misses (a plaintext HTTP/2 preface). Keep it above the slowest answer (a report query, an export's
+    processing): the client is silent while it waits."""
     graceful_timeout: float = 5.0
     """Seconds ``stop()`` waits for requests in flight."""
     max_requests_per_connection: int = 1000
@@ -152,6 +164,8 @@ class AsgiServer:
         config.bind = [f"fd://{fd}"]
         config.backlog = socket.SOMAXCONN
         config.keep_alive_timeout = limits.idle_timeout
+        config.read_timeout = limits.read_timeout  # type: ignore[assignment]  # Hypercorn types it int | None
+        config.ssl_handshake_timeout = limits.idle_timeout  # Hypercorn's default is 60 s: a silent TLS client is idle
         config.h11_max_incomplete_size = limits.header_bytes
         config.h2_max_header_list_size = limits.header_bytes
         config.graceful_timeout = limits.graceful_timeout

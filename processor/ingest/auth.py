@@ -6,6 +6,9 @@ The ``Host`` check stops DNS rebinding: a web page at ``attacker.example`` whose
 ``Host: attacker.example``. So a ``Host`` is answered only when it names the address the server listens on, or
 one the operator allows (``--allowed-hosts``). The port in ``Host`` is not checked: it tells nothing about the
 page (an SSH tunnel or a port mapping changes it legitimately).
+
+Both HTTP ports also refuse a request whose framing two parsers could read two ways (``framing_problem``): a proxy
+in front that reads it one way and h11 the other would let a second, unchecked request through (smuggling).
 """
 
 from __future__ import annotations
@@ -15,10 +18,32 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["LOOPBACK_NAMES", "HostCheck", "bearer_matches", "is_loopback", "parse_allowed_hosts"]
+__all__ = ["LOOPBACK_NAMES", "HostCheck", "bearer_matches", "framing_problem", "is_loopback", "parse_allowed_hosts"]
 
 LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})
+
+
+def framing_problem(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a request's head is ambiguous, or None. ``headers`` as ASGI gives them (names lower-case). h11 merges two
+    identical ``Content-Length`` headers and reads a body with both ``Transfer-Encoding`` and ``Content-Length`` as
+    chunked; a proxy in front may read the length, or route on the other ``Host``."""
+    hosts = lengths = 0
+    encoded = False
+    for name, _ in headers:
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            lengths += 1
+        elif name == b"transfer-encoding":
+            encoded = True
+    if hosts > 1:
+        return "more than one Host header"
+    if lengths > 1:
+        return "more than one Content-Length header"
+    if lengths and encoded:
+        return "both Content-Length and Transfer-Encoding: send one"
+    return None
 
 
 def bearer_matches(token: str | None, presented: str | None) -> bool:

@@ -13,6 +13,16 @@ handler, so the gate answers with request-streaming handlers, which get the mess
 a refusal never asks. Not ``grpc.server(maximum_concurrent_rpcs=...)``: it answers RESOURCE_EXHAUSTED without
 ``RetryInfo``, which the Collector's OTLP exporter does not retry (the batch would be lost); UNAVAILABLE it always
 retries, honouring ``RetryInfo``'s delay.
+
+The gate cannot know a message's size before reading it, so it admits the largest a message may be
+(``max_message_bytes``, which gRPC's ``max_receive_message_length`` enforces) and gives back the rest once the
+message is read. Admitting for nothing and counting after the read let every export in flight read a whole message
+at once (memory of exports x message size, far past ``--max-inflight-bytes``); reserved, at most
+``max_inflight_bytes // max_message_bytes`` messages (one at least) are read at once.
+
+Connections are bounded too: one that has not finished its handshake (TLS, HTTP/2 preface and settings) within
+the HTTP idle timeout is closed, as OTLP/HTTP closes a silent one, and one with no call for
+``MAX_CONNECTION_IDLE_SECONDS`` is closed gracefully (GOAWAY; a client reconnects on its next call).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # googleapis-common-protos ships no stubs
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from tokentrail.processor.ingest.admission import RETRY_AFTER_SECONDS, Admission, AdmissionPass
+from tokentrail.processor.ingest.admission import RETRY_AFTER_SECONDS, Admission, AdmissionPass, Busy
 from tokentrail.processor.ingest.auth import bearer_matches
 from tokentrail.processor.ingest.listen import ListenError, check_port_free
 from tokentrail.processor.ingest.metrics import Metrics
@@ -36,7 +46,14 @@ from tokentrail.processor.ingest.pipeline import Pipeline
 from tokentrail.processor.ingest.signals import SIGNALS, Signal
 from tokentrail.processor.normalize.otlp import InvalidRequest
 
-__all__ = ["STATUS_DETAILS_KEY", "TRACE_SERVICE", "ExportGate", "GrpcTransport", "busy_trailer"]
+__all__ = [
+    "MAX_CONNECTION_IDLE_SECONDS",
+    "STATUS_DETAILS_KEY",
+    "TRACE_SERVICE",
+    "ExportGate",
+    "GrpcTransport",
+    "busy_trailer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +64,11 @@ STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
 SPARE_WORKERS: Final = 4
 """gRPC runs every handler on its thread pool, refusals included. Admitted exports hold at most ``max_exports``
 threads; these few more answer refusals at once instead of queueing them behind the exports in flight."""
+
+MAX_CONNECTION_IDLE_SECONDS: Final = 300.0
+"""An HTTP/2 connection with no call for this long is closed (GOAWAY): a client that went quiet or away stops
+holding a socket and its buffers. Long enough that a Collector exporting every few seconds keeps its connection;
+one exporting more rarely reconnects on its next call, transparently."""
 
 UNAUTHENTICATED_DETAILS: Final = "missing or wrong bearer token (authorization metadata)"
 BUSY_EXPORTS_DETAILS: Final = f"receiver busy: too many exports in flight; retry in {RETRY_AFTER_SECONDS} s"
@@ -65,17 +87,20 @@ def busy_trailer(details: str) -> tuple[tuple[str, bytes], ...]:
     return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
-_BUSY_EXPORTS_TRAILER: Final = busy_trailer(BUSY_EXPORTS_DETAILS)
-_BUSY_BYTES_TRAILER: Final = busy_trailer(BUSY_BYTES_DETAILS)
+_BUSY: Final = {
+    Busy.EXPORTS: (BUSY_EXPORTS_DETAILS, busy_trailer(BUSY_EXPORTS_DETAILS)),
+    Busy.BYTES: (BUSY_BYTES_DETAILS, busy_trailer(BUSY_BYTES_DETAILS)),
+}
 
 
 class ExportGate(grpc.ServerInterceptor):
     """Decides each Export from its metadata alone, on gRPC's serving thread, before its message is read: a wrong
     token is UNAUTHENTICATED (``requests_unauthenticated``), a full receiver UNAVAILABLE with ``RetryInfo``
-    (``requests_busy``). An admitted Export's handler grows its pass by the message's size before parsing it
-    (over the byte bound: busy too) and releases the pass when answered. A message that has not arrived
-    ``message_timeout`` seconds after the handler asked for it cancels the call: a sender that never sends cannot
-    keep its pass (OTLP/HTTP's ``body_timeout``). Other methods pass through untouched."""
+    (``requests_busy``), its details naming the bound met. An Export is admitted for ``max_message_bytes``, the
+    most its message can be; its handler shrinks the pass to the message's size once read and releases it when
+    answered. A message that has not arrived ``message_timeout`` seconds after the handler asked for it cancels the
+    call: a sender that never sends cannot keep its pass (OTLP/HTTP's ``body_timeout``). Other methods pass through
+    untouched."""
 
     def __init__(
         self,
@@ -84,12 +109,14 @@ class ExportGate(grpc.ServerInterceptor):
         admission: Admission,
         metrics: Metrics,
         methods: Iterable[str],
+        max_message_bytes: int,
         message_timeout: float,
     ) -> None:
         self._token = token
         self._admission = admission
         self._metrics = metrics
         self._methods = frozenset(methods)
+        self._max_message_bytes = max_message_bytes
         self._message_timeout = message_timeout
 
     def intercept_service(
@@ -101,10 +128,11 @@ class ExportGate(grpc.ServerInterceptor):
         if not bearer_matches(self._token, _authorization(details.invocation_metadata)):
             self._metrics.add(requests_unauthenticated=1)
             return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAILS)
-        admitted = self._admission.admit()
-        if admitted is None:
+        admitted = self._admission.try_admit(self._max_message_bytes)
+        if isinstance(admitted, Busy):
             self._metrics.add(requests_busy=1)
-            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, BUSY_EXPORTS_DETAILS, _BUSY_EXPORTS_TRAILER)
+            details, trailer = _BUSY[admitted]
+            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, details, trailer)
         return grpc.stream_unary_rpc_method_handler(
             self._admitted(handler.unary_unary, admitted),
             request_deserializer=None,
@@ -125,10 +153,7 @@ class ExportGate(grpc.ServerInterceptor):
                     data = _one_message(requests, context)
                 finally:
                     watchdog.cancel()
-                if not admitted.grow(len(data)):
-                    self._metrics.add(requests_busy=1)
-                    context.set_trailing_metadata(_BUSY_BYTES_TRAILER)
-                    _abort(context, grpc.StatusCode.UNAVAILABLE, BUSY_BYTES_DETAILS)
+                admitted.shrink_to(len(data))  # within the reservation: gRPC refuses a bigger one (inflated too)
                 return handle(data, context)
             finally:
                 admitted.release()
@@ -161,7 +186,8 @@ def _one_message(requests: Iterator[bytes], context: grpc.ServicerContext) -> by
 
 
 class GrpcTransport:
-    """The OTLP/gRPC listener of one receiver, on gRPC's own thread pool, behind ``ExportGate``."""
+    """The OTLP/gRPC listener of one receiver, on gRPC's own thread pool, behind ``ExportGate``. ``idle_timeout``
+    bounds a connection's handshake (the HTTP surfaces' idle timeout: a client that connects and says nothing)."""
 
     def __init__(
         self,
@@ -174,6 +200,7 @@ class GrpcTransport:
         port: int,
         max_message_bytes: int,
         message_timeout: float,
+        idle_timeout: float,
         reuse_port: bool,
         tls_cert: Path | None,
         tls_key: Path | None,
@@ -186,6 +213,7 @@ class GrpcTransport:
         self._requested_port = port
         self._max_message_bytes = max_message_bytes
         self._message_timeout = message_timeout
+        self._idle_timeout = idle_timeout
         self._reuse_port = reuse_port
         self._tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
         self._server: grpc.Server | None = None
@@ -202,6 +230,7 @@ class GrpcTransport:
             admission=self._admission,
             metrics=self._metrics,
             methods=[f"/{service}/Export" for service in services],
+            max_message_bytes=self._max_message_bytes,
             message_timeout=self._message_timeout,
         )
         server = grpc.server(
@@ -212,6 +241,8 @@ class GrpcTransport:
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.so_reuseport", 1 if self._reuse_port else 0),
+                ("grpc.server_handshake_timeout_ms", _milliseconds(self._idle_timeout)),
+                ("grpc.max_connection_idle_ms", _milliseconds(MAX_CONNECTION_IDLE_SECONDS)),
             ],
         )
         # Raw bytes in (no request_deserializer): a bad message is our INVALID_ARGUMENT, not gRPC's INTERNAL.
@@ -273,6 +304,10 @@ class GrpcTransport:
 def _export_handler(service: str, handle: Handler) -> grpc.GenericRpcHandler:
     handler = grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=_serialize)
     return grpc.method_handlers_generic_handler(service, {"Export": handler})
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _serialize(message: Message) -> bytes:

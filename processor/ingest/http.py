@@ -60,7 +60,7 @@ from tokentrail.processor.ingest.asgi_server import (
     Send,
     read_body,
 )
-from tokentrail.processor.ingest.auth import HostCheck, bearer_matches
+from tokentrail.processor.ingest.auth import HostCheck, bearer_matches, framing_problem
 from tokentrail.processor.ingest.metrics import Metrics
 from tokentrail.processor.ingest.pipeline import Pipeline
 from tokentrail.processor.ingest.signals import SIGNALS, Signal
@@ -188,8 +188,9 @@ class _Exchange:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self._http1 = str(scope.get("http_version", "1.1")).startswith("1")
+        self.raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         self.headers: dict[str, list[str]] = {}
-        for name, value in scope["headers"]:
+        for name, value in self.raw_headers:
             self.headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         self.content_type = (self.header("content-type") or "").split(";", 1)[0].strip().lower()
         # Errors come in the request's encoding: protobuf unless it sent JSON; JSON to anything but an export.
@@ -323,15 +324,16 @@ class _OtlpApp:
             await exchange.answer(_error(405, f"{exchange.method[:20]} is not allowed; {NOT_FOUND}", JSON, allow))
 
     def _refusal(self, exchange: _Exchange) -> _Answer | None:
-        """A request no route may see: a foreign ``Host`` (421), or a body framed by ``Transfer-Encoding`` that
-        also has a ``Content-Length`` (h11 reads it chunked; a proxy in front may have read the length: 400)."""
+        """A request no route may see: a foreign ``Host`` (421), or an ambiguous head (``auth.framing_problem``:
+        400)."""
         host = exchange.header("host")
         if not self.host_check.permits(host):
             self.metrics.add(requests_wrong_host=1)
             return _error(421, self.host_check.refusal(host or ""), exchange.reply_type)
-        if "transfer-encoding" in exchange.headers and "content-length" in exchange.headers:
+        problem = framing_problem(exchange.raw_headers)
+        if problem is not None:
             self.metrics.add(requests_invalid=1)
-            return _error(400, "Transfer-Encoding and Content-Length together: send one", exchange.reply_type)
+            return _error(400, problem, exchange.reply_type)
         return None
 
     def _unauthorized(self, exchange: _Exchange, reply_type: str) -> _Answer | None:

@@ -1,12 +1,14 @@
 """The receiver's own counters: spans received / accepted / rejected / deduplicated / skipped, unpriced records,
-dropped fields, metric points and log records acknowledged but not stored, WAL bytes, flush lag. Exposed as
-Prometheus text on ``GET /metrics`` and in the status file (``ingest.status``) for ``tokentrail status``.
+dropped fields, metric points and log records acknowledged but not stored, WAL bytes, flush lag, exports and bytes
+in flight (``ingest.admission``). Exposed as Prometheus text on ``GET /metrics`` and in the status file
+(``ingest.status``) for ``tokentrail status``.
 
 Counters are plain integers behind one lock: an Export updates them once per request, not per span.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -49,6 +51,11 @@ GAUGES: Final[dict[str, str]] = {
     "flush_lag_seconds": "Age of the oldest acknowledged record not yet in Parquet (0 when none).",
     "disk_used_bytes": "WAL plus Parquet bytes counted against --max-disk-bytes.",
     "dedupe_window_entries": "Identities held by the ingest dedupe window.",
+    "exports_in_flight": "Exports admitted and not yet answered, gRPC and HTTP together (--max-concurrent-exports).",
+    "bytes_in_flight": (
+        "Bytes the exports in flight hold, a gRPC one --max-message-bytes until its message is read "
+        "(--max-inflight-bytes)."
+    ),
     "uptime_seconds": "Seconds since the receiver started.",
 }
 
@@ -101,16 +108,23 @@ def _label_text(labels: Mapping[str, str] | None) -> str:
     return "{" + ",".join(escaped) + "}"
 
 
+def _number(value: float) -> str:
+    """Exact: a whole number in full (``:g`` kept six digits, so 2,097,152 bytes read 2.09715e+06), else ``repr``;
+    NaN and infinities spelt as the exposition format spells them."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if value == int(value) else repr(float(value))
+
+
 def render_prometheus(values: Mapping[str, float], labels: Mapping[str, str] | None = None) -> str:
     """Prometheus text exposition format 0.0.4."""
     label_text = _label_text(labels)
     lines: list[str] = []
-    for name, help_text in COUNTERS.items():
-        if name in values:
-            full = f"{PREFIX}{name}_total"
-            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} counter", f"{full}{label_text} {values[name]:g}"]
-    for name, help_text in GAUGES.items():
-        if name in values:
-            full = f"{PREFIX}{name}"
-            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} gauge", f"{full}{label_text} {values[name]:g}"]
+    for kind, names, suffix in (("counter", COUNTERS, "_total"), ("gauge", GAUGES, "")):
+        for name, help_text in names.items():
+            if name in values:
+                full, value = f"{PREFIX}{name}{suffix}", _number(values[name])
+                lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}", f"{full}{label_text} {value}"]
     return "\n".join(lines) + "\n"

@@ -255,6 +255,7 @@ class Receiver:
                 port=self._requested_grpc_port,
                 max_message_bytes=self._max_message_bytes,
                 message_timeout=self._http_limits.body_timeout,  # the same deadline as an OTLP/HTTP body's
+                idle_timeout=self._http_limits.idle_timeout,  # a silent connection closed as OTLP/HTTP closes one
                 reuse_port=self._reuse_port,
                 tls_cert=self.tls_cert,
                 tls_key=self.tls_key,
@@ -350,6 +351,8 @@ class Receiver:
         m.gauge("disk_used_bytes", self.disk_used)
         m.gauge("dedupe_window_entries", lambda: len(self._dedupe))
         m.gauge("flush_lag_seconds", flusher.lag_seconds)
+        m.gauge("exports_in_flight", lambda: self.admission.in_flight[0])
+        m.gauge("bytes_in_flight", lambda: self.admission.in_flight[1])
 
     def _describe(self) -> Mapping[str, object]:
         return {
@@ -374,6 +377,7 @@ def _check_bounds(max_message_bytes: int, max_exports: int, max_inflight_bytes: 
         ("max_inflight_bytes", max_inflight_bytes),
         ("http_limits.idle_timeout", limits.idle_timeout),
         ("http_limits.body_timeout", limits.body_timeout),
+        ("http_limits.read_timeout", limits.read_timeout),
         ("http_limits.header_bytes", limits.header_bytes),
     ):
         if not value > 0:  # also refuses NaN

@@ -9,7 +9,7 @@ from tokentrail.processor.reports.dataset import USAGE_SOURCE
 from tokentrail.processor.reports.query import COST_METRICS, FILTER_COLUMNS, GROUP_COLUMNS, ReportQuery
 from tokentrail.processor.schema import PARTITION_COLUMN, PRICED, TOKEN_FIELDS
 
-__all__ = ["build_sql"]
+__all__ = ["build_sql", "filter_sql"]
 
 _US_PER_HOUR: Final = 3_600_000_000
 
@@ -31,6 +31,28 @@ def _date_expressions(date_part: str) -> tuple[str, str]:
     if date_part == "month":
         return (f"date_trunc('month', \"{PARTITION_COLUMN}\")", "strftime(__bucket, '%Y-%m')")
     raise AssertionError(date_part)  # ReportQuery validated it
+
+
+def filter_sql(query: ReportQuery) -> tuple[list[str], dict[str, object]]:
+    """The conditions that pick a query's records (its dates and filters), ANDed, and the parameters they name:
+    one definition for the report and for ``requests`` (the calls behind a report's number are its records)."""
+    params: dict[str, object] = {"start_date": query.start_date, "end_date": query.end_date}
+    where = [f'"{PARTITION_COLUMN}" BETWEEN $start_date AND $end_date']
+    for name in FILTER_COLUMNS:
+        value = getattr(query, name)
+        if value is not None:
+            params[name] = value
+            where.append(f'"{name}" = ${name}')
+    if query.tags:
+        # One list_contains per tag: much faster in DuckDB than list_has_any/list_has_all with a list parameter
+        # (docs/ARCHITECTURE.md, Reports).
+        tests = []
+        for i, tag in enumerate(query.tags):
+            params[f"tag_{i}"] = tag
+            tests.append(f"list_contains(tags, $tag_{i})")
+        joiner = " AND " if query.tags_match == "all" else " OR "
+        where.append(f"({joiner.join(tests)})")
+    return where, params
 
 
 def build_sql(query: ReportQuery) -> tuple[str, dict[str, object]]:
@@ -89,21 +111,8 @@ def build_sql(query: ReportQuery) -> tuple[str, dict[str, object]]:
         order.insert(0, f"{column} {direction.upper()} NULLS LAST")
     params["row_limit"] = query.row_cap + 1  # one more than returned tells whether rows were cut
 
-    where = [f'"{PARTITION_COLUMN}" BETWEEN $start_date AND $end_date']
-    for name in FILTER_COLUMNS:
-        value = getattr(query, name)
-        if value is not None:
-            params[name] = value
-            where.append(f'"{name}" = ${name}')
-    if query.tags:
-        # One list_contains per tag: much faster in DuckDB than list_has_any/list_has_all with a list parameter
-        # (docs/ARCHITECTURE.md, Reports).
-        tests = []
-        for i, tag in enumerate(query.tags):
-            params[f"tag_{i}"] = tag
-            tests.append(f"list_contains(tags, $tag_{i})")
-        joiner = " AND " if query.tags_match == "all" else " OR "
-        where.append(f"({joiner.join(tests)})")
+    where, filter_params = filter_sql(query)
+    params.update(filter_params)
     if by_tag:
         where.append("len(tags) > 0")  # no tag row can hold them: skip them before grouping
 

@@ -1,10 +1,12 @@
 """Budget alerts as records land: ``BudgetMonitor`` keeps each budget's spend for the current (and previous) period,
 adds every batch the receiver makes durable, and fires a threshold once per budget, period, scope value and
-threshold: a log line and, with a webhook, a POST (``webhook``). Fired thresholds and undelivered alerts live in
+threshold: a log line and a POST to each of its webhooks (``webhook``: JSON, or a Slack message whose projection of
+the period's spend is computed at delivery, off the receiver's path). Fired thresholds and undelivered alerts live in
 ``DATA_DIR/budgets/state.json`` (``state``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,8 +20,15 @@ from typing import Any, Final, Protocol
 
 from tokentrail.processor.reports.budgets.config import Budget, BudgetsConfig, Period, load_budgets
 from tokentrail.processor.reports.budgets.spend import percent_of, spend_by_value
-from tokentrail.processor.reports.budgets.state import AlertState
-from tokentrail.processor.reports.budgets.webhook import WebhookNotifier
+from tokentrail.processor.reports.budgets.state import AlertState, decode_alert, encode_alert
+from tokentrail.processor.reports.budgets.status import budget_status
+from tokentrail.processor.reports.budgets.webhook import (
+    DashboardURL,
+    WebhookNotifier,
+    addressed,
+    readdressed,
+    same_delivery,
+)
 from tokentrail.processor.reports.errors import ReportParameterError
 from tokentrail.processor.reports.formatting import decimal_text, usd
 from tokentrail.processor.schema import CURRENCY, UsageRecord
@@ -59,8 +68,11 @@ class BudgetMonitor:
         data_dir: str | os.PathLike[str],
         *,
         notifier: Notifier | None = None,
+        dashboard_url: DashboardURL = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """``dashboard_url``: the base of the dashboard links in Slack messages (the default notifier's; a notifier
+        given here has its own)."""
         self.config = config
         self.data_dir = Path(data_dir)
         self._clock = clock
@@ -68,12 +80,11 @@ class BudgetMonitor:
         self._spend: dict[tuple[str, str], dict[str | None, Decimal]] = {}
         self._state = AlertState(self.data_dir / STATE_DIR / STATE_FILE)
         self._claimed: set[tuple[str, str, str | None, Decimal]] = set()
-        self._notifier: Notifier = notifier or WebhookNotifier()
+        self._notifier: Notifier = notifier or WebhookNotifier(dashboard_url=dashboard_url, details=self.details)
         for stored in self._state.read()["pending"]:  # alerts a previous run fired but did not deliver
             alert = _decode_alert(stored)
             try:  # to where the budget's webhook is now: a restart is how an operator fixes a wrong URL
-                budget = config.get(str(alert.get("budget")))
-                alert["webhook"], alert["webhook_headers"] = budget.webhook, dict(budget.webhook_headers)
+                readdressed(alert, config.get(str(alert.get("budget"))).webhooks)
             except ReportParameterError:
                 pass  # the budget is gone from the file: deliver where it was addressed
             self._notifier.submit(alert, self._settled)
@@ -147,7 +158,7 @@ class BudgetMonitor:
         if not candidates:
             return
 
-        def claim(data: dict[str, Any]) -> list[dict[str, Any]]:
+        def claim(data: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
             alerts = []
             for value, spend, percent, reached in candidates:
                 state_key = json.dumps([budget.name, period.key, value])
@@ -157,14 +168,15 @@ class BudgetMonitor:
                     continue
                 fired["thresholds"] = sorted({*fired["thresholds"], *map(_threshold_text, new)}, key=Decimal)
                 alert = _alert(budget, period, value, spend, percent, max(new), now)
-                data["pending"].append(_encode_alert(alert))
-                alerts.append(alert)
+                copies = addressed(alert, budget.webhooks)
+                data["pending"].extend(encode_alert(copy) for copy in copies)
+                alerts.append((alert, copies))
             _prune(data, now)
             return alerts
 
         alerts = self._state.update(claim)
         self._claimed.update((budget.name, period.key, value, reached[-1]) for value, _, _, reached in candidates)
-        for alert in alerts:
+        for alert, copies in alerts:
             log.warning(
                 "budget %r: %s%% reached%s: spend %s of %s in the %s period from %s",
                 budget.name,
@@ -175,13 +187,36 @@ class BudgetMonitor:
                 budget.period if budget.period != "none" else "all-time",
                 alert["period_start"],
             )
-            self._notifier.submit(alert, self._settled)
+            for copy in copies:
+                self._notifier.submit(copy, self._settled)
 
     def _settled(self, alert: dict[str, Any], delivered: bool) -> None:
         def remove(data: dict[str, Any]) -> None:
-            data["pending"] = [a for a in data["pending"] if a.get("id") != alert["id"]]
+            data["pending"] = [a for a in data["pending"] if not same_delivery(a, alert)]
 
         self._state.update(remove)
+
+    def details(self, alert: Mapping[str, Any]) -> dict[str, Any]:
+        """The projected end-of-period spend for a Slack message, as ``GET /v1/budgets`` projects it (the trailing
+        rate carried to the period's end), from the alert's spend: the batch that fired may not be in Parquet yet.
+        Empty when there is none to give (a budget that never resets, a period that is over, unknown spend)."""
+        try:
+            budget = self.config.get(str(alert.get("budget")))
+        except ReportParameterError:
+            return {}
+        spend = alert.get("spend")
+        if budget.period == "none" or not isinstance(spend, Decimal):
+            return {}
+        one = dataclasses.replace(budget, value=alert.get("value")) if budget.each else budget
+        rows, _ = budget_status(self.data_dir, BudgetsConfig((one,)), as_of=self._clock())
+        for row in rows:
+            if (row["period_start"], row["value"]) != (alert.get("period_start"), alert.get("value")):
+                continue
+            if row["spend"] is None or row["projected_spend"] is None:
+                return {}
+            projected = max(spend, row["spend"]) + row["projected_spend"] - row["spend"]
+            return {"projected_spend": projected, "projected_percent": percent_of(projected, budget.amount)}
+        return {}
 
     def close(self, timeout: float = 5.0) -> None:
         self._notifier.close(timeout)
@@ -222,26 +257,17 @@ def _alert(
         "currency": CURRENCY,
         "count_byok": budget.count_byok,
         "at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "webhook": budget.webhook,
-        "webhook_headers": dict(budget.webhook_headers),
     }
-
-
-def _encode_alert(alert: Mapping[str, Any]) -> dict[str, Any]:
-    """For the state file: ``Decimal`` as text so nothing is rounded on the way through JSON, and without the
-    webhook headers (they may hold secrets; a restart takes them from the budgets file again)."""
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in alert.items() if k != "webhook_headers"}
 
 
 _DECIMAL_FIELDS: Final = ("percent", "spend", "amount", "threshold")
 
 
 def _decode_alert(alert: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(alert)
-    for name in _DECIMAL_FIELDS:
-        if isinstance(out.get(name), str):
-            number = Decimal(out[name])
-            out[name] = int(number) if name == "threshold" and number == number.to_integral_value() else number
+    out = decode_alert(alert, _DECIMAL_FIELDS)
+    threshold = out.get("threshold")
+    if isinstance(threshold, Decimal) and threshold == threshold.to_integral_value():
+        out["threshold"] = int(threshold)
     return out
 
 

@@ -1,5 +1,6 @@
-"""The budgets file: what each budget counts (scope, value, period, amount, thresholds), checked when loaded so a bad
-file stops the start, not an alert months later: every problem at once, each with its line (``BudgetConfigError``).
+"""The budgets file: what each budget counts (scope, value, period, amount, thresholds), where its alerts go (webhooks,
+each in a format: JSON or Slack), and which spikes alert (``[spikes]``), checked when loaded so a bad file stops the
+start, not an alert months later: every problem at once, each with its line (``BudgetConfigError``).
 The format is in the package docstring; ``docs/examples/budgets.toml`` is a file to copy."""
 
 from __future__ import annotations
@@ -14,18 +15,25 @@ from typing import Any, Final
 
 from tokentrail.processor.reports.config_file import Problems, exact_decimal, read_toml, unknown_key
 from tokentrail.processor.reports.errors import ConfigFileError, ReportParameterError
+from tokentrail.processor.reports.spikes import DIMENSIONS as SPIKE_DIMENSIONS
+from tokentrail.processor.reports.spikes import SpikeQuery
 from tokentrail.processor.schema import UsageRecord
 
 __all__ = [
+    "DEFAULT_SPIKE_INTERVAL",
     "DEFAULT_THRESHOLDS",
     "EACH",
+    "MIN_SPIKE_INTERVAL",
     "PERIODS",
     "SCOPE_COLUMNS",
     "SCOPES",
+    "WEBHOOK_FORMATS",
     "Budget",
     "BudgetConfigError",
     "BudgetsConfig",
     "Period",
+    "SpikeAlerts",
+    "Webhook",
     "budgets_from_dict",
     "load_budgets",
 ]
@@ -34,6 +42,9 @@ SCOPES: Final = ("total", "user", "tag", "model", "provider", "credential_type")
 PERIODS: Final = ("daily", "weekly", "monthly", "none")
 EACH: Final = "each"
 DEFAULT_THRESHOLDS: Final = (Decimal(50), Decimal(75), Decimal(100))
+WEBHOOK_FORMATS: Final = ("json", "slack")
+DEFAULT_SPIKE_INTERVAL: Final = 300.0  # seconds between two spike checks
+MIN_SPIKE_INTERVAL: Final = 1.0  # a check is a DuckDB scan of the baseline windows: not in a tight loop
 # Scope -> stored column. ``total`` and ``tag`` are absent: no column, and an exploded list.
 SCOPE_COLUMNS: Final[dict[str, str]] = {
     "user": "user_id",
@@ -66,6 +77,17 @@ class Period:
         return (self.end - timedelta(microseconds=1)).date() if self.end is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where alerts go and in which shape: ``json`` (the alert as it is, for machines) or ``slack`` (a Slack
+    incoming-webhook message, for people). The URL and headers are secrets (a chat hook's key is its path): kept
+    out of ``repr``, so a logged config never shows them."""
+
+    url: str = field(repr=False)
+    format: str = "json"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Budget:
     name: str
@@ -75,13 +97,21 @@ class Budget:
     period: str
     thresholds: tuple[Decimal, ...] = DEFAULT_THRESHOLDS
     count_byok: bool = False
-    webhook: str | None = None
-    webhook_headers: Mapping[str, str] = field(default_factory=dict)
+    webhooks: tuple[Webhook, ...] = ()
     start: date | None = None
 
     @property
     def each(self) -> bool:
         return self.value == EACH
+
+    @property
+    def webhook(self) -> str | None:
+        """The first webhook's URL (a budget usually has one)."""
+        return self.webhooks[0].url if self.webhooks else None
+
+    @property
+    def webhook_headers(self) -> Mapping[str, str]:
+        return self.webhooks[0].headers if self.webhooks else {}
 
     def period_at(self, moment: datetime) -> Period:
         """The period containing ``moment`` (UTC)."""
@@ -118,9 +148,21 @@ class Budget:
         return record.total_cost
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpikeAlerts:
+    """The ``[spikes]`` table: which spike questions ``tokentrail serve`` asks every ``interval`` seconds (one
+    ``SpikeQuery`` per dimension, ``as_of`` left to the clock), and where a new spike is sent."""
+
+    enabled: bool = True
+    interval: float = DEFAULT_SPIKE_INTERVAL
+    queries: tuple[SpikeQuery, ...] = (SpikeQuery(),)
+    webhooks: tuple[Webhook, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetsConfig:
     budgets: tuple[Budget, ...]
+    spikes: SpikeAlerts | None = None
 
     def get(self, name: str) -> Budget:
         for budget in self.budgets:
@@ -144,19 +186,25 @@ def budgets_from_dict(data: Mapping[str, Any]) -> BudgetsConfig:
     return _parse(data, Problems())
 
 
-_TOP_KEYS: Final = ("webhook", "webhook_headers", "budgets")
+_TOP_KEYS: Final = ("webhook", "webhook_headers", "budgets", "spikes")
 _BUDGET_KEYS: Final = (
     "name", "scope", "value", "amount", "period", "thresholds", "count_byok", "webhook", "webhook_headers", "start",
 )
 _CREDENTIAL_TYPES: Final = ("byok", "system")
 _BUDGETS: Final = ("budgets",)
+_SPIKES: Final = ("spikes",)
+_WEBHOOK_KEYS: Final = ("url", "format", "headers")
+# The /v1/spikes parameters a [spikes] table takes (as_of is the clock's; include_all and limit do not apply).
+_SPIKE_QUERY_KEYS: Final = ("dimension", "window", "seasonality", "baseline", "metric", "threshold", "min_increase",
+                            "partial")
+_SPIKES_KEYS: Final = ("enabled", "interval_seconds", *_SPIKE_QUERY_KEYS, "webhook", "webhook_headers")
 
 
 def _parse(data: Mapping[str, Any], problems: Problems) -> BudgetsConfig:
     for key in data:
         if key not in _TOP_KEYS:
             problems.at((), None, key, unknown_key("top-level key", key, _TOP_KEYS) + "; a budget is a [[budgets]] table")
-    webhook = _url(data.get("webhook"), problems, (), None, "webhook")
+    webhook = _webhooks(data.get("webhook"), problems, (), None, "webhook")
     headers = _headers(data.get("webhook_headers", {}), problems, (), None, "webhook_headers")
     entries = data.get("budgets", [])
     if not isinstance(entries, list):
@@ -176,12 +224,13 @@ def _parse(data: Mapping[str, Any], problems: Problems) -> BudgetsConfig:
             also = f" (also at line {named[name]})" if named[name] is not None else ""
             problems.add(line, f"budget {index + 1}: two budgets are named {name!r}{also}; names must be unique")
         named.setdefault(name, line)
+    spikes = _spikes(data["spikes"], webhook, headers, problems) if "spikes" in data else None
     problems.raise_if_any(BudgetConfigError)
-    return BudgetsConfig(tuple(budgets))
+    return BudgetsConfig(tuple(budgets), spikes)
 
 
 def _budget(
-    entry: object, index: int, webhook: str | None, headers: Mapping[str, str], problems: Problems
+    entry: object, index: int, webhook: list[_Hook] | None, headers: Mapping[str, str], problems: Problems
 ) -> Budget | None:
     """One [[budgets]] table; None when it has problems (every one added)."""
     if not isinstance(entry, Mapping):
@@ -227,7 +276,7 @@ def _budget(
     name = _name_of(entry)
     if name is None:
         problem("name", "name must be a non-empty string")
-    budget_webhook = _url(entry.get("webhook"), problems, _BUDGETS, index, f"{where}: webhook", "webhook")
+    budget_webhook = _webhooks(entry.get("webhook"), problems, _BUDGETS, index, f"{where}: webhook")
     budget_headers = _headers(
         entry.get("webhook_headers", {}), problems, _BUDGETS, index, f"{where}: webhook_headers", "webhook_headers")
     if len(problems.found) > before or amount is None or thresholds is None or name is None:
@@ -240,8 +289,7 @@ def _budget(
         period=str(period),
         thresholds=thresholds,
         count_byok=bool(count_byok),
-        webhook=budget_webhook or webhook,
-        webhook_headers={**headers, **budget_headers},
+        webhooks=_resolved(budget_webhook if budget_webhook is not None else webhook, {**headers, **budget_headers}),
         start=start,
     )
 
@@ -296,15 +344,146 @@ def _start(raw: object, period: object, problem: Callable[[str | None, str], Non
     return None
 
 
-def _url(
-    value: object, problems: Problems, path: tuple[str, ...], index: int | None, what: str, key: str = "webhook"
-) -> str | None:
+_Hook = tuple[Webhook, bool]  # (webhook, given as a plain URL: takes the webhook_headers tables)
+
+
+def _webhooks(
+    value: object, problems: Problems, path: tuple[str, ...], index: int | None, what: str
+) -> list[_Hook] | None:
+    """A ``webhook`` value: a URL (JSON), a table ``{ url, format, headers }``, or a list of these (an empty list:
+    none). None when absent (the enclosing default applies); every problem added, at the ``webhook`` line."""
     if value is None:
         return None
+    items = value if isinstance(value, list) else [value]
+    hooks: list[_Hook] = []
+    for item in items:
+        hook = _webhook(item, problems, path, index, what)
+        if hook is not None:
+            hooks.append(hook)
+    return hooks
+
+
+def _webhook(item: object, problems: Problems, path: tuple[str, ...], index: int | None, what: str) -> _Hook | None:
+    def problem(message: str) -> None:
+        problems.at(path, index, "webhook", f"{what} {message}")
+
+    if isinstance(item, str):
+        url = _url(item, problem)
+        return (Webhook(url), True) if url is not None else None
+    if not isinstance(item, Mapping):
+        problem(f"must be a URL, a table {{ url = \"https://...\", format = \"slack\" }} or a list of them, got {item!r}")
+        return None
+    before = len(problems.found)
+    for key in item:
+        if key not in _WEBHOOK_KEYS:
+            problem(unknown_key("key", str(key), _WEBHOOK_KEYS))
+    url = _url(item.get("url"), problem) if "url" in item else None
+    if "url" not in item:
+        problem("needs a url")
+    form = item.get("format", "json")
+    if form not in WEBHOOK_FORMATS:
+        problem(f"has an unknown format {form!r}; {_did_you_mean(form, WEBHOOK_FORMATS)}use one of "
+                f"{', '.join(WEBHOOK_FORMATS)}")
+    headers = item.get("headers", {})
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        problem("headers must be a table of header names to strings")
+    if len(problems.found) > before or url is None:
+        return None
+    return Webhook(url, str(form), dict(headers)), False
+
+
+def _resolved(hooks: list[_Hook] | None, headers: Mapping[str, str]) -> tuple[Webhook, ...]:
+    """The webhooks, those given as plain URLs with the ``webhook_headers`` that apply to them (a table webhook
+    has its own ``headers``: a JSON hook's shared secret is not for Slack)."""
+    return tuple(Webhook(hook.url, hook.format, dict(headers)) if plain else hook for hook, plain in hooks or ())
+
+
+def _url(value: object, problem: Callable[[str], None]) -> str | None:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        problems.at(path, index, key, f"{what} must be an http:// or https:// URL, got {value!r}")
+        problem(f"must be an http:// or https:// URL, got {value!r}")
         return None
     return value
+
+
+def _spikes(
+    table: object, webhook: list[_Hook] | None, headers: Mapping[str, str], problems: Problems
+) -> SpikeAlerts | None:
+    """The ``[spikes]`` table; None when it has problems (every one added)."""
+    if not isinstance(table, Mapping):
+        problems.at((), None, "spikes", "spikes must be one table: write it as [spikes]")
+        return None
+    before = len(problems.found)
+
+    def problem(key: str | None, message: str) -> None:
+        problems.at(_SPIKES, None, key if key in table else None, f"spikes: {message}")
+
+    for key in table:
+        if key not in _SPIKES_KEYS:
+            problem(key, unknown_key("key", key, _SPIKES_KEYS))
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        problem("enabled", "enabled must be true or false")
+    interval = DEFAULT_SPIKE_INTERVAL
+    if "interval_seconds" in table:
+        seconds = problems.number(table["interval_seconds"], _SPIKES, None, "interval_seconds",
+                                  "spikes: interval_seconds")
+        if seconds is not None and seconds < Decimal(str(MIN_SPIKE_INTERVAL)):
+            problem("interval_seconds", f"interval_seconds must be at least {MIN_SPIKE_INTERVAL:g} (a check scans the "
+                    "baseline windows' data), e.g. 300 for every five minutes")
+        elif seconds is not None:
+            interval = float(seconds)
+    raw_dimensions = table.get("dimension", "model")
+    dimensions = raw_dimensions if isinstance(raw_dimensions, list) else [raw_dimensions]
+    if not dimensions or not all(isinstance(d, str) for d in dimensions):
+        problem("dimension", f"dimension must be one of {', '.join(SPIKE_DIMENSIONS)}, or a list of them")
+        dimensions = []
+    for dimension in dimensions:
+        if dimension not in SPIKE_DIMENSIONS:
+            problem("dimension", f"unknown dimension {dimension!r}; {_did_you_mean(dimension, SPIKE_DIMENSIONS)}use "
+                    f"one of {', '.join(SPIKE_DIMENSIONS)}")
+    options: dict[str, Any] = {}
+    for key in ("window", "seasonality", "metric"):
+        if key in table:
+            options[key] = table[key]
+    for key in ("threshold", "min_increase"):
+        if key in table:
+            options[key] = problems.number(table[key], _SPIKES, None, key, f"spikes: {key}")
+    if "baseline" in table:
+        options["baseline"] = table["baseline"]
+    partial = table.get("partial", False)
+    if not isinstance(partial, bool):
+        problem("partial", "partial must be true or false")
+    # Each option alone (with the window, which the others depend on), so a problem names its own line.
+    window: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None or (key in ("seasonality", "baseline") and "window" in options and not window):
+            continue  # already a problem (their own, or the window's, which they depend on)
+        try:
+            SpikeQuery(**{**(window if key != "window" else {}), key: value})
+        except ReportParameterError as exc:
+            problem(key, str(exc))
+        else:
+            if key == "window":
+                window = {"window": value}
+    webhooks = _webhooks(table.get("webhook"), problems, _SPIKES, None, "spikes: webhook")
+    own_headers = _headers(table.get("webhook_headers", {}), problems, _SPIKES, None, "spikes: webhook_headers")
+    if len(problems.found) > before:
+        return None
+    queries = []
+    for dimension in dict.fromkeys(dimensions):
+        try:
+            queries.append(SpikeQuery(dimension=dimension, partial=partial, **options))
+        except ReportParameterError as exc:  # a combination no single option shows
+            problem(None, str(exc))
+            return None
+    return SpikeAlerts(
+        enabled=enabled,
+        interval=interval,
+        queries=tuple(queries),
+        webhooks=_resolved(webhooks if webhooks is not None else webhook, {**headers, **own_headers}),
+    )
 
 
 def _headers(

@@ -1,5 +1,5 @@
-"""Which thresholds fired and which alerts are not yet delivered, on disk, so a restart neither re-fires nor loses
-an alert."""
+"""Which alerts fired (budget thresholds, spikes) and which are not yet delivered, on disk, so a restart neither
+re-fires nor loses an alert."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AlertState"]
+__all__ = ["AlertState", "decode_alert", "encode_alert"]
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +65,18 @@ class AlertState:
                 return self._read()
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def encode_alert(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """For the state file: ``Decimal`` as text so nothing is rounded on the way through JSON, and without the
+    webhook headers (they may hold secrets; a restart takes them from the budgets file again)."""
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in alert.items() if k != "webhook_headers"}
+
+
+def decode_alert(alert: Mapping[str, Any], decimals: Iterable[str]) -> dict[str, Any]:
+    """An alert read back from the state file: the ``decimals`` fields ``Decimal`` again."""
+    out = dict(alert)
+    for name in decimals:
+        if isinstance(out.get(name), str):
+            out[name] = Decimal(out[name])
+    return out

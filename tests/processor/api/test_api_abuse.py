@@ -187,6 +187,19 @@ def test_a_full_query_queue_answers_503_with_retry_after_at_once(data_dir: Path)
         assert srv.queries.pending == 0
 
 
+def test_the_openapi_document_tells_clients_about_the_busy_answer(data_dir: Path) -> None:
+    """A generated client must know a 503 is "retry after Retry-After", on every query endpoint."""
+    with ReportServer(data_dir, port=0) as srv:
+        status, _, body = get(srv, "/openapi.json")
+    assert status == 200
+    paths = json.loads(body)["paths"]
+    queries = [p for p in paths if p.startswith("/v1/")]
+    assert queries
+    for path in queries:
+        busy = paths[path]["get"]["responses"]["503"]
+        assert "overloaded_error" in busy["description"] and "Retry-After" in busy["headers"], path
+
+
 def test_the_query_pool_bounds_are_checked_at_construction(data_dir: Path) -> None:
     for running, queued in ((0, 1), (1, -1)):
         with pytest.raises(ValueError, match="max_concurrent_queries"):

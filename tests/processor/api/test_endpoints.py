@@ -255,7 +255,7 @@ def spec(server: ReportServer) -> dict[str, Any]:
 
 def test_openapi_document_is_3_1_and_describes_every_endpoint(spec: dict[str, Any]) -> None:
     assert spec["openapi"] == "3.1.0"
-    assert set(spec["paths"]) == {"/v1/report", "/v1/budgets", "/v1/margins", "/v1/spikes", "/healthz",
+    assert set(spec["paths"]) == {"/v1/report", "/v1/requests", "/v1/budgets", "/v1/margins", "/v1/spikes", "/healthz",
                                   "/openapi.json"}
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearerAuth"][

@@ -102,7 +102,7 @@ def test_two_host_or_content_length_headers_are_refused(server: ReportServer) ->
         status, headers, _ = raw(server.port, request)
         assert status == 400 and headers["connection"] == "close"
     _, _, body = raw(server.port, length_and_chunked)
-    assert json.loads(body)["error"]["message"] == "both Content-Length and Transfer-Encoding"
+    assert json.loads(body)["error"]["message"] == "both Content-Length and Transfer-Encoding: send one"
 
 
 def test_the_server_header_names_no_python_version(server: ReportServer) -> None:

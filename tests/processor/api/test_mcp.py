@@ -59,7 +59,7 @@ async def test_an_agent_asks_which_customers_cost_the_most_this_week(setup: dict
         assert "TokenTrail" in (init.instructions or "")
 
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert set(tools) == {"report", "budgets", "margins", "spikes"}
+        assert set(tools) == {"report", "requests", "budgets", "margins", "spikes"}
         report_schema = tools["report"].input_schema
         assert report_schema["required"] == ["start_date", "end_date"]
         assert "user" in json.dumps(report_schema["properties"]["group_by"])

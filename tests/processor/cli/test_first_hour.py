@@ -40,6 +40,7 @@ COMMAND_NAMES = [module.__name__.rsplit(".", 1)[1] for module in cli.COMMANDS]
 # COMMANDS is run; one missing here (a command meant to work on the base install) must at least not crash.
 BASE_INSTALL_RUNS: dict[str, tuple[tuple[str, ...], str]] = {
     "report": (("report",), "processor"),
+    "requests": (("requests",), "processor"),
     "serve": (("serve", "--grpc-port", "0", "--api-port", "0", "--no-http"), "processor"),
     "demo": (("demo", "--calls", "1"), "demo"),
     "budgets": (("budgets", "--budgets", "budgets.toml"), "processor"),
@@ -96,6 +97,7 @@ def test_version_prints_the_installed_package_version(capsys: pytest.CaptureFixt
 # Every command that reads a dataset; {budgets} and {revenue} are files written by the test.
 READERS: dict[str, tuple[str, ...]] = {
     "report": ("report",),
+    "requests": ("requests",),
     "compact": ("compact",),
     "reprice": ("reprice", "--start-date", "2025-03-01", "--end-date", "2025-03-02"),
     "spikes": ("spikes",),

@@ -3,6 +3,7 @@ misbehaves (idle, slow headers, slow or oversized body) and with urllib where it
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -88,6 +89,41 @@ def test_a_port_in_use_is_one_line_naming_it(server: AsgiServer) -> None:
 def test_a_connection_that_never_sends_is_closed_after_the_idle_timeout(server: AsgiServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port)) as idle:
         assert _closed_within(idle, LIMITS.idle_timeout + 3)
+
+
+def test_an_http2_preface_then_silence_is_closed_after_the_read_timeout() -> None:
+    """Hypercorn's idle timer stops at a plaintext HTTP/2 preface and never restarts: ``read_timeout`` closes it."""
+    limits = HttpLimits(idle_timeout=0.5, read_timeout=1.5)
+    srv = AsgiServer(_echo_length, transport="OTLP/HTTP", host="127.0.0.1", port=0, limits=limits)
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            started = time.monotonic()
+            assert _closed_within(sock, 10)
+            assert time.monotonic() - started >= 1.0  # by the read timeout, not the idle one
+    finally:
+        srv.stop()
+
+
+async def _slow_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    await asyncio.sleep(1.5)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_an_answer_slower_than_the_idle_timeout_but_within_the_read_timeout_arrives() -> None:
+    """The client is silent while it waits: only ``read_timeout`` runs then, and it must outlast the answer."""
+    limits = HttpLimits(idle_timeout=0.5, read_timeout=5.0)
+    srv = AsgiServer(_slow_answer, transport="the report API", host="127.0.0.1", port=0, limits=limits)
+    srv.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/", timeout=10) as response:
+            assert response.read() == b"ok"
+    finally:
+        srv.stop()
 
 
 def test_request_headers_trickled_slowly_are_cut_off(server: AsgiServer) -> None:

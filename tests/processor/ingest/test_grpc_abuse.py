@@ -1,27 +1,34 @@
 """OTLP/gRPC under abuse and overload, on a real receiver and real gRPC channels: the token is checked from the
-metadata before the message is read, the receiver takes on a bounded number of exports and bytes, and past the
-bound it answers UNAVAILABLE with a ``RetryInfo`` at once, which a Collector retries until everything is stored
-exactly once."""
+metadata before the message is read, the receiver takes on a bounded number of exports and bytes (an export
+reserving the largest message before its own is read), and past the bound it answers UNAVAILABLE with a
+``RetryInfo`` at once, which a Collector retries until everything is stored exactly once. Connections that never
+finish their handshake, or carry no call for long, are closed."""
 
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from tokentrail.processor.cli import main as cli
 from tokentrail.processor.cli import serve
+from tokentrail.processor.ingest import grpc as grpc_module
 from tokentrail.processor.ingest import receiver as receiver_module
 from tokentrail.processor.ingest.asgi_server import HttpLimits
-from tokentrail.processor.ingest.grpc import TRACE_SERVICE
+from tokentrail.processor.ingest.grpc import BUSY_BYTES_DETAILS, TRACE_SERVICE
 from tokentrail.processor.ingest.receiver import Receiver, ReceiverConfigError
 
 from tests.helpers.otlp import make_request, random_span
@@ -77,11 +84,11 @@ class SlowSender:
     """An Export whose client has opened the call (headers sent: admitted) but not yet sent its message: it holds
     its admission pass until ``send()``, through the real server path and no seam of ours."""
 
-    def __init__(self, port: int, payload: bytes, method: str = TRACES) -> None:
+    def __init__(self, port: int, payload: bytes, method: str = TRACES, metadata: Any = None) -> None:
         self._payload = payload
         self._go = threading.Event()
         self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.future = self._channel.stream_unary(method).future(self._messages(), timeout=60)
+        self.future = self._channel.stream_unary(method).future(self._messages(), timeout=60, metadata=metadata)
 
     def _messages(self) -> Iterator[bytes]:
         self._go.wait(60)
@@ -206,7 +213,7 @@ def test_two_big_exports_are_never_parsed_at_once_past_the_byte_bound(tmp_path: 
             assert busy.code() == grpc.StatusCode.UNAVAILABLE and retry_delay(busy) == 1.0
             seen = receiver.metrics.counters()
             assert seen["requests_busy"] == 1
-            assert seen["spans_received"] == before  # refused after reading, before parsing
+            assert seen["spans_received"] == before  # refused before reading (a's reservation took the bytes)
         finally:
             release.set()
             first.join(30)
@@ -215,6 +222,125 @@ def test_two_big_exports_are_never_parsed_at_once_past_the_byte_bound(tmp_path: 
         assert receiver.admission.in_flight == (0, 0)
     assert len(parsed_at_once) == 2 and max(parsed_at_once) < 2 * len(a)
     assert len(read_usage(tmp_path)) == 2
+
+
+def metrics_values(port: int) -> dict[str, float]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+    return {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_two_reservations_of_the_largest_message_refuse_a_third_export_before_it_is_read(tmp_path: Path) -> None:
+    """Room for two messages of the limit (``max_inflight = 2 x max_message``): two exports whose messages are still
+    on their way hold it, each having reserved the limit; a third authenticated export is refused unread, busy on
+    bytes with ``RetryInfo``, and lands once they are answered. Each export, once read, holds only its own size."""
+    first, second, third = (batch(n).SerializeToString() for n in (2, 3, 4))
+    held: list[tuple[int, int]] = []
+    with Receiver(
+        tmp_path, grpc_port=0, http_port=0, ingest_token=TOKEN, max_message_bytes=MiB, max_inflight_bytes=2 * MiB,
+        max_concurrent_exports=8, flush_interval=3600,
+    ) as receiver:
+        receiver.add_listener(lambda records: held.append(receiver.admission.in_flight))  # while its pass is held
+        port, http_port = receiver.grpc_port, receiver.http_port
+        assert http_port is not None
+        slow = [SlowSender(port, first, metadata=AUTHORIZED), SlowSender(port, second, metadata=AUTHORIZED)]
+        try:
+            wait_for(lambda: receiver.admission.in_flight == (2, 2 * MiB), "two reservations of the message limit")
+            busy = refusal(port, third, metadata=AUTHORIZED)
+            assert busy.code() == grpc.StatusCode.UNAVAILABLE and retry_delay(busy) == 1.0
+            assert busy.details() == BUSY_BYTES_DETAILS
+            seen = receiver.metrics.counters()
+            assert (seen["requests_busy"], seen["spans_received"], seen["requests_invalid"]) == (1, 0, 0)
+            gauges = metrics_values(http_port)
+            assert gauges["tokentrail_receiver_exports_in_flight"] == 2
+            assert gauges["tokentrail_receiver_bytes_in_flight"] == 2 * MiB
+        finally:
+            replies = [sender.send() for sender in slow]  # one after the other: the second still reserved meanwhile
+        assert all(isinstance(reply, bytes) for reply in replies)
+        assert receiver.admission.in_flight == (0, 0)
+        call(port, third, metadata=AUTHORIZED)  # the sender's retry, once there is room
+        gauges = metrics_values(http_port)
+        assert (gauges["tokentrail_receiver_exports_in_flight"], gauges["tokentrail_receiver_bytes_in_flight"]) == (0, 0)
+        receiver.flush()
+    assert held == [(2, len(first) + MiB), (1, len(second)), (1, len(third))]  # shrunk to the message once read
+    stored = {row["span_id"] for row in read_usage(tmp_path)}
+    assert len(stored) == 9
+
+
+# -- connections: silent ones and idle ones closed ----------------------------------------------------------------
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Reads (and drops) what the server sends until it closes the connection: True, or False after ``within`` s."""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_a_silent_connection_is_closed_after_the_handshake_timeout_and_grpc_still_serves(tmp_path: Path) -> None:
+    """A client that connects and never sends a byte (not even HTTP/2's preface) is closed after the HTTP idle
+    timeout, as OTLP/HTTP closes one; gRPC's own default would keep it two minutes."""
+    limits = HttpLimits(idle_timeout=0.5)
+    with Receiver(tmp_path, grpc_port=0, http_limits=limits, flush_interval=3600) as receiver:
+        with grpc.insecure_channel(f"127.0.0.1:{receiver.grpc_port}") as channel:
+            export = channel.unary_unary(TRACES)
+            export(batch(1).SerializeToString(), timeout=30)  # connected before the silent ones
+            silent = [socket.create_connection(("127.0.0.1", receiver.grpc_port)) for _ in range(3)]
+            try:
+                assert all(closed_by_server(sock, 30) for sock in silent)  # liveness bound, far past 0.5 s
+            finally:
+                for sock in silent:
+                    sock.close()
+            export(batch(1).SerializeToString(), timeout=30)  # a client that did finish its handshake still served
+        call(receiver.grpc_port, batch(1).SerializeToString())  # and a new one
+        assert receiver.metrics.counters()["requests_ok"] == 3
+
+
+def test_a_connection_without_calls_is_closed_gracefully(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HTTP/2 connection that finished its handshake and then makes no call gets a GOAWAY after
+    ``MAX_CONNECTION_IDLE_SECONDS`` (shortened here) and is closed; a gRPC channel just reconnects."""
+    monkeypatch.setattr(grpc_module, "MAX_CONNECTION_IDLE_SECONDS", 0.5)
+    with Receiver(tmp_path, grpc_port=0, flush_interval=3600) as receiver:
+        sock = socket.create_connection(("127.0.0.1", receiver.grpc_port), timeout=30)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        try:
+            conn.initiate_connection()
+            sock.sendall(conn.data_to_send())
+            events: list[h2.events.Event] = []
+            deadline = time.monotonic() + 30  # liveness bound, far past 0.5 s
+            while not any(isinstance(e, h2.events.ConnectionTerminated) for e in events):
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                events += conn.receive_data(data)
+                sock.sendall(conn.data_to_send())  # settings and ping acknowledged: a well-behaved idle client
+            assert any(isinstance(e, h2.events.RemoteSettingsChanged) for e in events)  # the handshake was done
+            assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events), events
+        finally:
+            sock.close()
+        with grpc.insecure_channel(f"127.0.0.1:{receiver.grpc_port}") as channel:
+            export = channel.unary_unary(TRACES)
+            export(batch(1).SerializeToString(), timeout=30)
+            time.sleep(1.5)  # past the idle limit: the server sends GOAWAY, the channel reconnects on its next call
+            export(batch(1).SerializeToString(), timeout=30)
+        assert receiver.metrics.counters()["requests_ok"] == 2
 
 
 # -- overload: 64 exports at once, four at a time -----------------------------------------------------------------
@@ -326,6 +452,8 @@ def test_serve_advertises_the_receivers_default_message_limit() -> None:
         ("--max-inflight-bytes", "256MiB"),
         ("--http-idle-timeout", "0"),
         ("--http-idle-timeout", "nan"),
+        ("--http-read-timeout", "-1"),
+        ("--http-read-timeout", "soon"),
     ],
 )
 def test_serve_refuses_a_bad_bound_in_one_line(

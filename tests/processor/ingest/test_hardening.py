@@ -110,6 +110,21 @@ def test_transfer_encoding_with_a_content_length_is_refused_not_misread(receiver
     assert counters(receiver)["requests_invalid"] == 1
 
 
+def test_two_host_headers_are_refused_like_on_the_report_api(receiver: Receiver) -> None:
+    """A proxy may route on one Host and a check read the other. h11 refuses it before the app (no body, no counter);
+    ``auth.framing_problem`` refuses it again for a server stack that would not."""
+    port = receiver.http_port
+    assert port is not None
+    status, headers, _ = raw(
+        port,
+        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    assert status == 400
+    assert headers["connection"] == "close"
+    assert receiver.stats["received"] == 0
+
+
 def test_json_nested_beyond_reason_is_400_and_counted(receiver: Receiver) -> None:
     port = receiver.http_port
     assert port is not None
