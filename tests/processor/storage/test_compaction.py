@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -239,8 +240,14 @@ def test_readers_never_see_a_half_rewritten_day(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     try:
-        for n in range(1, 41):
+        # At least 40 rewrites, and on until the readers have answered a few times: on a loaded machine a reader can
+        # lose every race of the first 40 (each a retry), which would leave nothing checked.
+        n, deadline = 0, time.monotonic() + 120
+        while n < 40 or (len(answers) < 5 and time.monotonic() < deadline):
+            n += 1
             rewrite_day(usage, DAY, set_model(f"m-{n % 2}"))
+            if n >= 40:
+                time.sleep(0.05)  # room for a read between two swaps
     finally:
         stop.set()
         for t in threads:
