@@ -3,18 +3,40 @@ dropped fields, metric points and log records acknowledged but not stored, WAL b
 in flight (``ingest.admission``). Exposed as Prometheus text on ``GET /metrics`` and in the status file
 (``ingest.status``) for ``tokentrail status``.
 
+Besides them, what the stored calls cost (``UsageCounters``): cost, market cost, tokens by type, requests and unpriced
+requests, labelled only by provider, model, credential type and service, so Grafana users see spend next to the
+receiver's health (deploy/grafana/tokentrail.json) without a query engine. Never by user or tag: those are unbounded
+and personal, and a time series per user would leak them to every scraper and swamp Prometheus.
+
 Counters are plain integers behind one lock: an Export updates them once per request, not per span.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Final
 
-__all__ = ["COUNTERS", "GAUGES", "Metrics", "render_prometheus"]
+from tokentrail.processor.schema import UNPRICED, UsageColumns
+
+__all__ = [
+    "COUNTERS",
+    "GAUGES",
+    "MAX_LABEL_SETS",
+    "OTHER",
+    "TOKEN_TYPES",
+    "USAGE_COUNTERS",
+    "USAGE_LABELS",
+    "Metrics",
+    "UsageCounters",
+    "render_prometheus",
+]
+
+log = logging.getLogger(__name__)
 
 PREFIX: Final = "tokentrail_receiver_"
 
@@ -59,14 +81,165 @@ GAUGES: Final[dict[str, str]] = {
     "uptime_seconds": "Seconds since the receiver started.",
 }
 
+USAGE_PREFIX: Final = "tokentrail_"
+USAGE_LABELS: Final = ("provider", "model", "credential_type", "service")
+# The ``type`` label of tokentrail_tokens_total -> the stored column. Input includes cached and cache creation, output
+# includes reasoning (the OTel convention, as stored): sum only input and output for a total.
+TOKEN_TYPES: Final[dict[str, str]] = {
+    "input": "input_tokens",
+    "output": "output_tokens",
+    "cached_input": "cached_input_tokens",
+    "cache_creation_input": "cache_creation_input_tokens",
+    "reasoning": "reasoning_tokens",
+}
+# name (before ``_total``) -> help, all counters.
+USAGE_COUNTERS: Final[dict[str, str]] = {
+    "cost_usd": "What the stored calls cost (total_cost, USD; BYOK calls at what the platform pays).",
+    "market_cost_usd": "What the stored calls cost at list price (market_cost, USD).",
+    "tokens": "Tokens of the stored calls by type (input includes cached_input and cache_creation_input; output "
+    "includes reasoning).",
+    "requests": "LLM calls stored (each durable record once; duplicates dropped at ingest not counted).",
+    "unpriced_requests": "Stored calls with price_status=unpriced (no cost counted for them).",
+}
+MAX_LABEL_SETS: Final = 1000
+OVERFLOW_LABEL_SETS: Final = 100
+MAX_LABEL_CHARS: Final = 128
+OTHER: Final = "other"
+_PICOS: Final = 12
+# One slot per label set: [total picos, market picos, the TOKEN_TYPES in order, requests, unpriced].
+_SUMMED: Final = ("total_cost", "market_cost", *TOKEN_TYPES.values())
+_REQUESTS: Final = len(_SUMMED)
+_UNPRICED: Final = _REQUESTS + 1
+_SLOT_SIZE: Final = _UNPRICED + 1
+
+_Key = tuple[str, str, str, str]
+
+
+class UsageCounters:
+    """Cost and token totals of the records made durable, per label set (``USAGE_LABELS``).
+
+    Exact: costs are summed as integer pico-dollars (the columns' own unit) and rendered as the exact decimal, so a
+    counter equals the sum of the stored records' costs; Prometheus reads it as a float, which is fine for a graph.
+
+    Bounded: every label but credential type comes from the sender, so a flood of invented model names must not grow
+    memory. At most ``MAX_LABEL_SETS`` label sets are kept as sent (values cut to ``MAX_LABEL_CHARS``); after that a
+    new set is counted under ``model="other"`` (provider, credential type and service kept), up to
+    ``OVERFLOW_LABEL_SETS`` more, and past those under all four labels ``"other"``: never more than
+    ``MAX_LABEL_SETS + OVERFLOW_LABEL_SETS + 1`` (1,101) series per counter and type, and no call goes uncounted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sets: dict[_Key, list[int]] = {}
+        self._folding = False
+
+    def observe(self, columns: UsageColumns) -> None:
+        """Counts ``columns`` once: call it with the records of one Export after they are durable, never with
+        duplicates dropped at ingest or records replayed at start (a previous process counted those)."""
+        n = len(columns)
+        if not n:
+            return
+        labels = [columns[name] for name in USAGE_LABELS]
+        summed = [columns[name] for name in _SUMMED]
+        status = columns["price_status"]
+        first = tuple(column[0] for column in labels)
+        if all(column.count(value) == n for column, value in zip(labels, first)):
+            # One label set for the whole batch (one service's calls to one model): no per-row grouping.
+            groups: dict[tuple[object, ...], Sequence[int] | None] = {first: None}
+        else:
+            rows: dict[tuple[object, ...], list[int]] = {}
+            for i, key in enumerate(zip(*labels)):
+                rows.setdefault(key, []).append(i)
+            groups = dict(rows)
+        batch: list[tuple[tuple[object, ...], list[int]]] = []
+        for key, indices in groups.items():
+            if indices is None:
+                sums = [_total(column) for column in summed]
+                sums += [n, status.count(UNPRICED)]
+            else:
+                sums = [_total([column[i] for i in indices]) for column in summed]
+                sums += [len(indices), sum(1 for i in indices if status[i] == UNPRICED)]
+            batch.append((key, sums))
+        with self._lock:
+            for key, sums in batch:
+                slot = self._slot(key)
+                for i, amount in enumerate(sums):
+                    slot[i] += amount
+
+    def _slot(self, raw: tuple[object, ...]) -> list[int]:
+        provider, model, credential_type, service = (_label_value(v) for v in raw)
+        key: _Key = (provider, model, credential_type, service)
+        slot = self._sets.get(key)
+        if slot is not None:
+            return slot
+        if len(self._sets) >= MAX_LABEL_SETS:
+            if not self._folding:
+                self._folding = True
+                log.warning(
+                    "more than %d provider/model/credential type/service combinations: new ones are counted "
+                    'under model="other" in /metrics',
+                    MAX_LABEL_SETS,
+                )
+            key = (key[0], OTHER, key[2], key[3])
+            if key not in self._sets and len(self._sets) >= MAX_LABEL_SETS + OVERFLOW_LABEL_SETS:
+                key = (OTHER, OTHER, OTHER, OTHER)
+        return self._sets.setdefault(key, [0] * _SLOT_SIZE)
+
+    def snapshot(self) -> dict[_Key, list[int]]:
+        with self._lock:
+            return {key: list(slot) for key, slot in self._sets.items()}
+
+    def render(self, labels: Mapping[str, str] | None = None) -> str:
+        """The counters in Prometheus text (``tokentrail_*_total``), ``labels`` (the receiver id) on every line."""
+        sets = sorted(self.snapshot().items())
+        extra = dict(labels or {})
+        lines: list[str] = []
+        for name, help_text in USAGE_COUNTERS.items():
+            full = f"{USAGE_PREFIX}{name}_total"
+            lines += [f"# HELP {full} {help_text}", f"# TYPE {full} counter"]
+            for key, slot in sets:
+                series = {**extra, **dict(zip(USAGE_LABELS, key))}
+                if name == "tokens":
+                    for offset, token_type in enumerate(TOKEN_TYPES, start=2):
+                        typed = _label_text({**series, "type": token_type})
+                        lines.append(f"{full}{typed} {slot[offset]}")
+                    continue
+                index, text = _SERIES[name]
+                value = text(slot[index])
+                lines.append(f"{full}{_label_text(series)} {value}")
+        return "\n".join(lines) + "\n"
+
+
+def _total(values: Sequence[int | None]) -> int:
+    """The sum, costs of unpriced records (None) left out."""
+    return sum(v for v in values if v is not None)
+
+
+def _usd(picos: int) -> str:
+    """Exact: pico-dollars as the decimal they are (Prometheus parses it as a float)."""
+    return format(Decimal(picos).scaleb(-_PICOS), "f")
+
+
+# counter -> (its slot index, how its value is written); tokens has one series per type instead.
+_SERIES: Final[dict[str, tuple[int, Callable[[int], str]]]] = {
+    "cost_usd": (0, _usd),
+    "market_cost_usd": (1, _usd),
+    "requests": (_REQUESTS, str),
+    "unpriced_requests": (_UNPRICED, str),
+}
+
+
+def _label_value(value: object) -> str:
+    return "" if value is None else str(value)[:MAX_LABEL_CHARS]
+
 
 class Metrics:
-    """Thread-safe counters plus gauge callbacks."""
+    """Thread-safe counters plus gauge callbacks, and the cost counters (``usage``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._gauges: dict[str, Callable[[], float]] = {}
+        self.usage = UsageCounters()
         self.started = time.time()
 
     def add(self, **amounts: int) -> None:
@@ -95,7 +268,7 @@ class Metrics:
         return values
 
     def render(self, labels: Mapping[str, str] | None = None) -> str:
-        return render_prometheus(self.snapshot(), labels)
+        return render_prometheus(self.snapshot(), labels) + self.usage.render(labels)
 
 
 def _label_text(labels: Mapping[str, str] | None) -> str:

@@ -184,6 +184,7 @@ class Pipeline:
             claim.abort()
             raise
         claim.commit()
+        self._metrics.usage.observe(fresh)  # durable now, duplicates already dropped: each record counted once
         if fresh and self._listeners:
             self._notify(fresh.to_records())
         try:
