@@ -57,6 +57,9 @@ class UsageRecord:
     request_model: str | None = None
     user_id: str | None = None
     tags: list[str] = field(default_factory=list)
+    # The conversation (chat session, thread, agent run) the call belongs to, as the span said it
+    # (``gen_ai.conversation.id`` or a dialect's session/thread id): what ``group_by=conversation`` reports by.
+    conversation_id: str | None = None
     credential_type: str = "system"
     credential_id: str | None = None
     input_tokens: int = 0
@@ -110,6 +113,7 @@ ARROW_SCHEMA: Final = pa.schema(
         pa.field("request_model", pa.string()),
         pa.field("user_id", pa.string()),
         pa.field("tags", pa.list_(pa.string()), nullable=False),
+        pa.field("conversation_id", pa.string()),
         pa.field("credential_type", pa.string(), nullable=False),
         pa.field("credential_id", pa.string()),
         pa.field("input_tokens", pa.int64(), nullable=False),
@@ -154,6 +158,7 @@ ADDED_COLUMNS: Final[dict[str, object]] = {
     "output_audio_tokens": 0,
     "service_tier": None,
     "reported_cost": None,
+    "conversation_id": None,
 }
 
 

@@ -40,8 +40,17 @@ __all__ = ["DEFAULT_TOOL_LIMIT", "build_server", "run_stdio"]
 DEFAULT_TOOL_LIMIT = 100  # rows per answer unless the agent asks for more: a context window is not a spreadsheet
 
 Group = Literal[
-    "day", "user", "model", "tag", "provider", "credential_type", "service", "api", "environment", "operation", "none"
+    "day", "user", "model", "tag", "provider", "credential_type", "service", "api", "environment", "operation",
+    "conversation", "trace", "none",
 ]
+Service = Annotated[str | None, Field(description="only this service (service.name)")]
+Environment = Annotated[str | None, Field(description="only this deployment environment")]
+Api = Annotated[str | None, Field(description="only this API, e.g. openai.chat_completions")]
+Operation = Annotated[str | None, Field(description="only this operation: chat, embeddings, ...")]
+ConversationId = Annotated[
+    str | None, Field(description="only this conversation (gen_ai.conversation.id or a session/thread id)")
+]
+TraceId = Annotated[str | None, Field(description="only this trace (32 hex digits): one agent run or request")]
 Dimension = Literal["model", "provider", "user", "tag", "credential_type", "service", "environment", "total"]
 Metric = Literal[
     "total_cost", "market_cost", "input_tokens", "output_tokens", "cached_input_tokens",
@@ -56,8 +65,8 @@ _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 INSTRUCTIONS = (
     "TokenTrail knows what every LLM API call cost and who and what it was for. Use `report` for cost and usage "
-    "grouped by day, user (customer), model, tag (plan:..., feature:...), provider or credential type (byok = "
-    "the customer's own key); `budgets` for budget status; `margins` for revenue against cost per customer, "
+    "grouped by day, user (customer), model, tag (plan:..., feature:...), provider, credential type (byok = "
+    "the customer's own key), conversation or trace (one agent run); `budgets` for budget status; `margins` for revenue against cost per customer, "
     "plan or feature; `spikes` for what spends far more than usual; `requests` for the calls behind a number "
     "(one row per call, newest first, with the same filters as `report`). Costs are USD; total_cost is what we pay, "
     "market_cost the list price. Dates are UTC days, inclusive."
@@ -151,6 +160,12 @@ def build_server(
         model: str | None = None,
         provider: str | None = None,
         credential_type: Literal["byok", "system"] | None = None,
+        service: Service = None,
+        environment: Environment = None,
+        api: Api = None,
+        operation: Operation = None,
+        conversation_id: ConversationId = None,
+        trace_id: TraceId = None,
         tags: Annotated[list[str] | None, Field(description="only requests with these tags")] = None,
         tags_match: Literal["any", "all"] = "any",
         order_by: Annotated[
@@ -160,8 +175,9 @@ def build_server(
     ) -> CallToolResult:
         params = _params(
             start_date=start_date, end_date=end_date, group_by=group_by, date_part=date_part, user_id=user_id,
-            model=model, provider=provider, credential_type=credential_type, tags=tags, tags_match=tags_match,
-            order_by=order_by, limit=limit,
+            model=model, provider=provider, credential_type=credential_type, service=service, environment=environment,
+            api=api, operation=operation, conversation_id=conversation_id, trace_id=trace_id, tags=tags,
+            tags_match=tags_match, order_by=order_by, limit=limit,
         )
         return await _answer(lambda: report_json(report.run(ReportQuery.from_params(params))))
 
@@ -268,6 +284,12 @@ def build_server(
         model: str | None = None,
         provider: str | None = None,
         credential_type: Literal["byok", "system"] | None = None,
+        service: Service = None,
+        environment: Environment = None,
+        api: Api = None,
+        operation: Operation = None,
+        conversation_id: ConversationId = None,
+        trace_id: TraceId = None,
         tags: Annotated[list[str] | None, Field(description="only calls with these tags")] = None,
         tags_match: Literal["any", "all"] = "any",
         limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="calls per page")] = DEFAULT_LIMIT,
@@ -275,7 +297,9 @@ def build_server(
     ) -> CallToolResult:
         params = _params(
             start_date=start_date, end_date=end_date, user_id=user_id, model=model, provider=provider,
-            credential_type=credential_type, tags=tags, tags_match=tags_match, limit=limit, cursor=cursor,
+            credential_type=credential_type, service=service, environment=environment, api=api, operation=operation,
+            conversation_id=conversation_id, trace_id=trace_id, tags=tags, tags_match=tags_match, limit=limit,
+            cursor=cursor,
         )
         return await _answer(lambda: requests_json(requests_from_params(report.data_dir, params)))
 

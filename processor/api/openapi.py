@@ -75,6 +75,8 @@ _KEY_DESCRIPTIONS: Final = {
     "week": "YYYY-MM-DD, the Monday starting the ISO week",
     "month": "YYYY-MM",
     "tag": "one tag; a request counts in each of its tags, so tag rows do not add up to the total",
+    "conversation": "the conversation id (gen_ai.conversation.id or a session/thread id); null for calls without one",
+    "trace": "the trace id (32 hex digits): every call of one agent run or request",
 }
 
 # The query parameters each endpoint's code reads (``format`` is read by the server for every /v1 endpoint).
@@ -144,6 +146,20 @@ def _report_parameters() -> list[dict]:
         _param("model", {"type": "string"}, "Only this model's requests."),
         _param("provider", {"type": "string"}, "Only this provider's requests."),
         _param("credential_type", {"type": "string", "enum": list(CREDENTIAL_TYPES)}, "Only BYOK or system keys."),
+        _param("service", {"type": "string"}, "Only this service's requests (the resource's service.name)."),
+        _param("environment", {"type": "string"}, "Only this environment's requests (deployment.environment)."),
+        _param("api", {"type": "string"}, "Only requests to this API (e.g. openai.chat_completions)."),
+        _param("operation", {"type": "string"}, "Only this operation's requests (gen_ai.operation.name)."),
+        _param(
+            "conversation_id",
+            {"type": "string"},
+            "Only this conversation's requests (gen_ai.conversation.id, or a session/thread id).",
+        ),
+        _param(
+            "trace_id",
+            {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
+            "Only this trace's requests (32 hex digits): one agent run or request.",
+        ),
         _comma_list(
             "tags",
             {"type": "string"},
@@ -216,6 +232,10 @@ def _request_row() -> dict:
         "model": text,
         "user": {**_STRING_OR_NULL, "description": "the user id (the report's user key; filter with user_id)"},
         "tags": {"type": "array", "items": text},
+        "conversation_id": {
+            **_STRING_OR_NULL,
+            "description": "the conversation (session, thread) of the call; group_by=conversation reports by it",
+        },
         "credential_type": {"type": "string", "enum": list(CREDENTIAL_TYPES)},
         **{name: dict(_INT) for name in TOKEN_COLUMNS},
         "total_cost": {

@@ -11,6 +11,8 @@ from typing import Any
 
 from tokentrail.processor import environment
 from tokentrail.processor.reports.budgets import BUDGET_COLUMNS, budgets_body, budgets_from_params, load_budgets
+from tokentrail.processor.reports.budgets.config import BudgetsConfig, Webhook
+from tokentrail.processor.reports.budgets.webhook import redact_url
 from tokentrail.processor.reports.dataset import require_dataset
 from tokentrail.processor.reports.formatting import FORMATS, exact_json, format_csv, format_table
 
@@ -45,12 +47,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     config = load_budgets(args.budgets)
     if args.check:
-        print(f"{args.budgets}: ok ({len(config.budgets)} budget(s))")
-        for b in config.budgets:
-            scope = b.scope if b.value is None else f"{b.scope}={b.value}"
-            byok = ", BYOK at list price" if b.count_byok else ""
-            alerts = ", ".join(f"{t}%" for t in b.thresholds)
-            print(f"  {b.name}: {scope}, ${b.amount} {b.period}, alerts at {alerts}{byok}")
+        _print_check(args.budgets, config)
         return 0
     params = {"budget": args.budget, "as_of": args.as_of, "limit": args.limit}
     rows, truncated = budgets_from_params(args.data_dir, config, {k: v for k, v in params.items() if v is not None})
@@ -65,6 +62,40 @@ def _run(args: argparse.Namespace) -> int:
             "No spend against any budget this period."
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _print_check(path: str, config: BudgetsConfig) -> None:
+    """What the file will do once served: each budget, where its alerts go (format and host only: a webhook's path
+    and headers are secrets, as in the log), and the spike questions ``serve`` will ask. A budget without a webhook is said to
+    alert nowhere, so a forgotten ``webhook`` line is seen here rather than on the day the money is gone."""
+    print(f"{path}: ok ({len(config.budgets)} budget(s){', spike alerts' if _spikes_on(config) else ''})")
+    for b in config.budgets:
+        scope = b.scope if b.value is None else f"{b.scope}={b.value}"
+        byok = ", BYOK at list price" if b.count_byok else ""
+        alerts = ", ".join(f"{t}%" for t in b.thresholds)
+        print(f"  {b.name}: {scope}, ${b.amount} {b.period}, alerts at {alerts}{byok}")
+        print(f"    alerts to: {_destinations(b.webhooks)}")
+    spikes = config.spikes
+    if spikes is None:
+        print("  spikes: no [spikes] table (spikes are listed by /v1/spikes, never sent)")
+    elif not spikes.enabled:
+        print("  spikes: [spikes] enabled = false (listed by /v1/spikes, never sent)")
+    else:
+        print(f"  spikes: checked every {spikes.interval:g} s by `tokentrail serve`")
+        for q in spikes.queries:
+            print(f"    {q.metric} by {q.dimension}, {q.window} windows ({q.seasonality}), over {q.threshold}x "
+                  "the expected")
+        print(f"    alerts to: {_destinations(spikes.webhooks)}")
+
+
+def _spikes_on(config: BudgetsConfig) -> bool:
+    return config.spikes is not None and config.spikes.enabled
+
+
+def _destinations(webhooks: tuple[Webhook, ...]) -> str:
+    if not webhooks:
+        return "nowhere (no webhook: the status is in /v1/budgets, the log and the dashboard only)"
+    return ", ".join(f"{hook.format} to {redact_url(hook.url)}" for hook in webhooks)
 
 
 def _pct(value: object) -> str:

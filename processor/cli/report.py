@@ -13,7 +13,7 @@ from typing import Any, Final
 from tokentrail.processor import environment
 from tokentrail.processor.reports.dataset import require_dataset
 from tokentrail.processor.reports.formatting import FORMATS, TRUNCATED_NOTE, format_rows
-from tokentrail.processor.reports.query import MAX_ROWS, ReportQuery
+from tokentrail.processor.reports.query import FILTER_COLUMNS, MAX_ROWS, ReportQuery
 from tokentrail.processor.reports.report import run_report
 
 __all__ = [
@@ -32,8 +32,22 @@ def add_question_arguments(parser: argparse.ArgumentParser, default_data_dir: Pa
     parser.add_argument("--model")
     parser.add_argument("--provider")
     parser.add_argument("--credential-type", help="byok or system")
+    for name in _OUR_FILTERS:
+        parser.add_argument(f"--{name.replace('_', '-')}", help=_FILTER_HELP[name])
     parser.add_argument("--tags", help="comma-separated tags to filter on")
     parser.add_argument("--tags-match", help="any (default) or all of --tags")
+
+
+# The filters beyond Vercel's four, as options named after their parameters (--conversation-id, --trace-id, ...).
+_OUR_FILTERS: Final = FILTER_COLUMNS[4:]
+_FILTER_HELP: Final = {
+    "service": "only this service's calls (service.name)",
+    "environment": "only this environment's calls (deployment.environment)",
+    "api": "only calls to this API (e.g. openai.chat_completions)",
+    "operation": "only this operation's calls (chat, embeddings, ...)",
+    "conversation_id": "only this conversation's calls (gen_ai.conversation.id or a session/thread id)",
+    "trace_id": "only this trace's calls (32 hex digits): one agent run or request",
+}
 
 
 def register(commands: Any, default_data_dir: Path) -> None:
@@ -47,7 +61,8 @@ def register(commands: Any, default_data_dir: Path) -> None:
     report.add_argument(
         "--group-by",
         help="comma-separated: day (default), user, model, tag, provider, credential_type, service, api, "
-        "environment, operation; 'none' for one total row",
+        "environment, operation, conversation (cost per conversation), trace (cost per agent run or request); "
+        "'none' for one total row",
     )
     report.add_argument("--date-part", help="time bucket added to every row: hour, day, week, month")
     report.add_argument("--order-by", help="a metric or row key, optionally :asc or :desc (e.g. total_cost:desc)")
@@ -96,6 +111,7 @@ def question_params(args: argparse.Namespace) -> dict[str, str]:
         "model": args.model,
         "provider": args.provider,
         "credential_type": args.credential_type,
+        **{name: getattr(args, name) for name in _OUR_FILTERS},
         "tags": args.tags,
         "tags_match": args.tags_match,
     }

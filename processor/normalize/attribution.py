@@ -5,27 +5,48 @@ written for one reads the same in the other. Values beyond them are truncated or
 always kept. Control characters are removed, with a note (labels the reader decodes arrive without them: only
 metadata and inherited attribution meet them here). Dialects that carry attribution as free-form metadata (``<prefix><name>`` attributes or one JSON
 object) are read with ``from_metadata``: a ``user_id``-like name is the user, ``tags`` adds tags, ``credential``
-states the credential type, and any other scalar becomes a ``name:value`` tag.
+states the credential type, a session-like name (``sessionId``, ``thread_id``, ``conversation``) is the conversation,
+and any other scalar becomes a ``name:value`` tag (a session id as a tag would make one tag per conversation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, NamedTuple
 
 from tokentrail.processor.normalize.values import Notes, text, text_list, without_controls
 
-__all__ = ["MAX_TAGS", "MAX_TAG_CHARS", "MAX_USER_CHARS", "from_metadata", "limit_tags", "tags_of", "user_of"]
+__all__ = [
+    "MAX_CONVERSATION_CHARS",
+    "MAX_TAGS",
+    "MAX_TAG_CHARS",
+    "MAX_USER_CHARS",
+    "Metadata",
+    "conversation_of",
+    "from_metadata",
+    "limit_tags",
+    "tags_of",
+    "user_of",
+]
 
 MAX_TAGS: Final = 10
 MAX_TAG_CHARS: Final = 64
 MAX_USER_CHARS: Final = 256
+MAX_CONVERSATION_CHARS: Final = 256
 
 # Metadata names that mean "the user" (compared lower-cased, ``-`` as ``_``).
 USER_NAMES: Final = frozenset({"user", "userid", "user_id", "user.id", "enduser.id", "enduserid"})
 # Metadata names that give the credential type (``byok`` or ``system``), for instrumentations whose spans can carry
 # attribution only as metadata (the Vercel AI SDK's, OpenLLMetry's association properties, OpenInference's).
 CREDENTIAL_NAMES: Final = frozenset({"credential", "credentialtype", "credential_type", "tokentrail.credential.type"})
+# Metadata names that mean "the conversation": Langfuse's ``sessionId`` (its Vercel AI SDK and OpenLLMetry guides),
+# OpenAI's and LangGraph's threads, the OTel GenAI attribute written as metadata.
+CONVERSATION_NAMES: Final = frozenset(
+    {
+        "session", "sessionid", "session_id", "session.id", "conversation", "conversationid", "conversation_id",
+        "gen_ai.conversation.id", "thread", "threadid", "thread_id",
+    }
+)
 
 # A tags attribute's value -> its tags, for values that needed no note: the same list arrives span after span.
 _TAG_LISTS: dict[tuple[object, ...], tuple[str, ...]] = {}
@@ -35,18 +56,27 @@ _TAG_LISTS_MAX: Final = 4096  # values come from spans: bounded
 def user_of(value: object, notes: Notes) -> str | None:
     """The user id: text without control characters (removed with a note), stripped, at most MAX_USER_CHARS
     (truncated with a note)."""
-    user = text(value)
-    if user is None:
+    return _id_text(value, "user id", MAX_USER_CHARS, notes)
+
+
+def conversation_of(value: object, notes: Notes) -> str | None:
+    """The conversation id, held to the user id's rules (at most MAX_CONVERSATION_CHARS)."""
+    return _id_text(value, "conversation id", MAX_CONVERSATION_CHARS, notes)
+
+
+def _id_text(value: object, what: str, limit: int, notes: Notes) -> str | None:
+    found = text(value)
+    if found is None:
         return None
-    cleaned = without_controls(user)
+    cleaned = without_controls(found)
     if cleaned is not None:
-        notes.append("control characters removed from the user id")
-        user = cleaned
-    user = user.strip() or None
-    if user is not None and len(user) > MAX_USER_CHARS:
-        notes.append(f"user id truncated from {len(user)} to {MAX_USER_CHARS} characters")
-        user = user[:MAX_USER_CHARS]
-    return user
+        notes.append(f"control characters removed from the {what}")
+        found = cleaned
+    found = found.strip() or None
+    if found is not None and len(found) > limit:
+        notes.append(f"{what} truncated from {len(found)} to {limit} characters")
+        found = found[:limit]
+    return found
 
 
 def tags_of(values: Iterable[object], notes: Notes) -> list[str]:
@@ -105,19 +135,31 @@ def limit_tags(tags: list[str], notes: Notes) -> list[str]:
     return out
 
 
+class Metadata(NamedTuple):
+    """What free-form metadata says about a call (raw values: the reader cleans them)."""
+
+    user: str | None
+    tags: list[str]
+    credential: str | None
+    conversation: str | None
+
+
 def from_metadata(
-    items: Iterable[tuple[str, object]], user: str | None, tags: list[str]
-) -> tuple[str | None, list[str], str | None]:
-    """``user`` and ``tags`` completed from metadata items (name, value), and the credential type they state: the
-    first user-like name is the user when none was set, a credential name (``credential``, ``credentialType``)
-    states the credential type, ``tags`` (a list or comma-separated text) adds tags, any other scalar adds a
-    ``name:value`` tag."""
+    items: Iterable[tuple[str, object]], user: str | None, tags: list[str], conversation: str | None = None
+) -> Metadata:
+    """``user``, ``tags`` and ``conversation`` completed from metadata items (name, value), and the credential type
+    they state: the first user-like name is the user when none was set, the first session-like name the
+    conversation when none was set, a credential name (``credential``, ``credentialType``) states the credential
+    type, ``tags`` (a list or comma-separated text) adds tags, any other scalar adds a ``name:value`` tag."""
     credential: str | None = None
     for item_name, value in items:
         normalized = item_name.strip().lower().replace("-", "_")
         if normalized in USER_NAMES:
             if user is None and isinstance(value, (str, int)) and not isinstance(value, bool):
                 user = str(value)
+        elif normalized in CONVERSATION_NAMES:
+            if conversation is None and isinstance(value, (str, int)) and not isinstance(value, bool):
+                conversation = str(value)
         elif normalized in CREDENTIAL_NAMES:
             if credential is None and isinstance(value, str):
                 credential = value
@@ -128,4 +170,4 @@ def from_metadata(
                 tags.extend(v for v in value if isinstance(v, str))
         elif isinstance(value, (str, int, float, bool)):
             tags.append(f"{item_name}:{value}")
-    return user, tags, credential
+    return Metadata(user, tags, credential, conversation)

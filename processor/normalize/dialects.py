@@ -102,6 +102,7 @@ _CACHE_WRITE: Final = (
 )
 _REPORTED_COST: Final = (TOKENTRAIL_REPORTED_COST, "gen_ai.usage.cost")
 _TIME_TO_FIRST_CHUNK: Final = ("gen_ai.client.operation.time_to_first_chunk", "gen_ai.response.time_to_first_chunk")
+_CONVERSATION: Final = (sc.GEN_AI_CONVERSATION_ID, "session.id", "langfuse.session.id")
 # The Vercel AI SDK's reasoning count (v6+ legacy spans; v7 GenAI spans with `usage: true`).
 _VERCEL_REASONING: Final = "ai.usage.outputTokenDetails.reasoningTokens"
 
@@ -151,6 +152,9 @@ class Dialect:
     stream_markers: tuple[str, ...] = _TIME_TO_FIRST_CHUNK
     user: tuple[str, ...] = (sc.USER_ID,)
     tags: tuple[str, ...] = (sc.TOKENTRAIL_TAGS,)  # every list named is merged
+    # The conversation (session, thread) of the call. ``session.id`` is OTel's general session attribute, which
+    # Langfuse and OpenInference use for chat sessions; ``langfuse.session.id`` is Langfuse's own.
+    conversation: tuple[str, ...] = _CONVERSATION
     # Attribution carried as ``<prefix><name>`` attributes or inside a JSON object attribute (``attribution.py``).
     metadata_prefixes: tuple[str, ...] = ()
     metadata_json: tuple[str, ...] = ()
@@ -194,7 +198,7 @@ USAGE_FACTS: Final = (
 KEY_FACTS: Final = (
     "provider", "response_model", "request_model", *USAGE_FACTS, "cache_write_1h", "input_audio", "output_audio",
     "service_tier", "reported_cost", "response_id", "operation", "streamed", "stream_markers", "user", "tags",
-    "metadata_json", "call_keys",
+    "conversation", "metadata_json", "call_keys",
 )
 
 
@@ -375,7 +379,9 @@ KEYS: Final = frozenset().union(COMMON_KEYS, *(d.keys() for d in DIALECTS))
 # Keys whose values are labels that records are grouped and filtered by: their control characters are removed when
 # the value is decoded (``reader._Entries``), so a clean value met again costs nothing. Response ids are not among
 # them: new on every call (never remembered), they would cost a scan a span, and they are matched, never shown.
-LABEL_FACTS: Final = ("provider", "response_model", "request_model", "service_tier", "operation", "user", "tags")
+LABEL_FACTS: Final = (
+    "provider", "response_model", "request_model", "service_tier", "operation", "user", "tags", "conversation"
+)
 LABEL_KEYS: Final = frozenset(
     {sc.TOKENTRAIL_API, sc.TOKENTRAIL_CREDENTIAL_ID, sc.ERROR_TYPE}.union(
         *(getattr(d, fact) for d in DIALECTS for fact in LABEL_FACTS)

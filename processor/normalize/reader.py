@@ -38,9 +38,11 @@ from tokentrail.instrumentation.semconv import (
     TOKENTRAIL_USAGE_MISSING,
 )
 from tokentrail.processor.normalize.attribution import (
+    MAX_CONVERSATION_CHARS,
     MAX_TAG_CHARS,
     MAX_TAGS,
     MAX_USER_CHARS,
+    conversation_of,
     from_metadata,
     limit_tags,
     tags_of,
@@ -132,6 +134,7 @@ _NO_SPAN_ID: Final = bytes(8)
 _OPERATION_COLUMN: Final = FIELD_NAMES.index("operation")
 _USER_COLUMN: Final = FIELD_NAMES.index("user_id")
 _TAGS_COLUMN: Final = FIELD_NAMES.index("tags")
+_CONVERSATION_COLUMN: Final = FIELD_NAMES.index("conversation_id")
 _CREDENTIAL_COLUMN: Final = FIELD_NAMES.index("credential_type")
 # What an ancestor's attribution is read from: the Vercel AI SDK v7's runtime context (not its legacy metadata,
 # which its call spans carry themselves).
@@ -446,7 +449,7 @@ def _inherit_attribution(
     unattributed: list[tuple[int, bytes, bool]],
     resources: list[tuple[Any, str | None, str | None]],
 ) -> None:
-    """Records with no user and no tags take them from the nearest ancestor in the same export that states them as
+    """Records with no user and no tags take them (and a conversation) from the nearest ancestor in the same export that states them as
     the Vercel AI SDK v7 does: its GenAI ``chat`` spans carry none, the enclosing ``step`` and ``invoke_agent``
     spans carry the call's ``runtimeContext`` as ``ai.settings.context.*``. (An ancestor exported in another
     request is not seen: ``enrichSpan`` setting ``user.id`` and ``tokentrail.tags`` on the call span always is.)"""
@@ -457,16 +460,19 @@ def _inherit_attribution(
         if found is None:
             continue
         notes: Notes = []
-        user, tags, credential = from_metadata(found, None, [])
-        user = user_of(user, notes)
-        tags = limit_tags(tags, notes) if tags else tags
+        meta = from_metadata(found, None, [])
+        user = user_of(meta.user, notes)
+        tags = limit_tags(meta.tags, notes) if meta.tags else meta.tags
+        conversation = conversation_of(meta.conversation, notes)
         if notes:
             result.warn(len(notes), "inherited attribution: " + "; ".join(notes))
-        if user is not None or tags or credential is not None:
+        if user is not None or tags or meta.credential is not None or conversation is not None:
             row = list(result.rows[index])
             row[_USER_COLUMN], row[_TAGS_COLUMN] = user, tags
-            if credential is not None and not credential_stated:
-                row[_CREDENTIAL_COLUMN] = _credential_type(credential)
+            if meta.credential is not None and not credential_stated:
+                row[_CREDENTIAL_COLUMN] = _credential_type(meta.credential)
+            if conversation is not None and row[_CONVERSATION_COLUMN] is None:
+                row[_CONVERSATION_COLUMN] = conversation
             result.rows[index] = tuple(row)
 
 
@@ -661,7 +667,7 @@ def _row(
     else:
         status = "ok"
 
-    user, tags, stated_credential = _attribution(span, dialect, plan, found, dropped, notes)
+    user, tags, stated_credential, conversation = _attribution(span, dialect, plan, found, dropped, notes)
     credential_type = DEFAULT_CREDENTIAL_TYPE
     if TOKENTRAIL_CREDENTIAL_TYPE in found:
         value = found[TOKENTRAIL_CREDENTIAL_TYPE]
@@ -718,6 +724,7 @@ def _row(
         request_model,
         user,
         tags,
+        conversation,
         credential_type,
         credential_id,
         *counts[:8],  # input, output, cache read, cache write, reasoning, 1-hour writes, audio in, audio out
@@ -768,10 +775,12 @@ def _credential_type(value: object) -> str:
 
 def _attribution(
     span: Any, dialect: Dialect, plan: Plan, found: Found, dropped: frozenset[str], notes: Notes
-) -> tuple[str | None, list[str], str | None]:
-    """The record's user and tags, and the credential type metadata states (None: not stated there)."""
+) -> tuple[str | None, list[str], str | None, str | None]:
+    """The record's user and tags, the credential type metadata states (None: not stated there) and the
+    conversation."""
     user_key = plan.first["user"]
     tag_keys = plan.keys["tags"]
+    conversation_key = plan.first["conversation"]
     if not dialect.metadata_prefixes and not plan.keys["metadata_json"]:
         user = None
         if user_key is not None:
@@ -780,15 +789,30 @@ def _attribution(
                 user = value.strip() or None
             else:
                 user = user_of(value, notes)
+        conversation = None
+        if conversation_key is not None:
+            value = found[conversation_key]
+            if type(value) is str and len(value) <= MAX_CONVERSATION_CHARS:
+                conversation = value.strip() or None
+            else:
+                conversation = conversation_of(value, notes)
         if not tag_keys:
-            return user, [], None
+            return user, [], None, conversation
         values = [found[tag_keys[0]]] if len(tag_keys) == 1 else [found[k] for k in tag_keys]
-        return user, tags_of(values, notes), None
+        return user, tags_of(values, notes), None, conversation
     tags = [tag for k in tag_keys for tag in text_list(found[k])]
-    raw_user, tags, credential = from_metadata(
-        _metadata_items(span, dialect, plan, found, dropped), text(found[user_key]) if user_key else None, tags
+    meta = from_metadata(
+        _metadata_items(span, dialect, plan, found, dropped),
+        text(found[user_key]) if user_key else None,
+        tags,
+        text(found[conversation_key]) if conversation_key else None,
     )
-    return user_of(raw_user, notes), limit_tags(tags, notes) if tags else tags, credential
+    return (
+        user_of(meta.user, notes),
+        limit_tags(meta.tags, notes) if meta.tags else meta.tags,
+        meta.credential,
+        conversation_of(meta.conversation, notes),
+    )
 
 
 def _metadata_items(

@@ -47,6 +47,8 @@ GROUPS: Final = (
     "api",
     "environment",
     "operation",
+    "conversation",
+    "trace",
 )
 DATE_PARTS: Final = ("hour", "day", "week", "month")
 CREDENTIAL_TYPES: Final = ("byok", "system")
@@ -59,6 +61,21 @@ ORDER_DIRECTIONS: Final = ("asc", "desc")
 COST_METRICS: Final = ("total_cost", "market_cost")
 METRICS: Final = (*COST_METRICS, *TOKEN_FIELDS, "request_count", "unpriced_request_count")
 
+# Filters, each on one stored column by its name: Vercel's four, then ours (each dimension a report can group by
+# can pick the calls of one row: a dashboard's drill-down and ``/v1/requests`` rely on it).
+FILTER_COLUMNS: Final = (
+    "user_id",
+    "model",
+    "provider",
+    "credential_type",
+    "service",
+    "environment",
+    "api",
+    "operation",
+    "conversation_id",
+    "trace_id",
+)
+
 # Every parameter ``ReportQuery.from_params`` reads, and so accepts (any other name is refused, with the closest of
 # these suggested): the OpenAPI document lists exactly these (a test checks it).
 QUERY_PARAMETERS: Final = (
@@ -66,10 +83,7 @@ QUERY_PARAMETERS: Final = (
     "end_date",
     "group_by",
     "date_part",
-    "user_id",
-    "model",
-    "provider",
-    "credential_type",
+    *FILTER_COLUMNS,
     "tags",
     "tags_match",
     "order_by",
@@ -86,8 +100,13 @@ GROUP_COLUMNS: Final[dict[str, str]] = {
     "api": "api",
     "environment": "environment",
     "operation": "operation",
+    "conversation": "conversation_id",  # a call without one is in the row whose key is null
+    "trace": "trace_id",  # one agent run, request or job: every call of one trace
 }
-FILTER_COLUMNS: Final = ("user_id", "model", "provider", "credential_type")
+
+_OUR_FILTERS: Final = FILTER_COLUMNS[4:]  # read as given (``from_params`` reads Vercel's four one by one)
+# A trace id as OTLP/JSON and every tracing UI writes it: the stored form (lower-case hex).
+_TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
 
 # Names people plausibly type for a group we have under another name: the error says which to use.
 _GROUP_HINTS: Final[dict[str, str]] = {
@@ -100,6 +119,12 @@ _GROUP_HINTS: Final[dict[str, str]] = {
     "hour": "use date_part=hour",
     "week": "use date_part=week",
     "month": "use date_part=month",
+    "conversation_id": "use group_by=conversation",
+    "conversations": "use group_by=conversation",
+    "session": "use group_by=conversation",
+    "thread": "use group_by=conversation",
+    "trace_id": "use group_by=trace",
+    "traces": "use group_by=trace",
 }
 
 
@@ -119,6 +144,12 @@ class ReportQuery:
     model: str | None = None
     provider: str | None = None
     credential_type: str | None = None
+    service: str | None = None
+    environment: str | None = None
+    api: str | None = None
+    operation: str | None = None
+    conversation_id: str | None = None
+    trace_id: str | None = None
     tags: tuple[str, ...] = field(default=())
     tags_match: str = "any"
     order_by: str | None = None  # a metric or a key of this query's rows, optionally ":asc" or ":desc"
@@ -160,6 +191,13 @@ class ReportQuery:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ReportParameterError(f"{name} must be a string, got {value!r}")
+        if self.trace_id is not None:
+            trace_id = self.trace_id.strip().lower()
+            if not _TRACE_ID.fullmatch(trace_id):
+                raise ReportParameterError(
+                    f"trace_id must be 32 hexadecimal characters (as tracing backends show it), got {self.trace_id!r}"
+                )
+            object.__setattr__(self, "trace_id", trace_id)
         tags = (self.tags,) if isinstance(self.tags, str) else tuple(self.tags)
         if not all(isinstance(tag, str) for tag in tags):
             raise ReportParameterError(f"tags must be strings, got {tags!r}")
@@ -224,6 +262,7 @@ class ReportQuery:
             model=single_param(params, "model"),
             provider=single_param(params, "provider"),
             credential_type=credential_type.lower() if credential_type else None,
+            **{name: single_param(params, name) for name in _OUR_FILTERS},
             tags=tuple(list_param(params, "tags")),
             tags_match=(single_param(params, "tags_match") or "any").lower(),
             order_by=single_param(params, "order_by"),

@@ -91,6 +91,7 @@ _RECORD_FIELDS: Final = (
     "model",
     "user_id",
     "tags",
+    "conversation_id",
     "credential_type",
     *TOKEN_COLUMNS,
     "total_cost",
@@ -102,8 +103,9 @@ _RECORD_FIELDS: Final = (
     "error_type",
 )
 assert set(_RECORD_FIELDS) <= set(ARROW_SCHEMA.names), "a request field that is not a record field"
-# A field a report groups by is named as the report's rows name it (user_id is the ``user`` key there).
-_OUTPUT_NAMES: Final = {column: group for group, column in GROUP_COLUMNS.items() if group != column}
+# The user is named as the report's rows name it (``user``, Vercel's key); the ids keep their column names
+# (``trace_id``, ``conversation_id``: what a tracing backend and the spans call them).
+_OUTPUT_NAMES: Final = {GROUP_COLUMNS["user"]: "user"}
 REQUEST_COLUMNS: Final = tuple(_OUTPUT_NAMES.get(name, name) for name in _RECORD_FIELDS)
 assert len(set(REQUEST_COLUMNS)) == len(REQUEST_COLUMNS), "two request fields under one name"
 

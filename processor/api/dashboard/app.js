@@ -8,12 +8,18 @@
   const TOKEN_KEY = "tokentrail.apiToken";
   const TOKEN_REQUIRED = body.dataset.tokenRequired === "true";
   const TRACE_URL = body.dataset.traceUrl || "";
-  const FILTERS = ["user_id", "model", "provider", "credential_type", "tags", "tags_match"];
+  const FILTERS = ["user_id", "model", "provider", "credential_type", "tags", "tags_match", "service", "environment", "api",
+    "operation", "conversation_id", "trace_id"];
+  const MORE_FILTERS = FILTERS.slice(6); // in the folded "more filters" part of the form
   const VIEW_DEFAULTS = { bucket: "day", stack: "model", table: "model", n: "10", sort: "total_cost:desc", drill: "" };
   const DIMENSIONS = { model: "Model", provider: "Provider", user: "User", tag: "Tag", credential_type: "Credential type",
-    service: "Service", environment: "Environment", api: "API", operation: "Operation" };
+    service: "Service", environment: "Environment", api: "API", operation: "Operation", conversation: "Conversation",
+    trace: "Trace (agent run)" };
   const STACKS = ["model", "provider", "user", "tag", "credential_type", "service", "environment"];
-  const DRILL_FILTER = { user: "user_id", model: "model", provider: "provider", credential_type: "credential_type", tag: "tags" };
+  // The /v1/requests filter that lists a row's calls (every dimension has one; tags need tags_match=all).
+  const DRILL_FILTER = { user: "user_id", model: "model", provider: "provider", credential_type: "credential_type", tag: "tags",
+    service: "service", environment: "environment", api: "api", operation: "operation", conversation: "conversation_id",
+    trace: "trace_id" };
   const SPIKE_DIMENSIONS = ["model", "provider", "user", "tag", "credential_type", "service", "environment"];
   const METRICS = ["total_cost", "market_cost", "input_tokens", "output_tokens", "cached_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "request_count", "unpriced_request_count"];
@@ -103,6 +109,7 @@
   }
   function fillForm(s) {
     for (const field of form.elements) if (field.name && field.name in s) field.value = s[field.name];
+    if (MORE_FILTERS.some((k) => s[k])) document.getElementById("more-filters").open = true; // never a hidden filter
   }
   const filterParams = (s) => {
     const p = { start_date: s.start_date, end_date: s.end_date };
@@ -271,7 +278,7 @@
     const drillable = s.table in DRILL_FILTER && !(s.table === "tag" && s.tags_match !== "all" && s.tags.includes(","));
     const trs = rows.map((r) => {
       const key = r[s.table], drill = key == null ? "" : s.table + ":" + key;
-      const cell = el("td", { class: "text" }, keyText(key) + " ");
+      const cell = el("td", { class: "text" }, s.table === "trace" && key != null ? traceLink(key) : keyText(key), " ");
       if (drillable && key != null) {
         const b = el("button", { type: "button", "data-drill": drill, title: "the calls behind this row" }, "calls ›");
         b.addEventListener("click", () => navigate({ ...s, drill }));

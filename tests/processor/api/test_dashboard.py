@@ -4,6 +4,7 @@ no inline code, hold no data (open without the token, while the data stays 401),
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import subprocess
@@ -90,6 +91,22 @@ def test_every_asset_is_served_with_its_type_and_without_the_token(server: Repor
     assert status == 200 and headers["content-type"] == ASSETS[name]
     assert body == (DASHBOARD_DIR / name).read_bytes()
     assert "default-src 'self'" in headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("name", ["", *sorted(ASSETS)])
+def test_a_client_that_accepts_gzip_gets_every_file_gzipped_and_one_that_does_not_gets_it_plain(
+    server: ReportServer, name: str
+) -> None:
+    url = f"{server.url}/assets/{name}" if name else server.url + "/"
+    _, plain_headers, plain = fetch(url, {"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain_headers and plain_headers["vary"] == "Accept-Encoding"
+    status, headers, body = fetch(url, {"Accept-Encoding": "gzip, deflate, br, zstd"})  # as Chromium asks
+    assert status == 200 and headers["content-encoding"] == "gzip" and headers["vary"] == "Accept-Encoding"
+    assert gzip.decompress(body) == plain
+    assert "default-src 'self'" in headers["content-security-policy"]
+    if name in ("app.js", "app.css"):
+        assert len(body) < len(plain) / 2
+    assert "content-encoding" not in fetch(url, {"Accept-Encoding": "gzip;q=0, identity"})[1]
 
 
 def test_an_unknown_asset_is_the_apis_404(server: ReportServer) -> None:

@@ -73,6 +73,8 @@ def _records() -> list[UsageRecord]:
                 total_cost=None if price is None else Decimal(0) if byok else price,
                 market_cost=price, price_status=UNPRICED if price is None else PRICED,
                 duration_ms=float(rng.randrange(200, 4000)), streamed=rng.random() < 0.5,
+                conversation_id=rng.choice(["conv_a", "conv_b", "conv_c", None]),
+                trace_id=f"{rng.randrange(12):032x}",  # agent runs of several calls
             ))
     return records
 
@@ -299,6 +301,55 @@ def test_a_row_drills_down_to_its_calls_and_a_call_to_its_trace(page: Page, serv
     trace_id = link.get_attribute("data-trace") or ""
     assert len(trace_id) == 32 and link.get_attribute("href") == TRACE_URL.replace("{trace_id}", trace_id)
     page.screenshot(path=str(SCREENSHOTS / "dashboard-drilldown.png"), full_page=True)
+
+
+def test_cost_per_conversation_and_per_agent_run_drill_down_to_their_calls(page: Page, server: ReportServer) -> None:
+    """Issue 14, item 3: conversation and trace rows are the API's, each drills down to exactly its calls, and a
+    trace row links to the tracing backend."""
+    page.goto(server.url + "/?table=conversation&n=100")
+    wait_ready(page)
+    rows = page.locator('table[data-table="top"] tbody tr')
+    expected = api_rows(server, {**default_range(), "group_by": "conversation", "order_by": "total_cost",
+                                 "limit": "100"})
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.key)") == [
+        r["conversation"] if r["conversation"] is not None else "(none)" for r in expected
+    ]
+    page.click('button[data-drill="conversation:conv_b"]')
+    wait_ready(page)
+    (row,) = api_rows(server, {**default_range(), "group_by": "none", "conversation_id": "conv_b"})
+    expect(page.locator('table[data-table="calls"] tbody tr')).to_have_count(int(row["request_count"]))
+
+    page.goto(server.url + "/?table=trace&n=100")
+    wait_ready(page)
+    (top,) = api_rows(server, {**default_range(), "group_by": "trace", "order_by": "total_cost", "limit": "1"})
+    first = page.locator('table[data-table="top"] tbody tr').first
+    expect(first.locator("a[data-trace]")).to_have_attribute("href", TRACE_URL.replace("{trace_id}", top["trace"]))
+    first.locator("button[data-drill]").click()
+    wait_ready(page)
+    (row,) = api_rows(server, {**default_range(), "group_by": "none", "trace_id": top["trace"]})
+    calls = page.locator('table[data-table="calls"] tbody tr')
+    expect(calls).to_have_count(int(row["request_count"]))
+    traces = calls.evaluate_all("rows => rows.map(r => r.querySelector('a[data-trace]').dataset.trace)")
+    assert set(traces) == {top["trace"]}
+
+
+def test_a_service_row_drills_down_and_a_more_filter_in_the_url_is_shown_and_applied(
+    page: Page, server: ReportServer
+) -> None:
+    page.goto(server.url + "/?table=service")
+    wait_ready(page)
+    page.click('button[data-drill="service:search-api"]')
+    wait_ready(page)
+    (row,) = api_rows(server, {**default_range(), "group_by": "none", "service": "search-api"})
+    calls = page.locator('table[data-table="calls"] tbody tr')
+    expect(calls).to_have_count(int(row["request_count"]))
+    assert set(calls.evaluate_all("rows => rows.map(r => r.cells[1].textContent)")) == {"search-api"}
+
+    page.goto(server.url + "/?conversation_id=conv_a")
+    wait_ready(page)
+    expect(page.locator("#more-filters")).to_have_attribute("open", "")  # a filter in force is never hidden
+    expect(page.locator('input[name="conversation_id"]')).to_have_value("conv_a")
+    expect_headline(page, server, {**default_range(), "conversation_id": "conv_a"})
 
 
 def test_with_a_token_the_page_asks_for_it_and_the_data_stays_behind_it(page: Page, token_server: ReportServer,

@@ -270,8 +270,25 @@ def test_the_budgets_and_revenue_examples_pass_their_check_commands(capsys: pyte
     assert main(["budgets", "--budgets", str(examples / "budgets.toml"), "--check"]) == 0
     budgets_out = capsys.readouterr().out
     assert ": ok (" in budgets_out and "alerts at" in budgets_out
+    # Where alerts go, in which format, and the spike questions serve will ask; never a webhook's secret path.
+    assert "alerts to: json to https://hooks.example.com/…, slack to https://hooks.slack.com/…" in budgets_out
+    assert "spikes: checked every 300 s" in budgets_out and "total_cost by model, day windows" in budgets_out
+    assert "change-me" not in budgets_out and "T0000000" not in budgets_out
     assert main(["margins", "--revenue", str(examples / "revenue.toml"), "--check"]) == 0
     assert "plan(s): " in capsys.readouterr().out
+
+
+def test_check_says_a_budget_without_a_webhook_alerts_nowhere_and_spikes_are_never_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tokentrail.processor.cli.main import main
+
+    path = tmp_path / "budgets.toml"
+    path.write_text('[[budgets]]\nname = "a"\nscope = "total"\namount = 5\nperiod = "daily"\n')
+    assert main(["budgets", "--budgets", str(path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "alerts to: nowhere (no webhook" in out
+    assert "spikes: no [spikes] table (spikes are listed by /v1/spikes, never sent)" in out
 
 
 def test_a_bad_budgets_file_fails_its_check_with_every_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

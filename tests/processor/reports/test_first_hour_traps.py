@@ -56,7 +56,8 @@ def test_a_name_with_no_close_match_lists_the_known_ones() -> None:
         ReportQuery.from_params({**MARCH, "colour": "red"})
     assert caught.value.message == (
         "unknown parameter 'colour'; known parameters: start_date, end_date, group_by, date_part, user_id, model, "
-        "provider, credential_type, tags, tags_match, order_by, limit"
+        "provider, credential_type, service, environment, api, operation, conversation_id, trace_id, tags, tags_match, "
+        "order_by, limit"
     )
 
 

@@ -27,17 +27,19 @@ def data(tmp_path: Path) -> Path:
         [
             rec("2025-03-03T09:15:00", user_id="alice", tags=["plan:pro", "feature:chat"], service="web",
                 api="chat.completions", environment="prod", operation="chat", credential_type="system",
+                conversation_id="conv_1", trace_id="ab" * 16,
                 total_cost=Decimal("0.5"), market_cost=Decimal("0.5"), cached_input_tokens=4, reasoning_tokens=1),
             rec("2025-03-03T09:45:00", user_id="bob", tags=["plan:free"], model="claude-haiku-4-5",
                 provider="anthropic", service="worker", api="messages", environment="staging",
                 operation="chat", credential_type="byok", total_cost=Decimal("0"), market_cost=Decimal("3"),
                 cache_creation_input_tokens=7),
             rec("2025-03-03T10:05:00", user_id="alice", tags=["plan:pro"], service="web", api="responses",
-                environment="prod", operation="embeddings", total_cost=Decimal("2"), market_cost=Decimal("2")),
+                environment="prod", operation="embeddings", total_cost=Decimal("2"), market_cost=Decimal("2"),
+                conversation_id="conv_1", trace_id="ab" * 16),
             rec("2025-03-04T23:59:59", user_id=None, tags=[], service="web", api="chat.completions",
                 environment="prod", operation="chat", total_cost=Decimal("4"), market_cost=Decimal("4")),
             rec("2025-03-10T00:00:00", user_id="carol", tags=["plan:pro", "feature:search"], service="web",
-                api="chat.completions", environment="prod", operation="chat"),
+                api="chat.completions", environment="prod", operation="chat", conversation_id="conv_2"),
             rec("2025-04-01T12:00:00", user_id="alice", tags=["plan:pro"], service="web",
                 api="chat.completions", environment="prod", operation="chat"),
         ],
@@ -203,6 +205,29 @@ def test_metrics_sum_every_token_kind(data: Path) -> None:
     assert (row["total_cost"], row["market_cost"]) == (Decimal("2.5"), Decimal("5.5"))
 
 
+def test_group_by_conversation_sums_each_conversation_and_keeps_calls_without_one(data: Path) -> None:
+    rows = run_report(data, q(group_by="conversation"))
+    assert keys(rows, "conversation", "request_count", "total_cost", "input_tokens") == [
+        (None, 2, Decimal(4), 20),  # bob's call and the unattributed one: in the null row, not dropped
+        ("conv_1", 2, Decimal("2.5"), 20),
+        ("conv_2", 1, Decimal(1), 10),
+    ]
+    assert all(set(row) == {"conversation", *METRICS} for row in rows)
+
+
+def test_group_by_trace_sums_each_agent_run(data: Path) -> None:
+    rows = run_report(data, q(group_by="trace", order_by="request_count", limit="1"))
+    assert keys(rows, "trace", "request_count", "total_cost") == [("ab" * 16, 2, Decimal("2.5"))]
+    assert len(run_report(data, q(group_by="trace"))) == 4  # the two calls of one run and three runs of one call
+
+
+def test_group_by_conversation_and_user_splits_a_conversation_by_user(data: Path) -> None:
+    rows = run_report(data, q(group_by="conversation,user", order_by="conversation"))
+    assert keys(rows, "conversation", "user", "request_count") == [
+        ("conv_1", "alice", 2), ("conv_2", "carol", 1), (None, None, 1), (None, "bob", 1),
+    ]
+
+
 # --- filters --------------------------------------------------------------------------------------------------
 
 
@@ -213,6 +238,13 @@ def test_metrics_sum_every_token_kind(data: Path) -> None:
         ("model", "claude-haiku-4-5", 1),
         ("provider", "openai", 4),
         ("credential_type", "byok", 1),
+        ("service", "worker", 1),
+        ("environment", "prod", 4),
+        ("api", "chat.completions", 3),
+        ("operation", "embeddings", 1),
+        ("conversation_id", "conv_1", 2),
+        ("trace_id", "ab" * 16, 2),
+        ("trace_id", "AB" * 16, 2),  # as some tracing UIs show it
     ],
 )
 def test_filter_keeps_only_matching_requests(data: Path, param: str, value: str, expected_requests: int) -> None:
@@ -358,6 +390,9 @@ BAD_PARAMS: list[tuple[dict[str, Any], str]] = [
     ({"start_date": "2025-03-01", "end_date": "2025-03-31", "credential_type": "user"}, "unknown credential_type"),
     ({"start_date": "2025-03-01", "end_date": "2025-03-31", "tags_match": "some"}, "unknown tags_match 'some'"),
     ({"start_date": ["2025-03-01", "2025-03-02"], "end_date": "2025-03-31"}, "start_date was given 2 times"),
+    ({"start_date": "2025-03-01", "end_date": "2025-03-31", "trace_id": "abc"}, "trace_id must be 32 hexadecimal"),
+    ({"start_date": "2025-03-01", "end_date": "2025-03-31", "group_by": "session"}, "use group_by=conversation"),
+    ({"start_date": "2025-03-01", "end_date": "2025-03-31", "group_by": "trace_id"}, "use group_by=trace"),
     ({"start_date": "2025-03-01", "end_date": "2025-03-31", "tags": ",".join(f"t{i}" for i in range(101))},
      "filter on at most 100"),
 ]
@@ -393,8 +428,9 @@ def test_empty_parameters_count_as_absent() -> None:
 
 
 def test_query_round_trips_through_parameters() -> None:
-    query = q(group_by="tag,model", date_part="hour", user_id="u", credential_type="byok", tags="a,b",
-              tags_match="all")
+    query = q(group_by="tag,model,conversation,trace", date_part="hour", user_id="u", credential_type="byok",
+              tags="a,b", tags_match="all", service="web", environment="prod", api="openai.responses",
+              operation="chat", conversation_id="c", trace_id="0" * 32)
     assert ReportQuery.from_params(query.to_params()) == query
 
 

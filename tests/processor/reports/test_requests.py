@@ -79,6 +79,10 @@ def calls(n: int = 120, seed: int = 7) -> list[UsageRecord]:
             price_status=status,
             duration_ms=rng.choice((None, 812.5)),
             streamed=rng.random() < 0.5,
+            environment=rng.choice(("prod", "staging", None)),
+            api=rng.choice(("openai.chat_completions", "anthropic.messages")),
+            operation=rng.choice(("chat", "embeddings")),
+            conversation_id=rng.choice(("conv_a", "conv_b", None)),
         ))
     for day in ("2025-02-28T23:59:59", "2025-04-01T00:00:00"):  # out of the period: never listed
         out.append(UsageRecord(timestamp=datetime.fromisoformat(day).replace(tzinfo=UTC), trace_id="f" * 32,
@@ -174,7 +178,41 @@ FILTERS: list[dict[str, str]] = [
     {"tags": "feature:chat", "model": "gpt-4o-mini", "user_id": "carol"},
     {"start_date": "2025-03-03", "end_date": "2025-03-09"},
     {"user_id": "nobody"},
+    {"service": "worker"},
+    {"environment": "staging"},
+    {"api": "anthropic.messages", "operation": "chat"},
+    {"conversation_id": "conv_a"},
+    {"conversation_id": "conv_b", "user_id": "alice"},
+    {"trace_id": f"{3:032x}"},
+    {"trace_id": f"{3:032X}", "service": "web"},  # as some tracing UIs write it
 ]
+
+
+COLUMN_FILTERS = ("service", "environment", "api", "operation", "conversation_id", "trace_id")
+
+
+@pytest.mark.parametrize(
+    "filters", [f for f in FILTERS if set(f) & set(COLUMN_FILTERS)], ids=lambda f: "&".join(f"{k}={v}" for k, v in f.items())
+)
+def test_a_column_filter_picks_exactly_the_calls_with_that_value(
+    stored: tuple[Path, list[UsageRecord]], filters: dict[str, str]
+) -> None:
+    """Counted here from the records, independently of the SQL: the calls of one service, environment, API,
+    operation, conversation or trace (what a dashboard row's drill-down asks for)."""
+    data, records = stored
+    wanted = {
+        (r.trace_id, r.span_id)
+        for r in records
+        if "2025-03-01" <= r.day <= "2025-03-31"
+        and all(
+            getattr(r, name) == (value.lower() if name == "trace_id" else value)
+            for name, value in filters.items()
+        )
+    }
+    assert wanted  # the fixture has calls for every filter tried
+    rows = [row for page in every_page(data, {**PERIOD, **filters}, 13) for row in page]
+    assert {(row["trace_id"], row["span_id"]) for row in rows} == wanted
+    assert len(rows) == len(wanted)
 
 
 @pytest.mark.parametrize("filters", FILTERS, ids=lambda f: "&".join(f"{k}={v}" for k, v in f.items()) or "none")
@@ -206,7 +244,7 @@ def test_a_row_holds_the_call_as_stored(tmp_path: Path) -> None:
         timestamp=datetime(2025, 3, 5, 8, 0, 0, 1, tzinfo=UTC), trace_id="a" * 32, span_id="b" * 16,
         response_id="chatcmpl-1", service="web", environment="prod", api="chat.completions", operation="chat",
         provider="openai", model="gpt-4o-mini", user_id="alice", tags=["plan:pro", "feature:chat"],
-        credential_type="byok", input_tokens=1200, output_tokens=300, cached_input_tokens=1000,
+        conversation_id="conv_7", credential_type="byok", input_tokens=1200, output_tokens=300, cached_input_tokens=1000,
         cache_creation_input_tokens=7, reasoning_tokens=100, cache_creation_1h_input_tokens=3, input_audio_tokens=2,
         output_audio_tokens=1, total_cost=Decimal("0"), market_cost=Decimal("123.456789012345"),
         price_status=PRICED, duration_ms=1234.5, streamed=True, status="error", error_type="timeout",
@@ -222,7 +260,7 @@ def test_a_row_holds_the_call_as_stored(tmp_path: Path) -> None:
         "timestamp": "2025-03-05T08:00:00.000001+00:00", "trace_id": "a" * 32, "span_id": "b" * 16,
         "response_id": "chatcmpl-1", "service": "web", "environment": "prod", "api": "chat.completions",
         "operation": "chat", "provider": "openai", "model": "gpt-4o-mini", "user": "alice",
-        "tags": ["plan:pro", "feature:chat"], "credential_type": "byok", "input_tokens": 1200, "output_tokens": 300,
+        "tags": ["plan:pro", "feature:chat"], "conversation_id": "conv_7", "credential_type": "byok", "input_tokens": 1200, "output_tokens": 300,
         "cached_input_tokens": 1000, "cache_creation_input_tokens": 7, "reasoning_tokens": 100,
         "cache_creation_1h_input_tokens": 3, "input_audio_tokens": 2, "output_audio_tokens": 1,
         "total_cost": Decimal(0), "market_cost": Decimal("123.456789012345"), "price_status": PRICED,
