@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 import pyarrow as pa
@@ -118,6 +118,10 @@ def _day_table(day: date, n: int, seed: int, users: pa.Array, combos: pa.Array) 
         "request_model": pa.nulls(n, pa.string()),
         "user_id": pc.take(users, _skewed(n, len(users), 4.0, seed + 9)),
         "tags": pc.take(combos, _skewed(n, len(combos), 2.0, seed + 10)),
+        # Conversations of 8 calls in a row: group_by=conversation has an eighth as many rows as records.
+        "conversation_id": pc.binary_join_element_wise(
+            "conv_", pc.cast(pc.add(pc.divide(pa.array(range(n), pa.int64()), 8), seed * 10_000_000), pa.string()), ""
+        ),
         "credential_type": pc.if_else(byok, "byok", "system"),
         "credential_id": pa.nulls(n, pa.string()),
         "input_tokens": input_tokens,
@@ -175,6 +179,10 @@ _METRICS_SQL = (
 )
 
 
+# Bumped when the generated records change (a column added): a kept dataset of another version is generated again.
+DATASET_VERSION: Final = 2  # 2: conversation_id
+
+
 def _queries(start: date, end: date) -> dict[str, tuple[dict[str, str], str, int]]:
     """name -> (report parameters, raw SQL, number of key columns in the raw rows)."""
     period = {"start_date": start.isoformat(), "end_date": end.isoformat()}
@@ -196,6 +204,12 @@ def _queries(start: date, end: date) -> dict[str, tuple[dict[str, str], str, int
             {**period, "group_by": "user", "order_by": "total_cost", "limit": "100"},
             f"SELECT user_id, {_METRICS_SQL} FROM {{src}} WHERE {where} GROUP BY user_id "
             "ORDER BY total_cost DESC NULLS LAST, user_id LIMIT 100",
+            1,
+        ),
+        "top_100_conversations": (
+            {**period, "group_by": "conversation", "order_by": "total_cost", "limit": "100"},
+            f"SELECT conversation_id, {_METRICS_SQL} FROM {{src}} WHERE {where} GROUP BY conversation_id "
+            "ORDER BY total_cost DESC NULLS LAST, conversation_id LIMIT 100",
             1,
         ),
         "one_tags_users": (
@@ -244,12 +258,13 @@ def bench_dataset(
     keep = data_dir is not None or rows >= 1_000_000
     root = Path(data_dir) if data_dir is not None else Path(tempfile.gettempdir()) / f"tokentrail-bench-{rows}"
     marker = root / ".complete"
+    stamp = f"{rows} {DATASET_VERSION}"
     try:
-        if not marker.exists():
+        if not marker.exists() or marker.read_text() != stamp:
             shutil.rmtree(root, ignore_errors=True)
             t0 = time.perf_counter()
             generate(root, rows)
-            marker.write_text(str(rows))
+            marker.write_text(stamp)
             out["generate_s"] = round(time.perf_counter() - t0, 2)
         yield root
     finally:

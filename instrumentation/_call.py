@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from contextvars import Token
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context, trace
 from opentelemetry.context import Context
@@ -26,9 +26,10 @@ from . import _foreign, _inject, _privacy, _processor, _streams, semconv
 from ._context import call_context
 from ._decoding import decoding
 from ._endpoints import Endpoint
+from ._gemini import GOOGLE_APIS
 from ._metrics import MetricAttributes, Metrics
 from ._parsers import body_parser
-from ._request import read_headers, read_request
+from ._request import UNKNOWN, HeaderFacts, RequestFacts, read_headers, read_request
 from ._spans import attribution_attributes, request_attributes, response_attributes
 from ._state import Settings
 from ._usage import BodyParser, ResponseFacts
@@ -36,6 +37,8 @@ from ._usage import BodyParser, ResponseFacts
 log = logging.getLogger(__name__)
 
 _INJECTABLE_APIS = frozenset({semconv.API_CHAT_COMPLETIONS, semconv.API_COMPLETIONS})
+# What a Google API request says, all of it in its path (see _gemini): its body is not read.
+_GOOGLE_STREAMED: Final = RequestFacts(stream=True)
 # Guards the one-time end of every call (held for a flag test-and-set: one lock for all calls costs nothing).
 _END_LOCK = threading.Lock()
 
@@ -52,15 +55,20 @@ def begin(request: Any, settings: Settings) -> Call | None:
     if target is None:
         return None
     endpoint, (start_attributes, endpoint_attributes, metric_attributes) = target
-    # The request body if the client already holds it in memory (the SDKs always do); never reads a stream.
-    try:
-        body = request.content
-    except Exception:  # noqa: BLE001 - a streamed upload (RequestNotRead): its body is not ours to read
-        body = None
-    if not isinstance(body, bytes):
-        body = None
-    facts = read_request(endpoint.api, body)
-    model = facts.model
+    google = endpoint.api in GOOGLE_APIS
+    body = None
+    if google:
+        facts = _GOOGLE_STREAMED if endpoint.stream else UNKNOWN
+    else:
+        # The request body if the client already holds it in memory (the SDKs always do); never reads a stream.
+        try:
+            body = request.content
+        except Exception:  # noqa: BLE001 - a streamed upload (RequestNotRead): its body is not ours to read
+            body = None
+        if not isinstance(body, bytes):
+            body = None
+        facts = read_request(endpoint.api, body)
+    model = facts.model or endpoint.model
     if not endpoint.known_host and not model:
         # A server we only know by path must at least send what an LLM request sends.
         return None
@@ -78,9 +86,14 @@ def begin(request: Any, settings: Settings) -> Call | None:
         attribution = attribution.with_fallback(sent.user, sent.tags)
     if facts.user is not None or facts.tags is not None:
         attribution = attribution.with_fallback(facts.user, facts.tags)
-    credential_type, credential_id, credential_name = settings.fingerprints.classify(
-        sent.authorization, sent.x_api_key, sent.api_key, attribution.credential
-    )
+    if google:
+        credential_type, credential_id, credential_name = _google_credential(
+            settings, request.url, sent, attribution.credential
+        )
+    else:
+        credential_type, credential_id, credential_name = settings.fingerprints.classify(
+            sent.authorization, sent.x_api_key, sent.api_key, attribution.credential
+        )
     # The deployment of an Azure URL stands in for a model the body does not name; the response's model is preferred.
     model = model or endpoint.deployment
 
@@ -128,6 +141,29 @@ def begin(request: Any, settings: Settings) -> Call | None:
             log.debug("TokenTrail could not look for another instrumentation's span of this call", exc_info=True)
     call.token = _activate(ctx, entries, span)
     return call
+
+
+def _google_credential(
+    settings: Settings, url: Any, sent: HeaderFacts, explicit: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """The credential of a call to Google's APIs. An API key (``x-goog-api-key``, or the ``key`` query parameter some
+    clients send) is a key like any other: fingerprinted, and classified by the same rules. A bearer token is not a
+    key there: it is an OAuth access token (Vertex AI's application default credentials, a service account) that
+    changes every hour, so its fingerprint would name no lasting identity and add a new one each hour; the call is
+    paid by the service's own Google Cloud project, so it is ``system`` unless ``attribute(credential=...)`` says
+    otherwise, with no fingerprint."""
+    key = sent.goog_api_key
+    if key is None:
+        try:
+            value = url.params.get("key")
+        except Exception:  # noqa: BLE001 - a query string the URL class cannot parse: no key there
+            value = None
+        key = value.encode() if isinstance(value, str) and value else None
+    if key is not None:
+        return settings.fingerprints.classify(None, key, None, explicit)
+    if sent.authorization is not None:
+        return explicit or "system", None, None
+    return explicit, None, None
 
 
 def _kept_by_sampler(span: Span, at_start: dict[str, AttributeValue], rest: dict[str, AttributeValue]) -> dict[str, AttributeValue]:

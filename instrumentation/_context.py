@@ -58,9 +58,13 @@ class Attribution:
     tags: tuple[str, ...] = ()
     credential: str | None = None
     dropped: int = 0
+    conversation: str | None = None  # gen_ai.conversation.id: the chat session, thread or agent run
 
-    def merged(self, user: object = None, tags: object = None, credential: object = None) -> Attribution:
-        """This attribution with ``user`` and ``credential`` replaced when given and ``tags`` added to its own.
+    def merged(
+        self, user: object = None, tags: object = None, credential: object = None, conversation: object = None
+    ) -> Attribution:
+        """This attribution with ``user``, ``credential`` and ``conversation`` replaced when given and ``tags`` added
+        to its own.
 
         Inner scopes refine outer ones: a user or credential set closer to the call is the more specific one, while
         tags accumulate (the edge says ``customer:acme``, the feature code adds ``feature:search``).
@@ -68,11 +72,13 @@ class Attribution:
         new_user, user_dropped = clean_user(user)
         new_credential, credential_dropped = clean_credential(credential)
         new_tags, tags_dropped = clean_tags(tags, self.tags)
+        new_conversation, conversation_dropped = clean_user(conversation)  # the same rules as a user id
         return Attribution(
             user=new_user if new_user is not None else self.user,
             tags=new_tags,
             credential=new_credential if new_credential is not None else self.credential,
-            dropped=self.dropped + user_dropped + credential_dropped + tags_dropped,
+            dropped=self.dropped + user_dropped + credential_dropped + tags_dropped + conversation_dropped,
+            conversation=new_conversation if new_conversation is not None else self.conversation,
         )
 
     def with_fallback(self, user: object = None, tags: object = None) -> Attribution:
@@ -162,10 +168,11 @@ def _from_baggage(ctx: Context | None, entries: Mapping[str, object] | None = No
     user = entries.get(semconv.BAGGAGE_USER)
     tags = entries.get(semconv.BAGGAGE_TAGS)
     credential = entries.get(semconv.BAGGAGE_CREDENTIAL)
-    if user is None and tags is None and credential is None:
+    conversation = entries.get(semconv.BAGGAGE_CONVERSATION)
+    if user is None and tags is None and credential is None and conversation is None:
         return EMPTY
     tag_list = _decode_tags(tags) if isinstance(tags, str) else tags
-    return EMPTY.merged(user=user, tags=tag_list, credential=credential)
+    return EMPTY.merged(user=user, tags=tag_list, credential=credential, conversation=conversation)
 
 
 def _encode_tags(tags: tuple[str, ...]) -> str:
@@ -190,15 +197,18 @@ def context_with(attribution: Attribution, ctx: Context | None = None) -> Contex
         ctx = baggage.set_baggage(semconv.BAGGAGE_TAGS, _encode_tags(attribution.tags), ctx)
     if attribution.credential is not None:
         ctx = baggage.set_baggage(semconv.BAGGAGE_CREDENTIAL, attribution.credential, ctx)
+    if attribution.conversation is not None:
+        ctx = baggage.set_baggage(semconv.BAGGAGE_CONVERSATION, attribution.conversation, ctx)
     return ctx
 
 
 class attribute:  # noqa: N801 - reads as a verb at the call site, like contextlib.suppress
-    """Attribute the LLM calls made inside a block or function to a user, tags and a credential type.
+    """Attribute the LLM calls made inside a block or function to a user, tags, a credential type and a conversation.
 
     Use as ``with attribute(user="u1", tags=["customer:acme"]):``, ``async with ...``, or as a decorator on a sync
-    or async function. Scopes nest: an inner user or credential replaces the outer one, inner tags are added to
-    the outer ones. Invalid values are dropped and counted in ``tokentrail.attribution.dropped``; nothing here
+    or async function. ``conversation`` (a chat session, thread or agent run id) becomes ``gen_ai.conversation.id``,
+    which ``group_by=conversation`` reports by. Scopes nest: an inner user, credential or conversation replaces the
+    outer one, inner tags are added to the outer ones. Invalid values are dropped and counted in ``tokentrail.attribution.dropped``; nothing here
     raises, because a typo in a tag must not take down the call it describes.
 
     Scopes travel as W3C baggage too, so any propagator-instrumented request carries them, including one to an
@@ -210,8 +220,10 @@ class attribute:  # noqa: N801 - reads as a verb at the call site, like contextl
         user: str | None = None,
         tags: Iterable[str] | str | None = None,
         credential: str | None = None,
+        conversation: str | None = None,
     ) -> None:
         self.user = user
+        self.conversation = conversation
         # Materialised now, so a generator passed as ``tags`` serves every use of a decorator, not only the first.
         self.tags: tuple[object, ...] | str | None = (
             tags if tags is None or isinstance(tags, str) else _as_tuple(tags)
@@ -221,7 +233,7 @@ class attribute:  # noqa: N801 - reads as a verb at the call site, like contextl
 
     def _enter(self) -> Attribution:
         try:
-            attribution = current_attribution().merged(self.user, self.tags, self.credential)
+            attribution = current_attribution().merged(self.user, self.tags, self.credential, self.conversation)
             self._tokens.append(context.attach(context_with(attribution)))
             return attribution
         except Exception:
@@ -255,7 +267,9 @@ class attribute:  # noqa: N801 - reads as a verb at the call site, like contextl
 
     def _fresh(self) -> attribute:
         """A new scope with the same values, so concurrent calls of a decorated function never share a token."""
-        return attribute(self.user, cast("Iterable[str] | str | None", self.tags), self.credential)
+        return attribute(
+            self.user, cast("Iterable[str] | str | None", self.tags), self.credential, self.conversation
+        )
 
     def __call__(self, function: F) -> F:
         if inspect.iscoroutinefunction(function):

@@ -49,6 +49,9 @@ SYSTEM_KEY_ENV_VARS: Final = (
     "TOGETHER_API_KEY",
     "FIREWORKS_API_KEY",
     "AI_GATEWAY_API_KEY",
+    # AWS Bedrock: the access key id is the credential's identity (never the secret), or a Bedrock API key.
+    "AWS_ACCESS_KEY_ID",
+    "AWS_BEARER_TOKEN_BEDROCK",
 )
 
 _warned_default_salt = False

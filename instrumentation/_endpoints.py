@@ -2,8 +2,9 @@
 
 This runs on every HTTP request the process makes, so the common answer ("not an LLM call") costs one method
 comparison and a few ``str.endswith``. The API is recognised by path, because OpenAI- and Anthropic-compatible
-servers keep the paths while changing hosts; the provider by configured base URL, then by host, then by the API's
-own vendor.
+servers keep the paths while changing hosts (and Google's APIs, whose paths name the model and the method, keep
+theirs behind any ``base_url``: see ``_gemini``); the provider by configured base URL, then by host, then by the
+API's own vendor (for Google's, Vertex AI or the Gemini Developer API by the path's shape).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from . import semconv
+from ._gemini import google_call
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,9 @@ class Endpoint:
 
     ``deployment`` and ``api_version`` are Azure OpenAI's: a deployment is a name the customer chose, not a model,
     so the span's model comes from the body or the response and the deployment is kept apart.
+
+    ``model`` and ``stream`` are what the path itself says, for APIs that put them there (Google's): the body of such
+    a request names neither, so it is not read at all.
     """
 
     api: str
@@ -103,6 +108,8 @@ class Endpoint:
     known_host: bool
     deployment: str | None = None
     api_version: str | None = None
+    model: str | None = None
+    stream: bool = False
 
 
 def normalise_base_urls(providers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
@@ -190,8 +197,12 @@ def recognise(method: str, url: URLLike, base_urls: tuple[tuple[str, str], ...] 
     """
     path = url.path
     api = api_of(method, path)
+    google = None
     if api is None:
-        return None
+        google = google_call(path) if method == "POST" else None
+        if google is None:
+            return None
+        api = google.api
     host = url.host.lower()
     provider: str | None = None
     if base_urls:
@@ -205,7 +216,7 @@ def recognise(method: str, url: URLLike, base_urls: tuple[tuple[str, str], ...] 
         provider = _provider_by_host(host)
     known_host = provider is not None
     if provider is None:
-        provider = _PROVIDER_BY_API[api]
+        provider = google.provider if google is not None else _PROVIDER_BY_API[api]
     deployment = api_version = None
     if provider in _AZURE_PROVIDERS:
         deployment, api_version = _azure_details(url)
@@ -213,12 +224,14 @@ def recognise(method: str, url: URLLike, base_urls: tuple[tuple[str, str], ...] 
     return Endpoint(
         api=api,
         provider=provider,
-        operation=OPERATION_BY_API[api],
+        operation=google.operation if google is not None else OPERATION_BY_API[api],
         server_address=host,
         server_port=port,
         known_host=known_host,
         deployment=deployment,
         api_version=api_version,
+        model=google.model if google is not None else None,
+        stream=google is not None and google.stream,
     )
 
 

@@ -95,6 +95,24 @@ class MessageEvent(Struct):
     error: Any = UNSET
 
 
+class GeminiCandidate(Struct):
+    """A Gemini candidate: its index and finish reason, never its content."""
+
+    index: Any = UNSET
+    finishReason: Any = UNSET  # noqa: N815 - the JSON field's name
+
+
+class GeminiResponse(Struct):
+    """A whole Google generateContent / embedContent response body, or one streamed chunk, never its content nor
+    its vectors."""
+
+    error: Any = UNSET
+    responseId: Any = UNSET  # noqa: N815 - the JSON field's name
+    modelVersion: Any = UNSET  # noqa: N815
+    candidates: list[GeminiCandidate] | None | UnsetType = UNSET
+    usageMetadata: Any = UNSET  # noqa: N815
+
+
 def _nested(kind: Any) -> type[Struct] | None:
     """The Struct a field's type holds (itself, in a list, or in a union with None and UNSET), if any."""
     for argument in (kind, *typing.get_args(kind)):
@@ -113,7 +131,9 @@ def _spec(shape: type[Struct]) -> dict[str, Any]:
     return spec
 
 
-_SHAPES: Final[tuple[type[Struct], ...]] = (Request, ChatResponse, Response, ResponseEvent, Message, MessageEvent)
+_SHAPES: Final[tuple[type[Struct], ...]] = (
+    Request, ChatResponse, Response, ResponseEvent, Message, MessageEvent, GeminiResponse
+)
 _DECODERS: Final[dict[type[Struct], msgspec.json.Decoder[Any]]] = {shape: msgspec.json.Decoder(shape) for shape in _SHAPES}
 SPECS: Final[dict[type[Struct], dict[str, Any]]] = {shape: _spec(shape) for shape in _SHAPES}
 

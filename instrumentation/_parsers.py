@@ -3,12 +3,14 @@
 Streams are parsed incrementally without changing or holding the bytes. Only lines that can carry what we need are
 decoded (a final usage chunk, a finish reason, Anthropic's message_start/message_delta/message_stop, the Responses
 API's created/completed/incomplete/failed events), found by a regular expression over each block of complete lines,
-so a long stream of text deltas costs a few ``re.search`` calls and no JSON decoding.
+so a long stream of text deltas costs a few ``re.search`` calls and no JSON decoding. Google's streams (Gemini and
+Vertex AI, ``alt=sse``) carry running usage totals in every chunk: each chunk is decoded, for its declared fields only.
 
 A JSON body is parsed once, at its end, with ``_jsonbody.pick``: only the fields its API's shape declares are
 decoded, so an embeddings body's floats or a long answer cost a walk over their bytes, not Python objects. A very
 large one (a batch of embeddings can be tens of megabytes) is not decoded at all: its head and tail, where every API
-puts its id, model and usage, are kept and scanned instead.
+puts its id, model and usage, are kept and scanned instead. Vertex AI's ``:predict`` embeddings state a token count
+per embedding, spread through the body: those are summed as the chunks pass, and the body is never kept.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import re
 from typing import Any, Final
 
 from . import semconv
-from ._jsonbody import ChatResponse, Message, MessageEvent, Response, ResponseEvent, pick
+from ._gemini_usage import gemini_chunk, gemini_facts, predict_usage
+from ._jsonbody import ChatResponse, GeminiResponse, Message, MessageEvent, Response, ResponseEvent, pick
 from ._usage import (
     AnthropicUsage,
     BodyParser,
@@ -39,7 +42,11 @@ RESPONSE_SHAPES: Final[dict[str, type[Any]]] = {
     semconv.API_EMBEDDINGS: ChatResponse,
     semconv.API_RESPONSES: Response,
     semconv.API_ANTHROPIC_MESSAGES: Message,
+    semconv.API_GEMINI_GENERATE_CONTENT: GeminiResponse,
+    semconv.API_GEMINI_EMBED_CONTENT: GeminiResponse,
 }
+# Google's APIs, whose bodies read through _gemini_usage; embeddings generate no output.
+_GOOGLE_JSON: Final = frozenset({semconv.API_GEMINI_GENERATE_CONTENT, semconv.API_GEMINI_EMBED_CONTENT})
 # A JSON body up to this size is decoded whole; beyond it only its head and tail are kept and scanned.
 FULL_JSON_BODY: Final = 1 << 20
 SCAN_HEAD: Final = 8 << 10
@@ -50,6 +57,9 @@ MAX_SSE_LINE: Final = 4 << 20
 _ID: Final = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _MODEL: Final = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _USAGE_START: Final = re.compile(rb'"usage"\s*:\s*\{')
+_RESPONSE_ID: Final = re.compile(rb'"responseId"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_MODEL_VERSION: Final = re.compile(rb'"modelVersion"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_USAGE_METADATA_START: Final = re.compile(rb'"usageMetadata"\s*:\s*\{')
 
 
 def _balanced_object(data: bytes, start: int) -> bytes | None:
@@ -88,6 +98,8 @@ def _scan_string(pattern: re.Pattern[bytes], *parts: bytes) -> str | None:
 
 def scan_large_json(api: str, head: bytes, tail: bytes) -> ResponseFacts:
     """The facts of a JSON body too large to decode, from its head and tail: id, model and the last usage object."""
+    if api in _GOOGLE_JSON:
+        return _scan_large_google(api, head, tail)
     skeleton: dict[str, Any] = {}
     if (value := _scan_string(_ID, head)) is not None:
         skeleton["id"] = value
@@ -101,6 +113,22 @@ def scan_large_json(api: str, head: bytes, tail: bytes) -> ResponseFacts:
     facts = facts_from_json(api, skeleton)
     facts.finish_reasons.clear()  # a scan cannot tell the finish reasons apart from prompt text
     return facts
+
+
+def _scan_large_google(api: str, head: bytes, tail: bytes) -> ResponseFacts:
+    """As ``scan_large_json``, for Google's bodies (an image or a batch of embeddings): Google writes
+    ``usageMetadata``, ``modelVersion`` and ``responseId`` after the candidates or vectors, at the tail."""
+    skeleton: dict[str, Any] = {}
+    if (value := _scan_string(_RESPONSE_ID, tail, head)) is not None:
+        skeleton["responseId"] = value
+    if (value := _scan_string(_MODEL_VERSION, tail, head)) is not None:
+        skeleton["modelVersion"] = value
+    starts = [match.end() - 1 for match in _USAGE_METADATA_START.finditer(tail)]
+    if starts:
+        text = _balanced_object(tail, starts[-1])
+        if text is not None:
+            skeleton["usageMetadata"] = json.loads(text)
+    return gemini_facts(skeleton, api == semconv.API_GEMINI_GENERATE_CONTENT)
 
 
 class JsonBodyParser:
@@ -140,6 +168,8 @@ class JsonBodyParser:
             # Most bodies arrive in one chunk: parsed as it is, not copied by a join.
             body = chunks[0] if len(chunks) == 1 and type(chunks[0]) is bytes else b"".join(chunks)
             api = self._api
+            if api in _GOOGLE_JSON:
+                return gemini_facts(pick(body, GeminiResponse), api == semconv.API_GEMINI_GENERATE_CONTENT)
             return facts_from_json(api, pick(body, RESPONSE_SHAPES.get(api, ChatResponse)))
         except ValueError:
             return ResponseFacts()
@@ -327,10 +357,81 @@ class ResponsesStreamParser(SseParser):
 _RESPONSES_TERMINAL: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
+class GeminiStreamParser(SseParser):
+    """Google's ``streamGenerateContent?alt=sse`` chunks (Gemini and Vertex AI). Each chunk is a whole response object
+    whose ``usageMetadata`` holds the RUNNING totals, so only the latest one counts: it is kept as it came and decoded
+    once, when the stream ends (or when a later chunk that must be decoded anyway, a finish reason or an error,
+    supersedes it). The first chunk is decoded for the response's id and model."""
+
+    MARKERS = (re.compile(rb'"usageMetadata"'), re.compile(rb'"finishReason"'), re.compile(rb'"error"'))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first = True
+        self._latest: bytes | None = None  # the latest chunk with usage not decoded yet
+
+    def wants_everything(self) -> bool:
+        return self._first
+
+    def on_data(self, payload: bytes) -> None:
+        if self._first or b'"finishReason"' in payload or b'"error"' in payload:
+            self._latest = None  # this chunk's usage, if any, is newer
+            chunk = pick(payload, GeminiResponse)
+            if isinstance(chunk, dict):
+                self._first = False
+                gemini_chunk(chunk, self.facts)
+        else:
+            self._latest = payload
+
+    def result(self) -> ResponseFacts:
+        facts = super().result()
+        latest, self._latest = self._latest, None
+        if latest is not None:
+            try:
+                chunk = pick(latest, GeminiResponse)
+            except ValueError:
+                log.debug("Could not parse an SSE data line for usage", exc_info=True)
+            else:
+                if isinstance(chunk, dict):
+                    gemini_chunk(chunk, facts)
+        return facts
+
+
+# Vertex AI's :predict embeddings: each prediction's statistics.token_count, a JSON number (Struct values may print
+# as 6.0). The lookahead wants the number's end in hand, so a count split across chunks is read once it is whole.
+_TOKEN_COUNT: Final = re.compile(rb'"token_count"\s*:\s*(\d+)(?:\.0*)?(?=\s*[,}\]])')
+# What is kept of a chunk's end for the next: more than any one "token_count": <number> can span.
+_COUNT_CARRY: Final = 64
+
+
+class PredictParser:
+    """Sums Vertex AI ``:predict`` embeddings' ``statistics.token_count`` as the body passes, keeping only a few
+    bytes across chunks: an embeddings body can be megabytes of floats, and its counts are spread through it."""
+
+    __slots__ = ("_carry", "_total")
+
+    def __init__(self) -> None:
+        self._carry = b""
+        self._total: int | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._carry + chunk if self._carry else chunk
+        end = 0
+        for match in _TOKEN_COUNT.finditer(data):
+            self._total = (self._total or 0) + int(match.group(1))
+            end = match.end()
+        self._carry = data[max(end, len(data) - _COUNT_CARRY) :]
+
+    def result(self) -> ResponseFacts:
+        return ResponseFacts(usage=predict_usage(self._total), terminal=True)
+
+
 def body_parser(api: str, streamed: bool) -> BodyParser:
     """The parser for a response body of ``api``: SSE when the response is an event stream, else JSON."""
     if not streamed:
-        return JsonBodyParser(api)
+        return PredictParser() if api == semconv.API_VERTEX_PREDICT else JsonBodyParser(api)
+    if api == semconv.API_GEMINI_GENERATE_CONTENT:
+        return GeminiStreamParser()
     if api == semconv.API_ANTHROPIC_MESSAGES:
         return MessagesStreamParser()
     if api == semconv.API_RESPONSES:

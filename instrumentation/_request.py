@@ -125,11 +125,20 @@ class HeaderFacts(NamedTuple):
     user: str | None = None  # ai-reporting-user
     tags: list[str] | None = None  # ai-reporting-tags, comma-separated
     baggage: bool = False  # a baggage header is present (it may carry our attribution: see _privacy)
+    goog_api_key: bytes | None = None  # x-goog-api-key (Google's APIs)
 
 
 NO_HEADERS: Final = HeaderFacts()
 WANTED_HEADERS: Final = frozenset(
-    {b"authorization", b"x-api-key", b"api-key", b"ai-reporting-user", b"ai-reporting-tags", b"baggage"}
+    {
+        b"authorization",
+        b"x-api-key",
+        b"api-key",
+        b"ai-reporting-user",
+        b"ai-reporting-tags",
+        b"baggage",
+        b"x-goog-api-key",
+    }
 )
 
 
@@ -158,6 +167,7 @@ def read_headers(headers: Any) -> HeaderFacts:
         user.decode("utf-8", "replace") if user else None,
         tags,
         b"baggage" in found,
+        get(b"x-goog-api-key"),
     )
 
 

@@ -33,6 +33,8 @@ def attribution_attributes(
         attributes[semconv.USER_ID] = attribution.user
     if attribution.tags:
         attributes[semconv.TOKENTRAIL_TAGS] = attribution.tags  # a tuple of str, as the SDK keeps it
+    if attribution.conversation is not None:
+        attributes[semconv.GEN_AI_CONVERSATION_ID] = attribution.conversation
     if credential_type is not None:
         attributes[semconv.TOKENTRAIL_CREDENTIAL_TYPE] = credential_type
     if credential_id is not None:
@@ -115,7 +117,7 @@ def _in_order(reasons: dict[int, str]) -> tuple[str, ...]:
 
 def _usage_into(attributes: dict[str, AttributeValue], usage: Usage) -> None:
     """The token counts of ``usage`` into ``attributes``; a count the response did not carry sets nothing."""
-    input_tokens, output_tokens, cache_read, cache_creation, reasoning, by_ttl = usage
+    input_tokens, output_tokens, cache_read, cache_creation, reasoning, by_ttl, input_audio, output_audio = usage
     if input_tokens is not None:
         attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
     if output_tokens is not None:
@@ -126,6 +128,10 @@ def _usage_into(attributes: dict[str, AttributeValue], usage: Usage) -> None:
         attributes[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_creation
     if reasoning is not None:
         attributes[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+    if input_audio is not None:
+        attributes[semconv.TOKENTRAIL_INPUT_AUDIO_TOKENS] = input_audio
+    if output_audio is not None:
+        attributes[semconv.TOKENTRAIL_OUTPUT_AUDIO_TOKENS] = output_audio
     if by_ttl:
         for ttl, value in by_ttl.items():
             name = semconv.CACHE_CREATION_BY_TTL.get(ttl)

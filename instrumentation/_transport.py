@@ -4,11 +4,16 @@ The transport is the one place every request of these clients passes, whatever S
 the response body is still a raw byte stream we can wrap. Each hook isolates its own work from the host call:
 anything of ours that fails is logged at debug level and the request proceeds as if we were not there; the
 host call's own exceptions propagate untouched.
+
+Google's ``google-genai`` sends through ``httpx2`` (or ``httpx``) too, sync and async, with one exception: when
+``aiohttp`` is installed its async client (``client.aio``) uses ``aiohttp`` instead, which these hooks do not see.
+``patch`` says so once, as a warning, when both are installed.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,10 +151,29 @@ def _load(name: str) -> _Library | None:
         return None
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package that is not one, a broken install
+        return False
+
+
+def _warn_untraced_clients() -> None:
+    """Name the LLM calls these hooks cannot see, rather than leave them silently unrecorded."""
+    if _installed("aiohttp") and _installed("google.genai"):
+        log.warning(
+            "TokenTrail: aiohttp is installed, so google-genai's async client (client.aio) sends through aiohttp, "
+            "which TokenTrail does not trace; its sync calls are traced. To trace the async ones, give the client an "
+            "httpx transport: genai.Client(http_options=types.HttpOptions(async_client_args={'transport': "
+            "httpx2.AsyncHTTPTransport()}))"
+        )
+
+
 def patch() -> None:
     """Wrap the transports of every installed library among ``HTTP_MODULES``. Idempotent."""
     if _patched:
         return
+    _warn_untraced_clients()
     for name in HTTP_MODULES:
         library = _load(name)
         if library is None:

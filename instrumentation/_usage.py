@@ -22,7 +22,8 @@ class Usage(NamedTuple):
     """Token counts in the OpenTelemetry convention (input inclusive of cache, output inclusive of reasoning).
 
     ``cache_creation_by_ttl`` splits ``cache_creation_input_tokens`` by cache lifetime (``"5m"``, ``"1h"`` for
-    Anthropic, ``"30m"``, ``"12h"`` for OpenAI), priced differently; the parts are not additions to the total.
+    Anthropic, ``"30m"``, ``"12h"`` for OpenAI), priced differently; the parts are not additions to the total. The
+    audio counts are likewise parts of the input and output (Gemini's AUDIO modality), priced differently.
     """
 
     input_tokens: int | None = None
@@ -31,6 +32,8 @@ class Usage(NamedTuple):
     cache_creation_input_tokens: int | None = None
     reasoning_output_tokens: int | None = None
     cache_creation_by_ttl: dict[str, int] | None = None
+    input_audio_tokens: int | None = None
+    output_audio_tokens: int | None = None
 
 
 @dataclass(slots=True)

@@ -13,11 +13,12 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # not in its __all__
 
-from . import _processor, _state, _transport
+from . import _bedrock, _processor, _state, _transport
 
 
 class TokenTrailInstrumentor(BaseInstrumentor):
-    """Instruments the ``httpx2`` and ``httpx`` transports for LLM calls.
+    """Instruments the ``httpx2`` and ``httpx`` transports for LLM calls, and botocore's ``bedrock-runtime`` clients
+    (AWS Bedrock, when botocore is installed: see ``_bedrock``).
 
     Keyword arguments of ``instrument()``: ``tracer_provider`` and ``meter_provider`` (default: the global ones),
     ``system_keys`` (keys that count as the service's own, besides the provider env vars and
@@ -31,15 +32,17 @@ class TokenTrailInstrumentor(BaseInstrumentor):
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        # Either HTTP library is optional: patching skips whichever is not installed.
+        # Either HTTP library, and botocore, are optional: patching skips whichever is not installed.
         return []
 
     def _instrument(self, **kwargs: Any) -> None:
         self.configure(**kwargs)
         _transport.patch()
+        _bedrock.patch()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         _transport.unpatch()
+        _bedrock.unpatch()
         _state.clear()
         _processor.disable_all()
 

@@ -74,6 +74,7 @@ TOKENTRAIL_AZURE_API_VERSION: Final = "tokentrail.azure.api_version"
 BAGGAGE_USER: Final = "tokentrail.user"
 BAGGAGE_TAGS: Final = "tokentrail.tags"
 BAGGAGE_CREDENTIAL: Final = "tokentrail.credential"
+BAGGAGE_CONVERSATION: Final = "tokentrail.conversation"
 
 CREDENTIAL_TYPES: Final = ("byok", "system")
 
@@ -100,3 +101,13 @@ ENV_FINGERPRINT_SALT: Final = "TOKENTRAIL_FINGERPRINT_SALT"  # secret salt of to
 ENV_CREDENTIAL_NAMES: Final = "TOKENTRAIL_CREDENTIAL_NAMES"  # "fingerprint=name,..." friendly names of keys
 ENV_PROVIDERS: Final = "TOKENTRAIL_PROVIDERS"  # "base_url=provider,..." servers the host table does not know
 ENV_STREAM_USAGE: Final = "TOKENTRAIL_STREAM_USAGE"  # "inject": ask Chat/Completions streams for their usage
+
+# Google's own APIs (the google-genai SDK, and any client of the same REST paths), recognised by path shape.
+GEN_AI_OPERATION_GENERATE_CONTENT: Final = "generate_content"  # the conventions' operation for Gemini's API
+API_GEMINI_GENERATE_CONTENT: Final = "gemini.generate_content"  # generateContent, streamGenerateContent
+API_GEMINI_EMBED_CONTENT: Final = "gemini.embed_content"  # embedContent, batchEmbedContents
+API_VERTEX_PREDICT: Final = "vertex.predict"  # Vertex AI's text-embedding models, :predict
+# Audio tokens: PARTS of gen_ai.usage.input_tokens / output_tokens (priced differently), never added to them. The
+# processor reads the same names.
+TOKENTRAIL_INPUT_AUDIO_TOKENS: Final = "tokentrail.usage.input_audio_tokens"
+TOKENTRAIL_OUTPUT_AUDIO_TOKENS: Final = "tokentrail.usage.output_audio_tokens"

@@ -1,4 +1,5 @@
-"""A fake LLM provider: a real HTTP server on loopback that speaks the OpenAI and Anthropic APIs.
+"""A fake LLM provider: a real HTTP server on loopback that speaks the OpenAI, Anthropic and Google (Gemini,
+Vertex AI) APIs.
 
 Tests, the demo and end-to-end runs point the real SDKs at it (``openai.OpenAI(base_url=fake.openai_base_url)``,
 ``anthropic.Anthropic(base_url=fake.anthropic_base_url)``) so that every layer, from the SDK's HTTP client to the
@@ -38,6 +39,32 @@ Failure injection, by request header ``x-fake-fail``:
 * ``status:<code>`` (e.g. ``status:429``): the response is that HTTP status with the provider's error envelope.
   SDKs retry 429/5xx by default: pass ``max_retries=0`` to see exactly one call.
 
+Google's own APIs, as the ``google-genai`` SDK calls them (``genai.Client(http_options={"base_url":
+fake.gemini_base_url})``): the Gemini Developer API (``/v1beta/models/{model}:generateContent``,
+``:streamGenerateContent?alt=sse``, ``:embedContent``, ``:batchEmbedContents``) and Vertex AI
+(``/v1beta1/projects/{p}/locations/{l}/publishers/google/models/{model}:...``, and ``:predict`` for the text-embedding
+models). Their usage (``usageMetadata``, camelCase, zero counts left out as proto3 JSON leaves them out):
+
+* ``promptTokenCount`` = N + 32 per audio part, where N = 10 + len(canonical JSON of ``{"contents": ...}`` plus
+  ``"systemInstruction"``) // 4, each ``inlineData`` counted as its ``mimeType`` alone; ``promptTokensDetails`` splits
+  it into TEXT (N) and AUDIO (the audio parts);
+* ``candidatesTokenCount`` = M = min(``generationConfig.maxOutputTokens``, 16), AUDIO in ``candidatesTokensDetails``
+  when ``responseModalities`` asks for audio, else TEXT; finish reason ``MAX_TOKENS`` when the limit is < 16, else
+  ``STOP``;
+* ``cachedContentTokenCount`` = P // 4 (P the prompt count, which includes it) when the request names a
+  ``cachedContent``;
+* ``thoughtsTokenCount`` = M // 2 + 5 for thinking models (names with ``2.5`` or starting ``gemini-3``, not the
+  ``-tts`` ones) unless ``thinkingConfig.thinkingBudget`` is 0;
+* ``toolUsePromptTokenCount`` = 25 when ``tools`` include ``googleSearch`` or ``urlContext``;
+* a stream sends one chunk per output token, each with the RUNNING totals (its candidates count so far), the last
+  with the finish reason and the whole usage: summing chunks over-counts;
+* embeddings: the Developer API's ``embedContent`` / ``batchEmbedContents`` carry no usage (as Google's do not);
+  Vertex's ``embedContent`` / ``batchEmbedContents`` carry ``usageMetadata.promptTokenCount``, and ``:predict``
+  a ``statistics.token_count`` per instance (1 + len(canonical JSON of its content) // 4) and
+  ``metadata.billableCharacterCount``;
+* ``responseId`` is random, ``modelVersion`` the model of the URL. Failures answer Google's error envelope
+  (``{"error": {"code", "message", "status"}}``); the stream failure modes cut after the first chunk.
+
 Header ``x-fake-encoding: gzip`` gzips the response body (JSON whole, a stream event by event); ``br`` and ``zstd``
 compress it the same way (with ``brotli``, and ``zstandard`` or ``backports.zstd``, when installed), and a list such
 as ``gzip, br`` applies each coding in turn, as Content-Encoding says.
@@ -47,6 +74,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 import sys
 import threading
@@ -132,7 +160,8 @@ class FakeCall:
     ``usage`` is the usage object exactly as the server sent it in the non-streamed form of the response (for an
     Anthropic stream: message_start's input fields with the final ``output_tokens``), or ``None`` when the
     response carried none (a Chat Completions stream without ``stream_options.include_usage``, an error). ``failure`` is the ``x-fake-fail`` mode that applied, if any. ``raw_request`` is the request
-    body as received; ``response_body`` the response body as sent (after any gzip, without chunked framing).
+    body as received; ``response_body`` the response body as sent (after any gzip, without chunked framing; of a
+    stream, what has been sent so far, each event recorded before it is written).
     """
 
     path: str
@@ -243,6 +272,134 @@ def _reply_pieces(m: int) -> list[str]:
     return [_WORDS[i % len(_WORDS)] for i in range(m)]
 
 
+# Google's paths: ``/{version}/[projects/{p}/locations/{l}/][publishers/{pub}/](models|tunedModels)/{m}:{method}``.
+_GOOGLE_PATH: Final = re.compile(r"/(?:models|tunedModels)/(?P<model>[^/:]+):(?P<method>[A-Za-z]+)$")
+_GOOGLE_METHODS: Final = frozenset(
+    {"generateContent", "streamGenerateContent", "embedContent", "batchEmbedContents", "predict"}
+)
+_GOOGLE_STATUS: Final = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+GEMINI_AUDIO_PART_TOKENS: Final = 32
+GEMINI_TOOL_USE_TOKENS: Final = 25
+_GEMINI_SERVER_TOOLS: Final = ("googleSearch", "urlContext", "googleSearchRetrieval")
+
+
+def _is_vertex(path: str) -> bool:
+    return "/projects/" in path or "/publishers/" in path
+
+
+def _without_inline_data(value: Any) -> Any:
+    """``value`` with each ``inlineData`` part's bytes left out: an audio clip is counted by its part, not its size."""
+    if isinstance(value, dict):
+        if isinstance(value.get("inlineData"), dict):
+            return {"inlineData": {"mimeType": _mime_type(value["inlineData"])}}
+        return {key: _without_inline_data(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_inline_data(item) for item in value]
+    return value
+
+
+def _mime_type(data: dict[str, Any]) -> str:
+    """An inline part's media type: proto3 JSON accepts ``mimeType`` and ``mime_type`` (google-genai sends the
+    second)."""
+    return str(data.get("mimeType") or data.get("mime_type") or "")
+
+
+def _audio_parts(value: Any) -> int:
+    if isinstance(value, dict):
+        data = value.get("inlineData")
+        if isinstance(data, dict) and _mime_type(data).startswith("audio/"):
+            return 1
+        return sum(_audio_parts(item) for item in value.values())
+    if isinstance(value, list):
+        return sum(_audio_parts(item) for item in value)
+    return 0
+
+
+def _gemini_config(body: dict[str, Any]) -> dict[str, Any]:
+    config = body.get("generationConfig")
+    return config if isinstance(config, dict) else {}
+
+
+def _gemini_limit(body: dict[str, Any]) -> int:
+    value = _gemini_config(body).get("maxOutputTokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else DEFAULT_OUTPUT_TOKENS
+
+
+def _thinks(body: dict[str, Any], model: str) -> bool:
+    thinking = _gemini_config(body).get("thinkingConfig")
+    if isinstance(thinking, dict) and thinking.get("thinkingBudget") == 0:
+        return False
+    return ("2.5" in model or model.startswith("gemini-3")) and "-tts" not in model
+
+
+def gemini_usage(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The ``usageMetadata`` the fake answers a generateContent request with (see the module's docstring)."""
+    material = {"contents": body.get("contents", [])}
+    if "systemInstruction" in body:
+        material["systemInstruction"] = body["systemInstruction"]
+    text = 10 + len(json.dumps(_without_inline_data(material), sort_keys=True, separators=(",", ":"))) // 4
+    audio = GEMINI_AUDIO_PART_TOKENS * _audio_parts(material)
+    prompt = text + audio
+    m = min(_gemini_limit(body), DEFAULT_OUTPUT_TOKENS)
+    details = [{"modality": "TEXT", "tokenCount": text}]
+    if audio:
+        details.append({"modality": "AUDIO", "tokenCount": audio})
+    modalities = _gemini_config(body).get("responseModalities")
+    spoken = isinstance(modalities, list) and "AUDIO" in modalities
+    usage: dict[str, Any] = {"promptTokenCount": prompt, "candidatesTokenCount": m}
+    total = prompt + m
+    if isinstance(body.get("cachedContent"), str):
+        usage["cachedContentTokenCount"] = prompt // 4
+    if _thinks(body, model):
+        usage["thoughtsTokenCount"] = m // 2 + 5
+        total += usage["thoughtsTokenCount"]
+    tools = json.dumps(body.get("tools", []))
+    if any(f'"{name}"' in tools for name in _GEMINI_SERVER_TOOLS):
+        usage["toolUsePromptTokenCount"] = GEMINI_TOOL_USE_TOKENS
+        usage["toolUsePromptTokensDetails"] = [{"modality": "TEXT", "tokenCount": GEMINI_TOOL_USE_TOKENS}]
+        total += GEMINI_TOOL_USE_TOKENS
+    usage["totalTokenCount"] = total
+    usage["promptTokensDetails"] = details
+    if "cachedContentTokenCount" in usage:
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": usage["cachedContentTokenCount"]}]
+    usage["candidatesTokensDetails"] = [{"modality": "AUDIO" if spoken else "TEXT", "tokenCount": m}]
+    return usage
+
+
+def _running_gemini_usage(usage: dict[str, Any], candidates: int) -> dict[str, Any]:
+    """A stream chunk's usage before the last: everything so far, with ``candidates`` output tokens generated."""
+    running = {**usage, "candidatesTokenCount": candidates}
+    running["totalTokenCount"] = usage["totalTokenCount"] - usage["candidatesTokenCount"] + candidates
+    modality = usage["candidatesTokensDetails"][0]["modality"]
+    running["candidatesTokensDetails"] = [{"modality": modality, "tokenCount": candidates}]
+    return running
+
+
+def embedding_tokens(content: Any) -> int:
+    """The tokens the fake counts for one embedded content (a Content object, or a string for ``:predict``)."""
+    return 1 + len(json.dumps(_without_inline_data(content), sort_keys=True, separators=(",", ":"))) // 4
+
+
+def _dimensions(entry: Any) -> int:
+    if isinstance(entry, dict):
+        for holder in (entry, entry.get("embedContentConfig")):
+            if isinstance(holder, dict) and isinstance(holder.get("outputDimensionality"), int):
+                return int(holder["outputDimensionality"])
+    return EMBEDDING_DIMENSIONS
+
+
+def _vector(index: int, dimensions: int) -> list[float]:
+    return [round(0.001 * (index + 1) * (d + 1), 6) for d in range(dimensions)]
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -288,6 +445,8 @@ class _Handler(BaseHTTPRequestHandler):
             handler = self._completions
         elif path.endswith("/embeddings"):
             handler = self._embeddings
+        elif (google := _GOOGLE_PATH.search(path)) is not None and google["method"] in _GOOGLE_METHODS:
+            handler = self._google
         else:
             handler = None
         if handler is None:
@@ -681,6 +840,136 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         self._stream(call, events, first_content=3)
 
+    # Google: Gemini Developer API and Vertex AI ---------------------------------------------------------------
+
+    def _google(self, path: str, raw: bytes) -> None:
+        match = _GOOGLE_PATH.search(path)
+        assert match is not None  # routed here by the same pattern
+        model, method = match["model"], match["method"]
+        api = "vertex" if _is_vertex(path) else "gemini"
+        body = _json_object(raw)
+        stream = method == "streamGenerateContent"
+        failure = self._failure()
+        if failure and failure.startswith("status:"):
+            self._fail_status(path, body, model, stream, False, failure, api)
+            return
+        if method in ("generateContent", "streamGenerateContent"):
+            self._generate_content(path, body, model, api, stream, failure)
+        elif method == "predict":
+            self._predict(path, body, model, failure)
+        else:
+            self._embed_content(path, body, model, api, method == "batchEmbedContents", failure)
+
+    def _generate_content(
+        self, path: str, body: dict[str, Any], model: str, api: str, stream: bool, failure: str | None
+    ) -> None:
+        usage = gemini_usage(body, model)
+        response_id = base64.urlsafe_b64encode(uuid.uuid4().bytes[:12]).decode().rstrip("=")
+        m = usage["candidatesTokenCount"]
+        finish = "MAX_TOKENS" if _gemini_limit(body) < DEFAULT_OUTPUT_TOKENS else "STOP"
+        pieces = _reply_pieces(m)
+        call = self._record(
+            FakeCall(
+                path=path,
+                model=model,
+                stream=stream,
+                include_usage=stream,
+                usage=usage,
+                response_id=response_id,
+                headers=self._headers_dict(),
+                body=body,
+                failure=failure,
+                api=api,
+            )
+        )
+        vertex = api == "vertex"
+
+        def response(text: str, running: dict[str, Any], finished: bool) -> dict[str, Any]:
+            candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}}
+            if finished:
+                candidate["finishReason"] = finish
+            if vertex:
+                candidate["avgLogprobs"] = -0.25
+            else:
+                candidate["index"] = 0
+            payload: dict[str, Any] = {"candidates": [candidate], "usageMetadata": running, "modelVersion": model}
+            if vertex:
+                payload["createTime"] = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+            payload["responseId"] = response_id
+            return payload
+
+        if not stream:
+            self._send_json(200, response("".join(pieces), usage, True), call=call)
+            return
+        events = []
+        for count, piece in enumerate(pieces, start=1):
+            last = count == len(pieces)
+            running = usage if last else _running_gemini_usage(usage, count)
+            events.append(b"data: " + _dumps(response(piece, running, last)) + b"\r\n\r\n")
+        self._stream(call, events, first_content=0)
+
+    def _embed_content(
+        self, path: str, body: dict[str, Any], model: str, api: str, batch: bool, failure: str | None
+    ) -> None:
+        requests = body.get("requests") if batch else [body]
+        contents = [entry.get("content") for entry in requests or [] if isinstance(entry, dict)]
+        counts = [embedding_tokens(content) for content in contents]
+        usage = None
+        if api == "vertex":  # the Developer API states no usage for embeddings
+            usage = {"promptTokenCount": sum(counts), "totalTokenCount": sum(counts)}
+        call = self._record(
+            FakeCall(
+                path=path,
+                model=model,
+                stream=False,
+                include_usage=False,
+                usage=usage,
+                response_id=None,
+                headers=self._headers_dict(),
+                body=body,
+                failure=failure,
+                api=api,
+            )
+        )
+        vectors = [{"values": _vector(index, _dimensions(entry))} for index, entry in enumerate(requests or [])]
+        payload: dict[str, Any] = {"embeddings": vectors} if batch else {"embedding": vectors[0] if vectors else {}}
+        if usage is not None:
+            payload["usageMetadata"] = usage
+            if not batch:
+                payload["truncated"] = False
+        self._send_json(200, payload, call=call)
+
+    def _predict(self, path: str, body: dict[str, Any], model: str, failure: str | None) -> None:
+        instances = body.get("instances")
+        instances = [entry for entry in instances if isinstance(entry, dict)] if isinstance(instances, list) else []
+        parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+        dimensions = parameters.get("outputDimensionality") if isinstance(parameters, dict) else None
+        statistics = [
+            {"truncated": False, "token_count": embedding_tokens(entry.get("content"))} for entry in instances
+        ]
+        characters = sum(len(entry["content"]) for entry in instances if isinstance(entry.get("content"), str))
+        usage = {"statistics": statistics, "metadata": {"billableCharacterCount": characters}}
+        call = self._record(
+            FakeCall(
+                path=path,
+                model=model,
+                stream=False,
+                include_usage=False,
+                usage=usage,
+                response_id=None,
+                headers=self._headers_dict(),
+                body=body,
+                failure=failure,
+                api="vertex",
+            )
+        )
+        size = dimensions if isinstance(dimensions, int) else EMBEDDING_DIMENSIONS
+        predictions = [
+            {"embeddings": {"statistics": stats, "values": _vector(index, size)}}
+            for index, stats in enumerate(statistics)
+        ]
+        self._send_json(200, {"predictions": predictions, "metadata": usage["metadata"]}, call=call)
+
     # Shared --------------------------------------------------------------------------------------------------
 
     def _failure(self) -> str | None:
@@ -720,6 +1009,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if path.endswith("/v1/messages"):
             envelope: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": "injected failure"}}
+        elif api in ("gemini", "vertex"):
+            envelope = {"error": {"code": status, "message": "injected failure", "status": _GOOGLE_STATUS.get(status, "INTERNAL")}}
         else:
             envelope = {"error": {"message": "injected failure", "type": kind, "param": None, "code": None}}
         self._send_json(status, envelope, call=call)
@@ -778,6 +1069,8 @@ class _Handler(BaseHTTPRequestHandler):
             for packer in packers:
                 payload = packer.chunk(payload)
             sent.append(payload)
+            # What has been sent so far, before the client can read it: a test may look while the stream is open.
+            call.response_body = b"".join(sent)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
             self.wfile.flush()
         if cut:
@@ -833,7 +1126,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
 
 
 class FakeProvider:
-    """A loopback OpenAI + Anthropic compatible server. Use as a context manager, or ``start()``/``stop()``.
+    """A loopback OpenAI, Anthropic and Google (Gemini, Vertex AI) compatible server. Use as a context manager, or ``start()``/``stop()``.
     ``port`` 0 (the default) takes a free one; it listens on 127.0.0.1 only."""
 
     def __init__(self, port: int = 0) -> None:
@@ -889,6 +1182,12 @@ class FakeProvider:
 
     @property
     def anthropic_base_url(self) -> str:
+        return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """The ``base_url`` of ``google.genai``'s ``HttpOptions``, for the Gemini Developer API and Vertex AI alike:
+        the SDK appends the API version and the resource path."""
         return self.base_url
 
     @property

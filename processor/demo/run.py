@@ -1,8 +1,8 @@
 """`tokentrail demo`: the whole pipeline on this machine, with nothing external.
 
 It runs what a real deployment runs — the receiver (OTLP/gRPC → WAL → Parquet), an instrumented service using the
-real OpenAI and Anthropic SDKs, and the report — and swaps only the LLM provider for a fake on loopback, so the
-numbers it prints are real prices of the token counts the fake returned.
+real OpenAI, Anthropic, Google Gen AI and AWS (boto3) SDKs, and the report — and swaps only the LLM providers for
+fakes on loopback, so the numbers it prints are real prices of the token counts the fakes returned.
 
 The data directory is the demo's own: it is marked with a ``.tokentrail-demo`` file, and only a marked directory is
 ever emptied. A directory that is not empty and not marked (a real dataset, anything else) is refused, untouched.
@@ -22,11 +22,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anthropic
+import boto3  # type: ignore[import-untyped]  # boto3 ships no types
 import openai
 from anthropic.types import MessageParam
+from google import genai
+from google.genai import types as genai_types
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -34,6 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from tokentrail.instrumentation import attribute, instrument, uninstrument
 from tokentrail.processor import environment
+from tokentrail.processor.demo.fake_bedrock import FakeBedrock
 from tokentrail.processor.demo.fake_provider import FakeProvider
 from tokentrail.processor.errors import TokenTrailError
 from tokentrail.processor.ingest.receiver import Receiver
@@ -68,6 +72,12 @@ CUSTOMERS = [
 FEATURES = ["feature:chat", "feature:summarize", "feature:search"]
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4.1", "gpt-4o"]
 ANTHROPIC_MODELS = ["claude-sonnet-4-6", "claude-haiku-4-5"]
+GEMINI_MODELS = ["gemini-2.5-flash", "gemini-2.5-pro"]
+# Bedrock model ids as people pass them: a cross-region inference profile and a plain model id.
+BEDROCK_MODELS = ["us.anthropic.claude-sonnet-4-5-20250929-v1:0", "amazon.nova-pro-v1:0"]
+SYSTEM_GEMINI_KEY = "AIza-demo-system-gemini-0000000000"
+SYSTEM_AWS_KEY_ID = "AKIADEMOSYSTEM000000"  # the access key id is the credential's identity, never the secret
+CALLS_PER_CONVERSATION: Final = 4  # a customer's chat session makes a few calls in a row
 UNKNOWN_MODEL = "acme-private-llm-1"  # not in any catalog: shows up as unpriced, never as $0
 
 
@@ -181,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     async_calls = min(ASYNC_CALLS, calls)
 
-    with FakeProvider() as fake, Receiver(data_dir, grpc_port=0) as receiver:
+    with FakeProvider() as fake, FakeBedrock() as bedrock, Receiver(data_dir, grpc_port=0) as receiver:
         print(f"receiver      OTLP/gRPC on 127.0.0.1:{receiver.grpc_port}, data in {data_dir}/")
-        print(f"fake provider {fake.base_url} (OpenAI Chat Completions + Anthropic Messages)")
+        print(f"fake provider {fake.base_url} (OpenAI Chat Completions, Anthropic Messages, Gemini generateContent)")
+        print(f"fake Bedrock  {bedrock.base_url} (bedrock-runtime Converse)")
         provider = TracerProvider(
             resource=Resource.create({"service.name": "demo-chat-service", "deployment.environment.name": "demo"})
         )
@@ -192,19 +203,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         instrument(
             tracer_provider=provider,
-            system_keys=[SYSTEM_OPENAI_KEY, SYSTEM_ANTHROPIC_KEY],
+            system_keys=[SYSTEM_OPENAI_KEY, SYSTEM_ANTHROPIC_KEY, SYSTEM_GEMINI_KEY, SYSTEM_AWS_KEY_ID],
             byok_keys=list(CUSTOMER_KEYS.values()),  # the keys customers brought (any other key is the service's)
             fingerprint_salt="tokentrail-demo-salt",
         )
         try:
-            made = _make_calls(calls - async_calls, rng, fake, provider)
+            made = _make_calls(calls - async_calls, rng, Fakes(fake, bedrock), provider)
             made += asyncio.run(_make_async_calls(async_calls, fake, provider))
             provider.force_flush(10_000)
         finally:
             uninstrument()
             provider.shutdown()
         receiver.flush()
-        print(f"made {made} LLM calls through the real openai and anthropic SDKs; receiver stats: {receiver.stats}")
+        print(f"made {made} LLM calls through the real openai, anthropic, google-genai and boto3 SDKs; "
+              f"receiver stats: {receiver.stats}")
 
     today = datetime.now(UTC).date().isoformat()
     for title, group_by in [
@@ -213,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         ("by user", "user"),
         ("by day", "day"),
         ("by credential type", "credential_type"),
+        ("by provider", "provider"),
+        ("of the 5 costliest conversations", "conversation"),
     ]:
-        query = ReportQuery.from_params({"start_date": today, "end_date": today, "group_by": group_by})
+        top = {"order_by": "total_cost", "limit": "5"} if group_by == "conversation" else {}
+        query = ReportQuery.from_params({"start_date": today, "end_date": today, "group_by": group_by, **top})
         print(f"\n== cost {title} ==")
         print(format_table(run_report(data_dir, query), totals=True))
 
@@ -239,19 +254,55 @@ def _pick_key(rng: random.Random, customer: str, system_key: str) -> str:
     return own if own and rng.random() < 0.6 else system_key
 
 
-def _make_calls(n: int, rng: random.Random, fake: FakeProvider, provider: TracerProvider) -> int:
+class Fakes:
+    """The fake providers the demo service calls (one server for the HTTP APIs, one for Bedrock), and the Gemini and
+    Bedrock clients, each made once as a service would (a boto3 client loads its service model when made)."""
+
+    def __init__(self, http: FakeProvider, bedrock: FakeBedrock) -> None:
+        self.http = http
+        self.bedrock = bedrock
+        self._bedrock_client: Any = None
+        self._gemini_client: genai.Client | None = None
+
+    def gemini_client(self) -> genai.Client:
+        if self._gemini_client is None:  # kept: a dropped genai.Client closes its HTTP client
+            self._gemini_client = genai.Client(
+                api_key=SYSTEM_GEMINI_KEY, http_options=genai_types.HttpOptions(base_url=self.http.gemini_base_url)
+            )
+        return self._gemini_client
+
+    def bedrock_client(self) -> Any:
+        if self._bedrock_client is None:
+            self._bedrock_client = boto3.client(
+                "bedrock-runtime", endpoint_url=self.bedrock.base_url, region_name="us-east-1",
+                aws_access_key_id=SYSTEM_AWS_KEY_ID, aws_secret_access_key="demo-secret-never-stored",
+            )
+        return self._bedrock_client
+
+
+def _make_calls(n: int, rng: random.Random, fakes: Fakes, provider: TracerProvider) -> int:
+    """Even calls go to OpenAI; odd ones in turn to Anthropic, Gemini (google-genai) and Bedrock (boto3). Each
+    customer's calls come in conversations of a few calls (``attribute(conversation=...)``)."""
+    fake = fakes.http
     made = 0
     # One call goes to a model no catalog knows (an OpenAI one: even index), however few calls there are.
     unknown_at = min(UNKNOWN_MODEL_CALL, (n - 1) // 2 * 2)
+    sessions: dict[str, int] = {}
     for i in range(n):
         customer, plan = rng.choice(CUSTOMERS)
+        turn = sessions[customer] = sessions.get(customer, -1) + 1
+        conversation = f"{customer}-chat-{turn // CALLS_PER_CONVERSATION + 1}"
         feature = rng.choice(FEATURES)
         stream = rng.random() < 0.4
         words = " ".join(rng.choice(["cost", "token", "budget", "margin", "spike"]) for _ in range(rng.randint(50, 4000)))
         chat: list[ChatCompletionMessageParam] = [{"role": "user", "content": words}]
         messages: list[MessageParam] = [{"role": "user", "content": words}]
-        with attribute(user=customer, tags=[plan, feature]):
-            if i % 2 == 0:
+        with attribute(user=customer, tags=[plan, feature], conversation=conversation):
+            if i % 2 == 1 and i // 2 % 3 == 1:
+                _gemini_call(fakes.gemini_client(), rng, words, stream)
+            elif i % 2 == 1 and i // 2 % 3 == 2:
+                _bedrock_call(fakes.bedrock_client(), rng, words, stream)
+            elif i % 2 == 0:
                 model = UNKNOWN_MODEL if i == unknown_at else rng.choice(OPENAI_MODELS)
                 openai_client = openai.OpenAI(
                     base_url=fake.openai_base_url, api_key=_pick_key(rng, customer, SYSTEM_OPENAI_KEY), max_retries=0
@@ -281,6 +332,25 @@ def _make_calls(n: int, rng: random.Random, fake: FakeProvider, provider: Tracer
     return made
 
 
+def _gemini_call(client: genai.Client, rng: random.Random, words: str, stream: bool) -> None:
+    model = rng.choice(GEMINI_MODELS)
+    if stream:
+        for _ in client.models.generate_content_stream(model=model, contents=words):
+            pass
+    else:
+        client.models.generate_content(model=model, contents=words)
+
+
+def _bedrock_call(client: Any, rng: random.Random, words: str, stream: bool) -> None:
+    model = rng.choice(BEDROCK_MODELS)
+    messages: Any = [{"role": "user", "content": [{"text": words}]}]
+    if stream:
+        for _ in client.converse_stream(modelId=model, messages=messages)["stream"]:
+            pass
+    else:
+        client.converse(modelId=model, messages=messages)
+
+
 async def _make_async_calls(n: int, fake: FakeProvider, provider: TracerProvider) -> int:
     """``n`` (at most ASYNC_CALLS) calls from async clients, as an async web service would make them."""
     oa = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key=SYSTEM_OPENAI_KEY, max_retries=0)
@@ -291,7 +361,7 @@ async def _make_async_calls(n: int, fake: FakeProvider, provider: TracerProvider
         open_telemetry={"tracer_provider": provider},
     )
     made = 0
-    with attribute(user="cust_initech", tags=["plan:pro", "feature:agent"]):
+    with attribute(user="cust_initech", tags=["plan:pro", "feature:agent"], conversation="cust_initech-agent-1"):
         if made < n:
             await oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "async hi"}])
             made += 1

@@ -82,8 +82,8 @@ AGGREGATE_OPERATIONS: Final = frozenset(
 )
 ANTHROPIC_MESSAGES_CREATE: Final = "anthropic.messages.create"
 TOKENTRAIL_DUPLICATE: Final = "tokentrail.duplicate"  # this call is counted on another (inner) span
-TOKENTRAIL_INPUT_AUDIO_TOKENS: Final = "tokentrail.usage.input_audio_tokens"
-TOKENTRAIL_OUTPUT_AUDIO_TOKENS: Final = "tokentrail.usage.output_audio_tokens"
+TOKENTRAIL_INPUT_AUDIO_TOKENS: Final = sc.TOKENTRAIL_INPUT_AUDIO_TOKENS
+TOKENTRAIL_OUTPUT_AUDIO_TOKENS: Final = sc.TOKENTRAIL_OUTPUT_AUDIO_TOKENS
 TOKENTRAIL_REPORTED_COST: Final = "tokentrail.usage.reported_cost"
 
 # OTel GenAI names of every version: semconv <= 1.26 said prompt/completion, and spelled the caches differently.

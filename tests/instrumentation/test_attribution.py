@@ -41,6 +41,45 @@ def test_context_manager_attributes_the_call(fake: FakeProvider, exporter: InMem
     assert semconv.TOKENTRAIL_ATTRIBUTION_DROPPED not in a
 
 
+def test_a_conversation_becomes_gen_ai_conversation_id_and_an_inner_one_replaces_it(
+    fake: FakeProvider, exporter: InMemorySpanExporter
+) -> None:
+    with attribute(user="cust_42", conversation="chat-7"):
+        chat(fake)
+        with attribute(conversation="chat-7/summary", tags=["feature:summary"]):
+            chat(fake)
+        with attribute(conversation="x" * 257):  # over the user id's limit: dropped, counted, the outer one kept
+            chat(fake)
+    first, inner, too_long = (attrs(span) for span in genai_spans(exporter))
+    assert first[semconv.GEN_AI_CONVERSATION_ID] == "chat-7"
+    assert (inner[semconv.GEN_AI_CONVERSATION_ID], inner[semconv.USER_ID]) == ("chat-7/summary", "cust_42")
+    assert too_long[semconv.GEN_AI_CONVERSATION_ID] == "chat-7"
+    assert too_long[semconv.TOKENTRAIL_ATTRIBUTION_DROPPED] == 1
+    with attribute(user="u"):
+        chat(fake)
+    assert semconv.GEN_AI_CONVERSATION_ID not in attrs(genai_spans(exporter)[-1])
+
+
+def test_a_conversation_crosses_services_in_baggage_but_never_reaches_the_provider(
+    fake: FakeProvider, exporter: InMemorySpanExporter, instrumented: TracerProvider
+) -> None:
+    headers: dict[str, str] = {}
+    with attribute(conversation="thread-42"):
+        propagate.inject(headers)
+    assert "tokentrail.conversation=thread-42" in headers["baggage"]
+    token = context.attach(propagate.extract(headers))  # service B
+    try:
+        chat(fake)
+        instrumented.get_tracer("some.other.instrumentation").start_span(
+            "chat gpt-4o", attributes={semconv.GEN_AI_PROVIDER_NAME: "openai"}
+        ).end()
+    finally:
+        context.detach(token)
+    ours, foreign = (attrs(span) for span in exporter.get_finished_spans())
+    assert ours[semconv.GEN_AI_CONVERSATION_ID] == foreign[semconv.GEN_AI_CONVERSATION_ID] == "thread-42"
+    assert "thread-42" not in str(fake.last_call.headers)
+
+
 def test_a_call_outside_any_scope_has_no_attribution(fake: FakeProvider, exporter: InMemorySpanExporter) -> None:
     chat(fake)
     a = attrs(only_genai_span(exporter))

@@ -78,6 +78,27 @@ def test_demo_makes_exactly_the_calls_asked_into_an_empty_directory(tmp_path: Pa
     assert row["unpriced_request_count"] == 1  # the call to a model no catalog knows, even in a short run
 
 
+def test_demo_calls_every_sdk_and_groups_calls_into_conversations(tmp_path: Path) -> None:
+    """The native SDKs (issue 15) and conversations (issue 14): a dozen calls reach all four providers, every one
+    priced but the unknown model, and each belongs to a conversation of its customer."""
+    data_dir = tmp_path / "demo"
+    result = tokentrail(tmp_path, "demo", "--data-dir", str(data_dir), "--calls", "12")
+    assert result.returncode == 0, result.stderr
+    today = datetime.now(UTC).date().isoformat()
+    period = {"start_date": today, "end_date": today}
+    by_provider = {
+        row["provider"]: row
+        for row in run_report(data_dir, ReportQuery.from_params({**period, "group_by": "provider"}))
+    }
+    assert set(by_provider) == {"openai", "anthropic", "google", "aws"}
+    for name in ("anthropic", "google", "aws"):
+        assert by_provider[name]["unpriced_request_count"] == 0 and by_provider[name]["total_cost"] > 0, name
+    rows = run_report(data_dir, ReportQuery.from_params({**period, "group_by": "conversation,user"}))
+    assert sum(row["request_count"] for row in rows) == 12
+    assert all(row["conversation"] is not None and row["conversation"].startswith(row["user"]) for row in rows)
+    assert "== cost of the 5 costliest conversations ==" in result.stdout
+
+
 def test_demo_refuses_zero_calls(tmp_path: Path) -> None:
     result = tokentrail(tmp_path, "demo", "--calls", "0")
     assert result.returncode == 2
