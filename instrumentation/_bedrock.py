@@ -28,19 +28,15 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping
-from contextvars import Token
-from typing import Any, Final, Protocol
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.trace import Span, SpanKind
 
 from . import _foreign, _processor, _state, semconv
 from ._bedrock_usage import (
@@ -53,12 +49,11 @@ from ._bedrock_usage import (
     operation_of,
     request_model,
 )
-from ._call import _activate, _kept_by_sampler, error_type
+from ._call import CallSpan, FactsReader, _activate, _kept_by_sampler
 from ._context import call_context
 from ._endpoints import Endpoint
 from ._metrics import MetricAttributes
-from ._spans import attribution_attributes, request_attributes, response_attributes
-from ._streams import StreamEnd
+from ._spans import attribution_attributes, credential_attributes, request_attributes
 from ._usage import ResponseFacts
 
 __all__ = ["PROVIDER", "SERVICE", "patch", "unpatch"]
@@ -79,28 +74,22 @@ CONTEXT_KEY: Final = "tokentrail.bedrock.call"
 _UNIQUE: Final = "tokentrail-bedrock"
 # An error.type for a call that ended without its outcome being seen (OTel's catch-all value).
 LOST: Final = "_OTHER"
-_END_LOCK = threading.Lock()
-
-
-class _Reader(Protocol):
-    def result(self) -> ResponseFacts: ...
 
 
 # -- the call ----------------------------------------------------------------------------------------------------
 
 
-class BedrockCall:
-    """One Bedrock call from ``before-call`` to the end of its response. ``own`` says whose span it is: ours is ended
-    here with the response's facts and metrics; another instrumentation's only gets the facts it lacks."""
+class BedrockCall(CallSpan):
+    """One Bedrock call from ``before-call`` to the end of its response: a ``CallSpan`` (which ends it as every call
+    is ended) that also learns its credential from each signed attempt and makes its span current while it is sent,
+    since botocore has no single hook around the send as the httpx transports do."""
 
-    __slots__ = (
-        "span", "own", "ended", "responded", "attributes", "streamed", "token", "_settings", "_explicit",
-        "_credential_seen", "_metrics", "_metric_attributes", "_model", "_started", "_reader", "_context", "_entries",
-    )  # fmt: skip
+    __slots__ = ("responded", "_settings", "_explicit", "_credential_seen", "_context", "_entries")
 
     def __init__(
         self,
         span: Span,
+        endpoint: Endpoint,
         own: bool,
         settings: _state.Settings,
         explicit: str | None,
@@ -108,24 +97,15 @@ class BedrockCall:
         metric_attributes: MetricAttributes | None = None,
         model: str | None = None,
     ) -> None:
-        self.span = span
-        self.own = own
-        self.ended = False
+        super().__init__(span, endpoint, own, settings.metrics, metric_attributes, model)
+        self._streamed = streamed
         self.responded = False  # after-call or after-call-error was seen: the guard has nothing to do
-        self.attributes: dict[str, AttributeValue] = {}
-        self.streamed = streamed
-        # The context each attempt is sent in (see ``sending``) and the token to detach it with.
-        self.token: Token[Context] | None = None
+        # The application's context at the call and its baggage entries, which each attempt is sent in (``sending``).
         self._context: Context | None = None
         self._entries: Mapping[str, object] = {}
         self._settings = settings
         self._explicit = explicit  # attribute(credential=...)
         self._credential_seen = False
-        self._metrics = settings.metrics if metric_attributes is not None else None
-        self._metric_attributes = metric_attributes
-        self._model = model
-        self._started = time.monotonic()
-        self._reader: _Reader | None = None
 
     # Sending --------------------------------------------------------------------------------------------------
 
@@ -143,17 +123,10 @@ class BedrockCall:
             kind, key_hash, name = fingerprints.classify(key_id, None, None, self._explicit)
         else:
             kind, key_hash, name = fingerprints.classify(None, key_id, None, self._explicit)
-        credentials: dict[str, AttributeValue] = {}
-        if kind is not None:
-            credentials[semconv.TOKENTRAIL_CREDENTIAL_TYPE] = kind
-        if key_hash is not None:
-            credentials[semconv.TOKENTRAIL_CREDENTIAL_ID] = key_hash
-        if name is not None:
-            credentials[semconv.TOKENTRAIL_CREDENTIAL_NAME] = name
         if self.own:
-            self.attributes.update(credentials)
+            credential_attributes(kind, key_hash, name, into=self.attributes)
         elif self.span.is_recording():
-            self.span.set_attributes(credentials)
+            self.span.set_attributes(credential_attributes(kind, key_hash, name))
 
     def remember(self, ctx: Context, entries: Mapping[str, object]) -> None:
         """The application's context at the call (and its baggage entries), for ``sending``."""
@@ -175,105 +148,16 @@ class BedrockCall:
             except Exception:  # noqa: BLE001 - the call goes on whatever the context did
                 log.debug("TokenTrail could not restore the context", exc_info=True)
 
-    # Ending ---------------------------------------------------------------------------------------------------
+    # Reading --------------------------------------------------------------------------------------------------
 
-    def _claim_end(self) -> bool:
-        """True exactly once: a response ends many ways (read, closed, failed, collected), the call only once."""
-        if self.ended:
-            return False
-        with _END_LOCK:
-            if self.ended:
-                return False
-            self.ended = True
-            return True
-
-    def failed(self, error: BaseException | None, kind: str | None = None) -> None:
-        """The call ended without a response to read: an exception (``error``), an error status (``kind``), or a
-        call lost between botocore's events (neither)."""
-        if not self._claim_end() or not self.own:
-            return
-        span = self.span
-        if kind is None and (error is None or isinstance(error, Exception)):
-            kind = error_type(error) if error is not None else LOST
-        # Anything else (cancellation, interrupt) is the application stopping the call, not the call failing.
-        try:
-            if kind is not None:
-                self.attributes[semconv.ERROR_TYPE] = kind
-                span.set_status(Status(StatusCode.ERROR))
-            span.set_attributes(self.attributes)
-        finally:
-            span.end()
-        self._record_metrics(None, kind)
-
-    def follow(self, reader: _Reader) -> None:
+    def follow(self, reader: FactsReader) -> None:
         """The response's facts come from ``reader`` when the call ends."""
-        self._reader = reader
+        self._parser = reader
 
     def unfed(self) -> None:
+        """A chunk or event the reader failed on. The wrappers stop feeding it; what it read before still counts,
+        since Bedrock's usage arrives whole in one event or body, never summed over chunks."""
         log.debug("TokenTrail could not read a Bedrock response chunk", exc_info=True)
-
-    def end(self, how: StreamEnd, error: BaseException | None = None, facts: ResponseFacts | None = None) -> None:
-        """The response ended ``how``; its facts are ``facts``, else the reader's."""
-        if not self._claim_end():
-            return
-        span = self.span
-        span_ended = False
-        try:
-            reader, self._reader = self._reader, None
-            if facts is None:
-                try:
-                    facts = reader.result() if reader is not None else ResponseFacts()
-                except Exception:  # noqa: BLE001 - a body we could not read: the call is recorded without its usage
-                    log.debug("TokenTrail could not read the usage of a Bedrock response", exc_info=True)
-                    facts = ResponseFacts()
-            incomplete = self.streamed and not facts.terminal
-            if not self.own:
-                if span.is_recording():
-                    attributes = response_attributes(facts)
-                    if incomplete:
-                        attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
-                    span.set_attributes(_foreign.missing(span, attributes))
-                return
-            kind: str | None = None
-            attributes = self.attributes
-            try:
-                response_attributes(facts, into=attributes)
-                if incomplete:
-                    attributes[semconv.TOKENTRAIL_STREAM_INCOMPLETE] = True
-                if error is not None:
-                    kind = error_type(error)
-                elif facts.error_type is not None:
-                    kind = facts.error_type
-                if kind is not None:
-                    attributes[semconv.ERROR_TYPE] = kind
-                    span.set_status(Status(StatusCode.ERROR))
-            finally:
-                try:
-                    span.set_attributes(attributes)
-                finally:
-                    span_ended = True
-                    span.end()
-            self._record_metrics(facts, kind)
-        except Exception:  # noqa: BLE001 - this runs inside the application's read of the body
-            log.debug("TokenTrail could not finish a Bedrock call", exc_info=True)
-            if self.own and not span_ended:
-                try:
-                    span.set_attributes(self.attributes)
-                    span.end()
-                except Exception:  # noqa: BLE001 - as above
-                    log.debug("TokenTrail could not end its span", exc_info=True)
-
-    def _record_metrics(self, facts: ResponseFacts | None, kind: str | None) -> None:
-        metrics, attributes = self._metrics, self._metric_attributes
-        if metrics is None or attributes is None:
-            return
-        try:
-            metrics.record(
-                attributes, self._model, None, time.monotonic() - self._started,
-                facts.usage if facts is not None else None, kind,
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001 - metrics must never break the host call
-            log.debug("TokenTrail could not record its metrics", exc_info=True)
 
 
 class _Guard:
@@ -289,7 +173,7 @@ class _Guard:
         try:
             call = self.call
             if not call.responded and not call.ended:
-                call.failed(None)
+                call.failed(None, LOST)
         except Exception:  # noqa: BLE001, S110 - a finalizer must not raise, and may run when logging is gone
             pass
 
@@ -391,7 +275,7 @@ def _begin(settings: _state.Settings, api: str, streamed: bool, params: Mapping[
         foreign.set_attributes(attributes)
         for outer in _foreign.enclosing_calls(foreign):
             outer.set_attribute(semconv.TOKENTRAIL_DUPLICATE, True)
-        call = BedrockCall(foreign, False, settings, explicit, streamed)
+        call = BedrockCall(foreign, endpoint, False, settings, explicit, streamed)
         call.remember(ctx, entries)
         return call
 
@@ -403,7 +287,7 @@ def _begin(settings: _state.Settings, api: str, streamed: bool, params: Mapping[
     span = settings.tracer.start_span(
         f"{endpoint.operation} {model}", context=ctx, kind=SpanKind.CLIENT, attributes=at_start
     )
-    call = BedrockCall(span, True, settings, explicit, streamed, metric_attributes, model)
+    call = BedrockCall(span, endpoint, True, settings, explicit, streamed, metric_attributes, model)
     call.attributes = _kept_by_sampler(span, at_start, rest)
     call.remember(ctx, entries)
     return call
@@ -425,24 +309,30 @@ def _response_received(context: Any = None, **kwargs: Any) -> None:
         call.detach()  # the HTTP exchange is over; our span stops being current
 
 
+def _answered(request_context: object) -> BedrockCall | None:
+    """The call that botocore's final event for it (``after-call`` or ``after-call-error``) is about, now sent: not
+    current any more, and nothing left for its guard to do."""
+    call = _call_of(request_context)
+    if call is not None:
+        call.detach()
+        call.responded = True
+    return call
+
+
 def _after_call_error(exception: BaseException | None = None, context: Any = None, **kwargs: Any) -> None:
-    call = _call_of(context)
+    call = _answered(context)
     if call is None:
         return
-    call.detach()
-    call.responded = True
     try:
-        call.failed(exception)
+        call.failed(exception, LOST if exception is None else None)
     except Exception:  # noqa: BLE001 - the host call's own exception goes on untouched
         log.debug("TokenTrail could not record a failed Bedrock call", exc_info=True)
 
 
 def _after_call(http_response: Any = None, parsed: Any = None, model: Any = None, context: Any = None, **kwargs: Any) -> None:
-    call = _call_of(context)
+    call = _answered(context)
     if call is None:
         return
-    call.detach()
-    call.responded = True
     try:
         _responded(call, getattr(model, "name", ""), http_response, parsed)
     except Exception:  # noqa: BLE001 - the response goes to the application whatever happened to our span

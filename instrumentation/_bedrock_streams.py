@@ -21,14 +21,14 @@ from typing import Any
 from botocore.eventstream import EventStream  # type: ignore[import-untyped]  # botocore ships no types
 from botocore.response import StreamingBody  # type: ignore[import-untyped]
 
-from ._streams import BodyObserver
+from ._streams import Abandonable, BodyObserver
 
 __all__ = ["ObservedBody", "ObservedEventStream"]
 
 log = logging.getLogger(__name__)
 
 
-class _BodyReader:
+class _BodyReader(Abandonable):
     """The raw stream of an ``ObservedBody``: reads from the original ``StreamingBody`` (which keeps checking the
     content length and converting urllib3's errors) and passes each piece to ``feed``. It knows the body has ended
     when a read returns nothing, reads everything, or reaches ``Content-Length``."""
@@ -102,15 +102,6 @@ class _BodyReader:
             observer.end("closed")
         self._body.close()
 
-    def __del__(self) -> None:
-        # The application dropped the body without reading or closing it.
-        try:
-            observer = self._observer
-            if not observer.ended:
-                observer.end("abandoned")
-        except Exception:  # noqa: BLE001, S110 - a finalizer must not raise, and may run when logging is gone
-            pass
-
 
 class ObservedBody(StreamingBody):
     """An ``invoke_model`` body: a real ``StreamingBody`` reading through ``_BodyReader`` from the original."""
@@ -126,7 +117,7 @@ class ObservedBody(StreamingBody):
         self._original.set_socket_timeout(timeout)
 
 
-class ObservedEventStream(EventStream):
+class ObservedEventStream(Abandonable, EventStream):
     """An event stream (``converse_stream``'s ``stream``, ``invoke_model_with_response_stream``'s ``body``) that shows
     each parsed event to ``feed`` as the application iterates, and ends the call when the stream does.
 
@@ -174,12 +165,3 @@ class ObservedEventStream(EventStream):
         if name in ("_stream", "_observer", "_feed"):
             raise AttributeError(name)
         return getattr(self._stream, name)
-
-    def __del__(self) -> None:
-        # The application dropped the stream without reading it to the end or closing it.
-        try:
-            observer = self._observer
-            if not observer.ended:
-                observer.end("abandoned")
-        except Exception:  # noqa: BLE001, S110 - a finalizer must not raise, and may run when logging is gone
-            pass

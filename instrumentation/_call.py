@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from contextvars import Token
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from opentelemetry import context, trace
 from opentelemetry.context import Context
@@ -32,7 +32,9 @@ from ._parsers import body_parser
 from ._request import UNKNOWN, HeaderFacts, RequestFacts, read_headers, read_request
 from ._spans import attribution_attributes, request_attributes, response_attributes
 from ._state import Settings
-from ._usage import BodyParser, ResponseFacts
+from ._usage import ResponseFacts
+
+__all__ = ["Call", "CallSpan", "FactsReader", "begin", "error_type"]
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +256,16 @@ def error_type(error: BaseException) -> str:
     return type(error).__qualname__
 
 
-class Call:
-    """One LLM call from the request to the end of the response body.
+class FactsReader(Protocol):
+    """What a call's response is read by (a ``BodyParser`` for httpx, one of ``_bedrock_usage``'s readers): only its
+    result is needed to end the call."""
+
+    def result(self) -> ResponseFacts: ...
+
+
+class CallSpan:
+    """One LLM call's span from its start to its end, whatever carried the call (httpx here, botocore in
+    ``_bedrock``): how it ends is the same for every client, so it is written once.
 
     ``own`` says whose span it is. Our span is ended here, with the response facts and the metrics. Another
     instrumentation's span is only given the facts it lacks, while it is still open; ending it, recording its
@@ -263,8 +273,8 @@ class Call:
     """
 
     __slots__ = (
-        "span", "endpoint", "own", "ended", "token", "request", "attributes", "_metrics", "_metric_attributes",
-        "_model", "_started", "_parser", "_streamed",
+        "span", "endpoint", "own", "ended", "token", "attributes", "_metrics", "_metric_attributes", "_model",
+        "_started", "_parser", "_streamed",
     )  # fmt: skip
 
     def __init__(
@@ -280,10 +290,8 @@ class Call:
         self.endpoint = endpoint
         self.own = own
         self.ended = False  # see BodyObserver
-        # The token of the context the request is sent in (see _activate), for the transport hook to detach.
+        # The token of the context the request is sent in (see _activate), to detach once it is sent.
         self.token: Token[Context] | None = None
-        # The request to send: the application's, or a copy of it with stream_options.include_usage (see _inject).
-        self.request: Any = None
         # What the request said, for our span: set with the response's attributes when the call ends, in one go.
         self.attributes: dict[str, AttributeValue] = {}
         # Where our span's metrics go (None for another instrumentation's span): the endpoint's attribute sets and
@@ -292,74 +300,33 @@ class Call:
         self._metric_attributes = metric_attributes
         self._model = model
         self._started = time.monotonic()
-        self._parser: BodyParser | None = None
+        # What reads the response, for its facts when the call ends (None: no body we read usage from).
+        self._parser: FactsReader | None = None
+        # Whether the response is a stream, which is incomplete unless its final event was seen.
         self._streamed = False
 
-    def failed(self, error: BaseException) -> None:
-        """The request raised before a response arrived."""
+    def failed(self, error: BaseException | None, kind: str | None = None) -> None:
+        """The call ended without a response body to read: an exception (``error``) or an error status (``kind``)."""
         if not self._claim_end() or not self.own:
             return
         span = self.span
-        kind = None
-        attributes = self.attributes
-        if isinstance(error, Exception):
+        if kind is None and isinstance(error, Exception):
             kind = error_type(error)
-            attributes[semconv.ERROR_TYPE] = kind
-            span.set_status(Status(StatusCode.ERROR))
         # Anything else (cancellation, interrupt) is the application stopping the call, not the call failing.
+        attributes = self.attributes
         try:
+            if kind is not None:
+                attributes[semconv.ERROR_TYPE] = kind
+                span.set_status(Status(StatusCode.ERROR))
             span.set_attributes(attributes)
         finally:
             span.end()
         self._record_metrics(None, kind)
 
-    def responded(self, response: Any, wrappers: _streams.Wrappers) -> Any:
-        """Wrap ``response``'s body (with the HTTP library's ``wrappers``) so the call ends with the usage; error
-        responses end it now."""
-        span = self.span
-        status = response.status_code
-        if status >= 400:
-            if self._claim_end() and self.own:
-                attributes = self.attributes
-                attributes[semconv.ERROR_TYPE] = str(status)
-                try:
-                    span.set_attributes(attributes)
-                    span.set_status(Status(StatusCode.ERROR))
-                finally:
-                    span.end()
-                self._record_metrics(None, str(status))
-            return response
-        if not span.is_recording():
-            if self._claim_end() and self.own:
-                span.end()  # a span nobody records: nothing to set on it
-            return response
-        content_type, content_encoding = _body_headers(response.headers)
-        streamed = _media_kind(content_type)
-        if streamed is None:
-            self.end("read")  # not a body we can read usage from: the call is recorded without it
-            return response
-        self._streamed = streamed
-        parser = body_parser(self.endpoint.api, streamed)
-        if content_encoding is not None:
-            parser = decoding(parser, content_encoding, type(response))
-        self._parser = parser
-        # The body wrapped in the library's class of the same kind(s) as the body, so the client's type checks still
-        # pass, feeding each chunk to the parser.
-        body = response.stream
-        if isinstance(body, wrappers.async_base):
-            wrapper = wrappers.both_cls if isinstance(body, wrappers.sync_base) else wrappers.async_cls
-        else:
-            wrapper = wrappers.sync_cls
-        response.stream = wrapper(body, self, parser.feed)
-        return response
-
     # BodyObserver ---------------------------------------------------------------------------------------------
 
-    def unfed(self) -> None:
-        log.debug("TokenTrail could not parse a response chunk", exc_info=True)
-        self._parser = None
-
-    def end(self, how: _streams.StreamEnd, error: BaseException | None = None) -> None:
+    def end(self, how: _streams.StreamEnd, error: BaseException | None = None, facts: ResponseFacts | None = None) -> None:
+        """The response ended ``how``; its facts are ``facts`` when the caller already has them, else the reader's."""
         if not self._claim_end():
             return
         span = self.span
@@ -367,11 +334,12 @@ class Call:
         try:
             parser = self._parser
             self._parser = None
-            try:
-                facts = parser.result() if parser is not None else ResponseFacts()
-            except Exception:  # noqa: BLE001 - a body we could not read: the call is recorded without its usage
-                log.debug("TokenTrail could not read the usage of a response", exc_info=True)
-                facts = ResponseFacts()
+            if facts is None:
+                try:
+                    facts = parser.result() if parser is not None else ResponseFacts()
+                except Exception:  # noqa: BLE001 - a body we could not read: the call is recorded without its usage
+                    log.debug("TokenTrail could not read the usage of a response", exc_info=True)
+                    facts = ResponseFacts()
             incomplete = self._streamed and not facts.terminal
             if not self.own:
                 # Another instrumentation's span: only the facts it lacks, while it is open.
@@ -440,3 +408,50 @@ class Call:
             )
         except Exception:  # noqa: BLE001 - metrics must never break the host call
             log.debug("TokenTrail could not record its metrics", exc_info=True)
+
+
+class Call(CallSpan):
+    """One LLM call seen at the transport, from the request to the end of the response body. ``begin`` sets
+    ``request`` (the request to send: the application's, or a copy of it with stream_options.include_usage, see
+    ``_inject``) as soon as it has made the call, so construction stays ``CallSpan``'s alone."""
+
+    __slots__ = ("request",)
+
+    request: Any
+
+    def responded(self, response: Any, wrappers: _streams.Wrappers) -> Any:
+        """Wrap ``response``'s body (with the HTTP library's ``wrappers``) so the call ends with the usage; error
+        responses end it now."""
+        span = self.span
+        status = response.status_code
+        if status >= 400:
+            self.failed(None, str(status))
+            return response
+        if not span.is_recording():
+            if self._claim_end() and self.own:
+                span.end()  # a span nobody records: nothing to set on it
+            return response
+        content_type, content_encoding = _body_headers(response.headers)
+        streamed = _media_kind(content_type)
+        if streamed is None:
+            self.end("read")  # not a body we can read usage from: the call is recorded without it
+            return response
+        self._streamed = streamed
+        parser = body_parser(self.endpoint.api, streamed)
+        if content_encoding is not None:
+            parser = decoding(parser, content_encoding, type(response))
+        self._parser = parser
+        # The body wrapped in the library's class of the same kind(s) as the body, so the client's type checks still
+        # pass, feeding each chunk to the parser.
+        body = response.stream
+        if isinstance(body, wrappers.async_base):
+            wrapper = wrappers.both_cls if isinstance(body, wrappers.sync_base) else wrappers.async_cls
+        else:
+            wrapper = wrappers.sync_cls
+        response.stream = wrapper(body, self, parser.feed)
+        return response
+
+    def unfed(self) -> None:
+        """A chunk the parser failed on: what it read so far is not trusted, the call is recorded without usage."""
+        log.debug("TokenTrail could not parse a response chunk", exc_info=True)
+        self._parser = None

@@ -12,7 +12,16 @@ from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
 from . import semconv
-from ._context import Attribution
+from ._context import EMPTY, Attribution
+
+__all__ = [
+    "attribution_attributes",
+    "credential_attributes",
+    "endpoint_attributes",
+    "has_genai_attributes",
+    "request_attributes",
+    "response_attributes",
+]
 
 if TYPE_CHECKING:  # named in hints only: `import tokentrail.instrumentation` (the span processor) needs neither
     from ._endpoints import Endpoint
@@ -44,6 +53,18 @@ def attribution_attributes(
     if attribution.dropped:
         attributes[semconv.TOKENTRAIL_ATTRIBUTION_DROPPED] = attribution.dropped
     return attributes
+
+
+def credential_attributes(
+    credential_type: str | None,
+    credential_id: str | None,
+    credential_name: str | None = None,
+    into: dict[str, AttributeValue] | None = None,
+) -> dict[str, AttributeValue]:
+    """The ``tokentrail.credential.*`` attributes alone, for a credential learnt after the call's span has started
+    (botocore signs each Bedrock attempt after the span starts). Built by ``attribution_attributes``, so the rules
+    stay in one place while the httpx path, which knows its credential at the start, keeps its single call."""
+    return attribution_attributes(EMPTY, credential_type, credential_id, credential_name, into)
 
 
 # The attributes the GenAI conventions ask to be given when a call span starts (samplers may read them); the

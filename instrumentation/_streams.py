@@ -16,6 +16,8 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, Literal, NamedTuple, Protocol
 
+__all__ = ["Abandonable", "BodyObserver", "StreamEnd", "Wrappers", "wrappers"]
+
 log = logging.getLogger(__name__)
 
 StreamEnd = Literal["read", "closed", "failed", "abandoned"]
@@ -34,6 +36,24 @@ class BodyObserver(Protocol):
     def unfed(self) -> None: ...
 
     def end(self, how: StreamEnd, error: BaseException | None = None) -> None: ...
+
+
+class Abandonable:
+    """Ends the call of a body the application dropped without reading it to the end or closing it, when the body
+    is collected. Every wrapper of a body (these for httpx, botocore's in ``_bedrock_streams``) needs this finalizer,
+    and it must behave the same for all: a body that already ended is not marked incomplete here."""
+
+    __slots__ = ()
+
+    _observer: BodyObserver
+
+    def __del__(self) -> None:
+        try:
+            observer = self._observer
+            if not observer.ended:
+                observer.end("abandoned")
+        except Exception:  # noqa: BLE001, S110 - a finalizer must not raise, and may run when logging is gone
+            pass
 
 
 class _SyncMixin:
@@ -103,7 +123,7 @@ class _AsyncMixin:
         await self._body.aclose()
 
 
-class _Common:
+class _Common(Abandonable):
     _body: Any
     _observer: BodyObserver
     _feed: Callable[[bytes], object] | None
@@ -118,15 +138,6 @@ class _Common:
         """Forwarded: some clients read ``elapsed`` from ``response.stream``."""
         return getattr(self._body, "elapsed", None)
 
-    def __del__(self) -> None:
-        # The application dropped the response without reading or closing it. The observer ignores this if the
-        # body already ended, so a body that ended normally is not marked incomplete here.
-        try:
-            observer = self._observer
-            if not observer.ended:
-                observer.end("abandoned")
-        except Exception:  # noqa: BLE001, S110 - a finalizer must not raise, and may run when logging is gone
-            pass
 
 
 class Wrappers(NamedTuple):

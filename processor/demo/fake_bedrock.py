@@ -33,6 +33,8 @@ Failure injection, by request header ``x-fake-fail`` or, for the next requests, 
 * ``midstream``: a stream stops after its first content event and the connection is dropped mid-body;
 * ``truncate``: a stream ends cleanly after its first content event, without its last events (no usage);
 * ``exception``: a stream sends a ``modelStreamErrorException`` event after its first content event.
+
+The server, its lifecycle and the chunked writes are ``fake_server``'s, shared with the fake LLM provider.
 """
 
 from __future__ import annotations
@@ -40,16 +42,22 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import sys
-import threading
 import uuid
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import unquote
+
+from tokentrail.processor.demo.fake_server import (
+    FAIL_HEADER,
+    FakeHandler,
+    FakeServer,
+    cut_events,
+    dumps,
+    injected_status,
+    json_object,
+)
 
 __all__ = [
     "FAMILIES",
@@ -60,7 +68,6 @@ __all__ = [
     "family_of",
 ]
 
-FAIL_HEADER: Final = "x-fake-fail"
 FAMILIES: Final = ("anthropic", "amazon", "meta", "mistral", "cohere")
 _REGION_PREFIXES: Final = frozenset({"us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"})
 _CACHED_FAMILIES: Final = frozenset({"anthropic", "amazon"})
@@ -106,19 +113,19 @@ def decode_events(data: bytes) -> list[tuple[dict[str, str], bytes]]:
 
 def _event(kind: str, payload: dict[str, Any]) -> bytes:
     return encode_event(
-        {":event-type": kind, ":content-type": "application/json", ":message-type": "event"}, _dumps(payload)
+        {":event-type": kind, ":content-type": "application/json", ":message-type": "event"}, dumps(payload)
     )
 
 
 def _chunk(data: dict[str, Any]) -> bytes:
     """An invoke_model_with_response_stream ``chunk`` event: the model's JSON, base64 in ``bytes``."""
-    return _event("chunk", {"bytes": base64.b64encode(_dumps(data)).decode(), "p": "abcdefgh"})
+    return _event("chunk", {"bytes": base64.b64encode(dumps(data)).decode(), "p": "abcdefgh"})
 
 
 def _exception(kind: str, message: str) -> bytes:
     return encode_event(
         {":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"},
-        _dumps({"message": message}),
+        dumps({"message": message}),
     )
 
 
@@ -183,25 +190,7 @@ def _usage(family: str, material: object, limit: int) -> tuple[dict[str, int], b
 # -- the server ----------------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    fake: FakeBedrock
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that stops reading a stream early resets the connection: that is a test scenario, not a bug.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body leave in separate writes (see fake_provider)
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
-        pass
-
+class _Handler(FakeHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's naming
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         parts = self.path.partition("?")[0].split("/")
@@ -209,22 +198,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "UnknownOperationException", f"no route for {self.path}")
             return
         model_id, operation = unquote(parts[2]), parts[3]
-        body = _json_object(raw)
+        body = json_object(raw)
         family = family_of(model_id)
         converse = operation.startswith("converse")
         stream = operation.endswith("stream")
         material = {k: body[k] for k in ("messages", "system") if k in body} if converse else body
         usage, limited = _usage(family, material, _limit(body, converse))
-        fake = self.server.fake
+        fake = cast(FakeBedrock, self.server.fake)
         failure = self.headers.get(FAIL_HEADER) or fake._next_failure()
         call = FakeBedrockCall(
             operation, model_id, family, stream, usage, str(uuid.uuid4()),
-            {name.lower(): value for name, value in self.headers.items()}, body, failure=failure, raw_request=raw,
+            self.headers_dict(), body, failure=failure, raw_request=raw,
         )  # fmt: skip
-        with fake._lock:
-            fake.calls.append(call)
-        if failure is not None and failure.startswith("status:"):
-            call.status, call.usage = int(failure.partition(":")[2]), None
+        fake.record(call)
+        status = injected_status(failure)
+        if status is not None:
+            call.status, call.usage = status, None
             kind = "ThrottlingException" if call.status == 429 else "InternalServerException"
             self._error(call.status, kind, "injected failure", call.request_id)
             return
@@ -242,51 +231,40 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(call, _invoke_body(call), _token_headers(usage))
 
     def _error(self, status: int, kind: str, message: str, request_id: str | None = None) -> None:
-        data = _dumps({"message": message})
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-ErrorType", f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")
-        self.send_header("x-amzn-RequestId", request_id or str(uuid.uuid4()))
-        self.end_headers()
-        self.wfile.write(data)
+        data = dumps({"message": message})
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(data)),
+            "x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            "x-amzn-RequestId": request_id or str(uuid.uuid4()),
+        }
+        self.send_body(status, headers, data)
 
     def _send_json(self, call: FakeBedrockCall, payload: dict[str, Any], extra: dict[str, str] | None = None) -> None:
-        data = _dumps(payload)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-amzn-RequestId", call.request_id)
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        data = dumps(payload)
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        self.send_body(200, {**headers, "x-amzn-RequestId": call.request_id, **(extra or {})}, data)
 
     def _send_stream(self, call: FakeBedrockCall, events: list[tuple[str, bytes]], first_content: int) -> None:
         failure = call.failure
-        if failure in ("midstream", "truncate"):
-            events = events[: first_content + 1]
-        elif failure == "exception":
+        events = cut_events(events, first_content, failure)
+        if failure == "exception":
             events = [
                 *events[: first_content + 1],
                 ("modelStreamErrorException", _exception("modelStreamErrorException", "injected stream error")),
             ]
         call.events = events
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-amzn-RequestId", call.request_id)
+        headers = {
+            "Content-Type": "application/vnd.amazon.eventstream",
+            "Transfer-Encoding": "chunked",
+            "x-amzn-RequestId": call.request_id,
+        }
         if not call.operation.startswith("converse"):
-            self.send_header("X-Amzn-Bedrock-Content-Type", "application/json")
-        self.end_headers()
+            headers["X-Amzn-Bedrock-Content-Type"] = "application/json"
+        self.start_chunked(headers)
         for _kind, message in events:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(message), message))
-            self.wfile.flush()
-        if failure == "midstream":
-            self.close_connection = True
-            return
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+            self.write_chunk(message)
+        self.end_chunked(cut=failure == "midstream")
 
 
 # -- bodies and events ---------------------------------------------------------------------------------------------
@@ -482,80 +460,21 @@ def _invoke_events(call: FakeBedrockCall) -> list[tuple[str, bytes]]:
     return [("chunk", _chunk(chunk)) for chunk in chunks]
 
 
-def _dumps(payload: object) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
 def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-class FakeBedrock:
+class FakeBedrock(FakeServer[FakeBedrockCall]):
     """A loopback ``bedrock-runtime`` server. Use as a context manager, or ``start()``/``stop()``. ``port`` 0 (the
-    default) takes a free one; it listens on 127.0.0.1 only."""
+    default) takes a free one; it listens on 127.0.0.1 only; ``base_url`` is boto3's ``endpoint_url``."""
+
+    handler = _Handler
+    thread_name = "fake-bedrock"
+    served_nothing = "the fake Bedrock has served no call yet"
 
     def __init__(self, port: int = 0) -> None:
-        self._requested_port = port
-        self.calls: list[FakeBedrockCall] = []
-        self._lock = threading.Lock()
+        super().__init__(port)
         self._failures: deque[str] = deque()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> FakeBedrock:
-        if self._server is not None:
-            return self
-        server = _Server(("127.0.0.1", self._requested_port), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-bedrock", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeBedrock:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeBedrock is not started: use start() or `with FakeBedrock() as fake:`")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        """The ``endpoint_url`` of ``boto3.client("bedrock-runtime", ...)``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def last_call(self) -> FakeBedrockCall:
-        with self._lock:
-            if not self.calls:
-                raise LookupError("the fake Bedrock has served no call yet")
-            return self.calls[-1]
 
     def fail_next(self, mode: str, times: int = 1) -> None:
         """Answer the next ``times`` requests with failure ``mode`` (see the module's docstring)."""

@@ -57,6 +57,7 @@ ASYNC_CALLS: Final = 2  # of the --calls, made from async clients
 UNKNOWN_MODEL_CALL: Final = 10  # the index of the call to UNKNOWN_MODEL (or the last OpenAI one before it)
 FAKE_OPENAI_KEY: Final = "sk-fake-key"
 FAKE_ANTHROPIC_KEY: Final = "sk-ant-fake-key"
+FAKE_GEMINI_KEY: Final = "AIza-fake-key"
 SYSTEM_OPENAI_KEY = "sk-demo-system-openai-000000000000"
 SYSTEM_ANTHROPIC_KEY = "sk-ant-demo-system-000000000000"
 # Keys "brought by customers" (BYOK): any key the service was not configured with.
@@ -157,15 +158,17 @@ def prepare_data_dir(data_dir: Path) -> None:
 
 
 def serve_fake_provider(port: int) -> int:
-    """``--fake-provider``: the fake on loopback until Ctrl-C, with what to set so an application's own OpenAI or
-    Anthropic SDK calls it (both SDKs read these variables)."""
+    """``--fake-provider``: the fake on loopback until Ctrl-C, with what to set so an application's own OpenAI,
+    Anthropic or google-genai SDK calls it (each SDK reads these variables)."""
     with FakeProvider(port=port) as fake:
         print(
             f"fake provider on {fake.base_url} (loopback only; Ctrl-C to stop): OpenAI Chat Completions, "
-            "Responses, Completions, Embeddings and Anthropic Messages, streamed or not, with realistic usage.\n"
+            "Responses, Completions, Embeddings, Anthropic Messages and Gemini generateContent, streamed or not, with "
+            "realistic usage.\n"
             "Point the SDKs at it (any key works):\n"
             f"  export OPENAI_BASE_URL={fake.openai_base_url} OPENAI_API_KEY={FAKE_OPENAI_KEY}\n"
-            f"  export ANTHROPIC_BASE_URL={fake.anthropic_base_url} ANTHROPIC_API_KEY={FAKE_ANTHROPIC_KEY}",
+            f"  export ANTHROPIC_BASE_URL={fake.anthropic_base_url} ANTHROPIC_API_KEY={FAKE_ANTHROPIC_KEY}\n"
+            f"  export GOOGLE_GEMINI_BASE_URL={fake.gemini_base_url} GEMINI_API_KEY={FAKE_GEMINI_KEY}",
             flush=True,
         )
         try:

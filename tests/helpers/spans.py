@@ -42,15 +42,23 @@ def openai_tokens(usage: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def anthropic_tokens(usage: dict[str, Any]) -> dict[str, int]:
-    """The span attributes an Anthropic usage object must produce (its input EXCLUDES cache reads and writes)."""
-    read, write = usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]
+def cache_exclusive_tokens(input_tokens: int, output_tokens: int, read: int, write: int) -> dict[str, int]:
+    """The span attributes of counts whose input EXCLUDES cache reads and writes (Anthropic's, Bedrock's): the
+    span's input includes them, so that is where a provider that leaves the cache out must be added back."""
     return {
-        semconv.GEN_AI_USAGE_INPUT_TOKENS: usage["input_tokens"] + read + write,
-        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: usage["output_tokens"],
+        semconv.GEN_AI_USAGE_INPUT_TOKENS: input_tokens + read + write,
+        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
         semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: read,
         semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: write,
     }
+
+
+def anthropic_tokens(usage: dict[str, Any]) -> dict[str, int]:
+    """The span attributes an Anthropic usage object must produce."""
+    return cache_exclusive_tokens(
+        usage["input_tokens"], usage["output_tokens"], usage["cache_read_input_tokens"],
+        usage["cache_creation_input_tokens"],
+    )  # fmt: skip
 
 
 def assert_tokens(span: ReadableSpan, expected: dict[str, int]) -> None:

@@ -35,7 +35,7 @@ from tokentrail.instrumentation._credentials import fingerprint
 from tokentrail.processor.demo.fake_bedrock import FakeBedrock, FakeBedrockCall, decode_events, encode_event
 from tokentrail.processor.pricing.catalog import catalog_price
 
-from tests.helpers.spans import TEST_SALT, attrs, genai_spans, only_genai_span
+from tests.helpers.spans import TEST_SALT, attrs, cache_exclusive_tokens, genai_spans, only_genai_span
 
 ACCESS_KEY_ID = "AKIAFAKEBEDROCK0TEST"
 SECRET_KEY = "fake/Secret+Key0123456789abcdefghijklmno"
@@ -121,13 +121,9 @@ def expected_tokens(fake_call: FakeBedrockCall) -> dict[str, int]:
     """The span's counts for what the fake answered: Bedrock's input excludes the cache, the span's includes it."""
     usage = fake_call.usage
     assert usage is not None
-    read, write = usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]
-    return {
-        semconv.GEN_AI_USAGE_INPUT_TOKENS: usage["inputTokens"] + read + write,
-        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: usage["outputTokens"],
-        semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: read,
-        semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: write,
-    }
+    return cache_exclusive_tokens(
+        usage["inputTokens"], usage["outputTokens"], usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]
+    )
 
 
 def assert_no_secret(span: ReadableSpan) -> None:

@@ -28,8 +28,10 @@ def setup(tmp_path: Path) -> dict[str, Path]:
     now = datetime.now(UTC)
     today = now.strftime("%Y-%m-%dT00:00:00")
     write(tmp_path / "data", [
-        rec(today, user_id="big-spender", tags=["plan:pro"], total_cost=Decimal("12.000000000001")),
-        rec(today, user_id="big-spender", tags=["plan:pro"], total_cost=Decimal("3")),
+        rec(today, user_id="big-spender", tags=["plan:pro"], total_cost=Decimal("12.000000000001"),
+            conversation_id="chat-1", trace_id="1" * 32),
+        rec(today, user_id="big-spender", tags=["plan:pro"], total_cost=Decimal("3"), conversation_id="chat-1",
+            trace_id="2" * 32),
         rec(today, user_id="modest", tags=["plan:free"], total_cost=Decimal("0.25")),
         rec(today, user_id="tiny", tags=["plan:free"], total_cost=Decimal("0.01")),
     ])
@@ -80,6 +82,16 @@ async def test_an_agent_asks_which_customers_cost_the_most_this_week(setup: dict
                                                                ("modest", Decimal("0.25"))]
         assert result.structured_content["truncated"] is True
         assert [r["user"] for r in result.structured_content["results"]] == ["big-spender", "modest"]
+
+        # "What did each conversation cost, and which calls were in the costliest agent run?"
+        args = {"start_date": today.isoformat(), "end_date": today.isoformat(), "group_by": ["conversation"],
+                "order_by": "total_cost"}
+        rows = json.loads(text(await session.call_tool("report", args)), parse_float=Decimal)["results"]
+        assert [(r["conversation"], r["request_count"]) for r in rows] == [("chat-1", 2), (None, 2)]
+        calls = await session.call_tool("requests", {"start_date": today.isoformat(), "end_date": today.isoformat(),
+                                                     "trace_id": "1" * 32})
+        (call,) = json.loads(text(calls), parse_float=Decimal)["results"]
+        assert (call["conversation_id"], call["total_cost"]) == ("chat-1", Decimal("12.000000000001"))
 
         budgets = await session.call_tool("budgets", {})
         (row,) = json.loads(text(budgets), parse_float=Decimal)["results"]

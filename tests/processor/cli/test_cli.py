@@ -333,3 +333,26 @@ def test_serve_refuses_a_bad_budgets_file_before_listening(
     assert "budgets.toml" in err and "amount" in err
     with socket.socket() as sock:  # nothing was left listening
         sock.bind(("127.0.0.1", port))
+
+
+def test_report_groups_by_conversation_and_trace_and_filters_on_them(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    write_day(tmp_path, [
+        rec(1, at("2025-03-05"), conversation_id="chat-1", service="web"),
+        rec(2, at("2025-03-05"), conversation_id="chat-1", service="web", trace_id=f"{1:032x}"),  # one run, 2 calls
+        rec(3, at("2025-03-05"), conversation_id="chat-2", service="worker"),
+    ])
+    code, out, _ = run(capsys, *REPORT, "--data-dir", str(tmp_path), "--group-by", "conversation",
+                       "--format", "json")
+    assert code == 0
+    assert {r["conversation"]: r["request_count"] for r in json.loads(out)["results"]} == {"chat-1": 2, "chat-2": 1}
+    code, out, _ = run(capsys, *REPORT, "--data-dir", str(tmp_path), "--group-by", "trace", "--service", "web",
+                       "--format", "json")
+    assert code == 0
+    assert [(r["trace"], r["request_count"]) for r in json.loads(out)["results"]] == [(f"{1:032x}", 2)]
+    code, out, _ = run(capsys, "requests", "--start-date", "2025-03-01", "--end-date", "2025-03-31",
+                       "--data-dir", str(tmp_path), "--conversation-id", "chat-2", "--format", "json")
+    assert code == 0
+    assert [r["span_id"] for r in json.loads(out)["results"]] == [f"{3:016x}"]
+    code, _, err = run(capsys, *REPORT, "--data-dir", str(tmp_path), "--trace-id", "not-a-trace")
+    assert code == 2 and "trace_id must be 32 hexadecimal characters" in err

@@ -14,6 +14,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+from google import genai
 from tokentrail.processor.demo.fake_provider import DEFAULT_OUTPUT_TOKENS, prompt_tokens
 from tokentrail.processor.demo.run import DEFAULT_DEMO_DIR, DEMO_MARKER
 from tokentrail.processor.reports.query import ReportQuery
@@ -116,13 +117,14 @@ def test_fake_provider_alone_serves_the_real_sdks_at_the_urls_it_prints(
     try:
         assert process.stdout is not None
         printed = ""
-        while "ANTHROPIC_BASE_URL" not in printed:
+        while "GOOGLE_GEMINI_BASE_URL" not in printed:
             line = process.stdout.readline()
             assert line, (printed, process.stderr.read() if process.stderr else "")
             printed += line
         # The printed `export` lines, as a newcomer would paste them: the SDKs read these variables.
         exports = dict(re.findall(r"\b([A-Z_]+)=(\S+)", printed))
-        assert set(exports) == {"OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"}
+        assert set(exports) == {"OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY",
+                                "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY"}
         assert all(url.startswith("http://127.0.0.1:") for k, url in exports.items() if k.endswith("_URL"))
         for name, value in exports.items():
             monkeypatch.setenv(name, value)
@@ -136,6 +138,10 @@ def test_fake_provider_alone_serves_the_real_sdks_at_the_urls_it_prints(
             model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hello"}]
         )
         assert message.usage.output_tokens == 8
+        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)  # it would win over GEMINI_API_KEY
+        gemini = genai.Client()  # kept in a variable: a dropped client closes its connection pool
+        answer = gemini.models.generate_content(model="gemini-2.5-flash", contents="hello")
+        assert answer.usage_metadata is not None and answer.usage_metadata.prompt_token_count
     finally:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
