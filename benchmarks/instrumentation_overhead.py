@@ -35,15 +35,38 @@ Per SSE chunk, the same extra-time-of-a-long-stream measure is also taken throug
 (which wraps the SDK's stream) in the same run, in CPU time of the calling thread:
 ``added_per_sse_chunk_sdk_cpu_us`` against ``openai_v2_per_sse_chunk_sdk_cpu_us`` (floor: ours no more than theirs).
 
+The same figures for Google's SDK (``gemini_*``): ``google-genai``'s ``generate_content`` and
+``generate_content_stream`` to the Gemini Developer API, through the SDK's own ``httpx2`` client on the same
+in-memory transport (``HttpOptions(httpx_client=...)``), against a bare and an attributed span (the attributes of the
+span TokenTrail emits for the Gemini call) around the same SDK call, and per SSE chunk of its stream (each chunk
+carrying the running ``usageMetadata``, as Google's do). There is no openai-v2 counterpart installed to compare
+chunks with.
+
+And for AWS Bedrock (``bedrock_*``), which boto3 sends through botocore's own HTTP stack and TokenTrail observes
+through botocore's events, not through httpx: ``converse`` and ``converse_stream`` through a real boto3
+``bedrock-runtime`` client to the fake Bedrock server on loopback (its streams in AWS's binary event-stream
+encoding), against a bare and an attributed span around the same boto3 call, and per event of its stream
+(``bedrock_added_per_stream_event_cpu_us``: a stream of the most content events the fake sends against one of the
+fewest, the difference counted on the server). These calls are real network round trips (about a millisecond each,
+the server's work in the same process), so their figures are noisier than the in-memory ones; the CPU-time ones
+leave the server's threads out. Our hook registers on a botocore client when it is created, so the instrumented side
+calls through a client made after each ``instrument()``, the uninstrumented side through one made before anything
+was instrumented, never observed; both live at once, so the four sides are interleaved in small batches, round after
+round, which the swings of a millisecond call on a busy machine need (one batch per side per repeat, as above, gave
+yardsticks below zero).
+
 Import cost: ``import tokentrail.instrumentation`` against ``import opentelemetry.sdk.trace``, each timed inside a
 fresh interpreter in CPU time (the least of several runs), as ``import_ratio`` (floor: <= 1.5).
 
-Every instrumented run is checked: each call must have produced its span with the right usage.
+Every instrumented run is checked: each call must have produced its span (exactly one) with the right usage (for
+Bedrock, the usage the server reported), and the uninstrumented ones none.
 
 Counted instructions (``python -m benchmarks.instrumentation_overhead instructions``, a few minutes, needs
 ``valgrind``): the same non-streamed call, bare-span yardstick and SDK stream, each run in fresh interpreters under
 ``valgrind --tool=callgrind``, give what a bare span, TokenTrail and openai-v2 add per call and per SSE chunk as
-instruction counts, which are the same on every run: the figures that settle a floor a noisy machine's clock cannot.
+instruction counts (and a bare span and TokenTrail for the same through google-genai), which are the same on every run: the figures that settle a floor a noisy machine's clock cannot.
+Bedrock is not counted: its server's threads would be counted with the calls, and their share varies with the
+threads' scheduling, so the counts would not repeat.
 """
 
 from __future__ import annotations
@@ -59,9 +82,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import boto3  # type: ignore[import-untyped]  # botocore and boto3 ship no types
 import httpcore2
 import httpx2
 import openai
+from botocore.config import Config  # type: ignore[import-untyped]
+from google import genai
+from google.genai import types as genai_types
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -69,6 +96,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 from tokentrail.instrumentation import instrument, semconv, uninstrument
+from tokentrail.processor.demo.fake_bedrock import FakeBedrock
 from tokentrail.processor.demo.fake_provider import FakeProvider
 
 URL = "https://api.openai.com/v1/chat/completions"
@@ -150,6 +178,131 @@ def _sse_chunks(n: int) -> list[bytes]:
     return chunks
 
 
+GEMINI_MODEL = "gemini-2.5-flash"
+GEMINI_KEY = "AIza-bench-0123456789abcdef"
+GEMINI_USAGE = {
+    "promptTokenCount": 1200,
+    "candidatesTokenCount": 300,
+    "thoughtsTokenCount": 150,
+    "cachedContentTokenCount": 1024,
+    "totalTokenCount": 1650,
+}
+
+
+def _gemini_response(text: str, usage: dict[str, int], finished: bool) -> dict[str, Any]:
+    """One ``generateContent`` answer (or one streamed chunk of it), shaped as the Gemini Developer API sends it."""
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+    if finished:
+        candidate["finishReason"] = "STOP"
+    return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": GEMINI_MODEL, "responseId": "bench"}
+
+
+def _gemini_json_body() -> bytes:
+    return json.dumps(_gemini_response("A summary. " * 30, GEMINI_USAGE, True)).encode()
+
+
+def _gemini_sse_chunks(n: int) -> list[bytes]:
+    """A ``streamGenerateContent?alt=sse`` stream of ``n`` content chunks and a last one that finishes it. Every
+    chunk carries the running usage, as Google's do (the prompt count from the first)."""
+    running = {"promptTokenCount": GEMINI_USAGE["promptTokenCount"], "totalTokenCount": GEMINI_USAGE["promptTokenCount"]}
+    chunks = [
+        b"data: " + json.dumps(_gemini_response(" word", running, False)).encode() + b"\r\n\r\n" for _ in range(n)
+    ]
+    chunks.append(b"data: " + json.dumps(_gemini_response(".", GEMINI_USAGE, True)).encode() + b"\r\n\r\n")
+    return chunks
+
+
+BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+BEDROCK_KEY_ID = "AKIAFAKEBENCH0000000"  # a dummy access key id: the fake does not check signatures
+BEDROCK_MESSAGES: Any = [{"role": "user", "content": [{"text": "Summarise this paragraph. " * 20}]}]
+# The fake streams one content event per output token, at most 16: a long stream is the most it sends, a short one
+# the least; the extra events of the long one are counted on the server (``_BedrockCalls.stream_events``).
+BEDROCK_LONG_TOKENS = 16
+BEDROCK_SHORT_TOKENS = 1
+
+
+class _BedrockCalls:
+    """``bedrock-runtime`` calls through real boto3 clients to the fake Bedrock on loopback. TokenTrail observes a
+    botocore client only when it is made while instrumented (it wraps client creation, and removes its handlers from
+    every client it registered on when uninstrumented). So the uninstrumented calls go through one client made
+    before anything was instrumented, never observed, and the instrumented ones through a client made after each
+    ``instrument()`` (``instrumented``), warmed up before it is timed, as an application's would have been. The two
+    live side by side, which lets the benchmark interleave them finely (see ``_run``)."""
+
+    def __init__(self, fake: FakeBedrock) -> None:
+        self.fake = fake
+        self._plain = self._new_client()
+        self._traced: Any = None
+        self.stream_events: dict[int, int] = {}  # output tokens -> events the server sent in such a stream
+        for tokens in (BEDROCK_LONG_TOKENS, BEDROCK_SHORT_TOKENS):
+            self._stream(self._plain, tokens)
+            self.stream_events[tokens] = len(fake.last_call.events)
+        fake.reset()
+
+    def _new_client(self) -> Any:
+        return boto3.client(
+            "bedrock-runtime",
+            endpoint_url=self.fake.base_url,
+            region_name="us-east-1",
+            aws_access_key_id=BEDROCK_KEY_ID,
+            aws_secret_access_key="bench/Secret+Key0123456789abcdefghijklmno",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+
+    def instrumented(self, warm_up: int = 20) -> None:
+        """A client made now, after ``instrument()``: observed."""
+        self._traced = self._new_client()
+        for _ in range(warm_up):
+            for call in self.calls(traced=True).values():
+                call()
+        self.fake.reset()
+
+    def uninstrumented(self) -> None:
+        """The instrumented client is dropped with the instrumentation (it would no longer be observed)."""
+        self._traced = None
+
+    @staticmethod
+    def _converse(client: Any) -> None:
+        client.converse(modelId=BEDROCK_MODEL, messages=BEDROCK_MESSAGES)
+
+    @staticmethod
+    def _stream(client: Any, tokens: int) -> None:
+        config = {"maxTokens": tokens}
+        response = client.converse_stream(modelId=BEDROCK_MODEL, messages=BEDROCK_MESSAGES, inferenceConfig=config)
+        for _ in response["stream"]:
+            pass
+
+    def calls(self, traced: bool) -> dict[str, Callable[[], None]]:
+        """The non-streamed call and the long and short streams, through the instrumented client or the other."""
+        client = self._traced if traced else self._plain
+        assert client is not None, "no instrumented client: instrumented() makes it"
+        return {
+            "bedrock_json": lambda: self._converse(client),
+            "bedrock_long": lambda: self._stream(client, BEDROCK_LONG_TOKENS),
+            "bedrock_short": lambda: self._stream(client, BEDROCK_SHORT_TOKENS),
+        }
+
+    def extra_stream_events(self) -> int:
+        """Events a long stream has beyond a short one."""
+        return self.stream_events[BEDROCK_LONG_TOKENS] - self.stream_events[BEDROCK_SHORT_TOKENS]
+
+    def check(self, span: ReadableSpan | None) -> None:
+        """``span`` (the last of a batch) has the usage the server reported for the last call, as TokenTrail's
+        input counts it (Bedrock's excludes the cache reads and writes; the span's includes them)."""
+        assert span is not None
+        usage = self.fake.last_call.usage
+        assert usage is not None
+        attributes = span.attributes or {}
+        assert attributes[semconv.GEN_AI_PROVIDER_NAME] == "aws.bedrock"
+        assert attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == (
+            usage["inputTokens"] + usage["cacheReadInputTokens"] + usage["cacheWriteInputTokens"]
+        )
+        assert attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == usage["outputTokens"]
+        assert attributes[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == usage["cacheReadInputTokens"]
+        assert attributes[semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == usage["cacheWriteInputTokens"]
+        self.fake.reset()  # the fake records every call: only the last is needed
+
+
 class _MemoryPool:
     """Stands in for the transport's connection pool: answers every request from memory."""
 
@@ -178,12 +331,17 @@ def _per_op(operation: Callable[[], None], n: int) -> tuple[float, float]:
     gc.collect()
     gc.disable()
     try:
-        start, cpu_start = time.perf_counter(), time.thread_time()
-        for _ in range(n):
-            operation()
-        return (time.perf_counter() - start) / n, (time.thread_time() - cpu_start) / n
+        return _timed(operation, n)
     finally:
         gc.enable()
+
+
+def _timed(operation: Callable[[], None], n: int) -> tuple[float, float]:
+    """``_per_op`` without its garbage collection, for batches too small to pay a full collection each."""
+    start, cpu_start = time.perf_counter(), time.thread_time()
+    for _ in range(n):
+        operation()
+    return (time.perf_counter() - start) / n, (time.thread_time() - cpu_start) / n
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -250,6 +408,13 @@ def run(
     n: int = 2000, repeat: int = 7, chunks: int = 400, loopback_calls: int = 200, import_runs: int = 7
 ) -> dict[str, float]:
     """Measure; return microseconds and ratios (printed by ``python -m benchmarks``)."""
+    with FakeBedrock() as fake_bedrock:
+        return _run(fake_bedrock, n, repeat, chunks, loopback_calls, import_runs)
+
+
+def _run(
+    fake_bedrock: FakeBedrock, n: int, repeat: int, chunks: int, loopback_calls: int, import_runs: int
+) -> dict[str, float]:
     provider, processor, exporter = _provider()
     # The yardstick spans go to a provider set up the same way, without TokenTrail's processor on it.
     baseline_provider, baseline_processor, baseline_exporter = _provider()
@@ -292,7 +457,14 @@ def run(
         "history": caller(json_pool, HISTORY_REQUEST),
         "long": caller(sse_pool, STREAM_REQUEST),
         "short": caller(short_sse_pool, STREAM_REQUEST),
+        "gemini_json": _gemini_caller(json_body=True),
+        "gemini_long": _gemini_caller(chunks=chunks),
+        "gemini_short": _gemini_caller(chunks=0),  # last: the usage of its span is checked after every run
     }
+    # Timed apart (see sample_bedrock), through a client made before anything is instrumented and one made after.
+    bedrock = _BedrockCalls(fake_bedrock)
+    plain_bedrock = bedrock.calls(traced=False)
+    every_call = {**calls, **plain_bedrock}
     sizes = {
         "json": n,
         "history": max(n // 4, 5),
@@ -300,11 +472,20 @@ def run(
         "short": max(n // 40, 5),
         "sdk_long": max(n // 40, 3),
         "sdk_short": max(n // 40, 3),
+        "gemini_json": max(n // 4, 5),
+        "gemini_long": max(n // 40, 3),
+        "gemini_short": max(n // 40, 3),
+        # Small batches, many times (see sample_bedrock): a boto3 call to the loopback server takes about a
+        # millisecond (its long stream, two).
+        "bedrock_json": max(n // 200, 2),
+        "bedrock_long": max(n // 400, 2),
+        "bedrock_short": max(n // 400, 2),
     }
+    bedrock_rounds = max(n // 100, 2)  # per repeat
     openai_v2 = OpenAIInstrumentor()
 
     def warm_up() -> None:
-        for call in calls.values():
+        for call in every_call.values():
             for _ in range(20):
                 call()  # warm up every path
 
@@ -312,70 +493,116 @@ def run(
         instrument(
             tracer_provider=provider, system_keys=[KEY], fingerprint_salt="bench-salt", meter_provider=meter_provider
         )
+        bedrock.instrumented()  # a client made now, so observed (its warm-up's spans are flushed before counting)
+
+    def untraced() -> None:
+        uninstrument()
+        bedrock.uninstrumented()
 
     # The GenAI metrics go to the global meter provider unless told otherwise, a no-op one here (as in a service
     # that configures no metrics): their price with an SDK meter provider is measured apart.
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
 
-    # The attributes of the span TokenTrail emits for the non-streamed call, for the attributed yardstick span.
+    # The span TokenTrail emits for each non-streamed call (OpenAI's, Gemini's), for the yardstick spans.
+    emitted: dict[str, ReadableSpan] = {}
     try:
         traced()
         warm_up()
-        calls["json"]()
-        processor.force_flush()
-        assert exporter.last is not None
-        span_name = exporter.last.name
-        at_start, at_end = _split_attributes(exporter.last)
+        emitting = {**calls, "bedrock_json": bedrock.calls(traced=True)["bedrock_json"]}
+        for name in ("json", "gemini_json", "bedrock_json"):
+            emitting[name]()
+            processor.force_flush()
+            assert exporter.last is not None
+            emitted[name] = exporter.last
     finally:
-        uninstrument()
+        untraced()
     warm_up()
 
     json_call = calls["json"]
+    span_name = emitted["json"].name
 
     def bare_span() -> None:
         tracer.start_span(span_name).end()
 
-    def call_with_bare_span() -> None:
-        span = tracer.start_span(span_name)
-        json_call()
-        span.end()
-
-    def call_with_attributed_span() -> None:
-        span = tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=at_start)
-        json_call()
-        span.set_attributes(at_end)
-        span.end()
-
     baselines: dict[str, Callable[[], None]] = {
         "bare_span": bare_span,
-        "call_with_bare_span": call_with_bare_span,
-        "call_with_attributed_span": call_with_attributed_span,
+        "call_with_bare_span": _with_bare_span(tracer, emitted["json"], json_call),
+        "call_with_attributed_span": _with_attributed_span(tracer, emitted["json"], json_call),
+        "gemini_call_with_bare_span": _with_bare_span(tracer, emitted["gemini_json"], calls["gemini_json"]),
+        "gemini_call_with_attributed_span": _with_attributed_span(
+            tracer, emitted["gemini_json"], calls["gemini_json"]
+        ),
     }
-    baseline_samples: dict[str, list[tuple[float, float]]] = {name: [] for name in baselines}
-    plain_samples: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
-    traced_samples: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+    baseline_sizes = {name: sizes["gemini_json"] if name.startswith("gemini") else n for name in baselines}
+    bedrock_baselines: dict[str, Callable[[], None]] = {
+        "bedrock_call_with_bare_span": _with_bare_span(tracer, emitted["bedrock_json"], plain_bedrock["bedrock_json"]),
+        "bedrock_call_with_attributed_span": _with_attributed_span(
+            tracer, emitted["bedrock_json"], plain_bedrock["bedrock_json"]
+        ),
+    }
+    baseline_samples: dict[str, list[tuple[float, float]]] = {name: [] for name in {**baselines, **bedrock_baselines}}
+    plain_samples: dict[str, list[tuple[float, float]]] = {name: [] for name in every_call}
+    traced_samples: dict[str, list[tuple[float, float]]] = {name: [] for name in every_call}
     metered_samples: list[tuple[float, float]] = []
+
+    def sample_bedrock() -> None:
+        """The Bedrock sides, while instrumented (the uninstrumented client is never observed): interleaved in small
+        batches, round after round, so that a slow spell of the shared machine, or of the loopback server's
+        threads, hits every side alike. A call takes a millisecond; what a span adds is a few percent of it, less
+        than the swings of a batch on a busy machine. Each instrumented batch must have made a span per call, with
+        the server's usage on the last; the other sides none."""
+        traced_bedrock = bedrock.calls(traced=True)
+        processor.force_flush()
+        first = exporter.count
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(bedrock_rounds):
+                for name, plain_call in plain_bedrock.items():
+                    plain_samples[name].append(_timed(plain_call, sizes[name]))
+                    if name == "bedrock_json":
+                        for baseline, operation in bedrock_baselines.items():
+                            baseline_samples[baseline].append(_timed(operation, sizes[name]))
+                            baseline_processor.force_flush()
+                    processor.force_flush()
+                    before = exporter.count
+                    traced_samples[name].append(_timed(traced_bedrock[name], sizes[name]))
+                    processor.force_flush()
+                    assert exporter.count - before == sizes[name], (name, exporter.count - before)  # a span per call
+                    bedrock.check(exporter.last)
+        finally:
+            gc.enable()
+        assert exporter.count - first == bedrock_rounds * sum(sizes[name] for name in traced_bedrock)
     openai_v2_samples: dict[str, list[tuple[float, float]]] = {"sdk_long": [], "sdk_short": []}
     try:
         # Interleaved, so that a slow spell of a shared machine hits every side alike.
         for _ in range(repeat):
+            processor.force_flush()
+            before_plain = exporter.count
             for name, operation in baselines.items():
-                baseline_samples[name].append(_per_op(operation, n))
+                baseline_samples[name].append(_per_op(operation, baseline_sizes[name]))
                 baseline_processor.force_flush()
             for name, call in calls.items():
                 plain_samples[name].append(_per_op(call, sizes[name]))
+            processor.force_flush()
+            assert exporter.count == before_plain, "an uninstrumented call made a span"
             traced()
             processor.force_flush()
             before = exporter.count
             for name, call in calls.items():
                 traced_samples[name].append(_per_op(call, sizes[name]))
             processor.force_flush()
-            assert exporter.count > before and exporter.last is not None
-            assert (exporter.last.attributes or {})[semconv.GEN_AI_USAGE_INPUT_TOKENS] == USAGE["prompt_tokens"]
+            assert exporter.count - before == sum(sizes[name] for name in calls) and exporter.last is not None
+            last = exporter.last.attributes or {}  # a Gemini stream's: its usage is its last chunk's
+            assert last[semconv.GEN_AI_USAGE_INPUT_TOKENS] == GEMINI_USAGE["promptTokenCount"]
+            assert last[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == (
+                GEMINI_USAGE["candidatesTokenCount"] + GEMINI_USAGE["thoughtsTokenCount"]
+            )
+            sample_bedrock()
             traced(meter_provider)
             metered_samples.append(_per_op(json_call, n))
             processor.force_flush()
-            uninstrument()
+            untraced()
             # openai-v2 on the yardstick provider: each of its calls must have produced its span.
             baseline_processor.force_flush()
             before = baseline_exporter.count
@@ -391,7 +618,7 @@ def run(
         traced()
         loopback = _loopback(loopback_calls)
     finally:
-        uninstrument()
+        untraced()
         provider.shutdown()
         baseline_provider.shutdown()
         meter_provider.shutdown()
@@ -418,6 +645,11 @@ def run(
     plain_sdk_chunks = sdk_chunks_cpu(plain_samples)
     added_per_sdk_chunk = (sdk_chunks_cpu(traced_samples) - plain_sdk_chunks) / chunks
     openai_v2_per_sdk_chunk = (sdk_chunks_cpu(openai_v2_samples) - plain_sdk_chunks) / chunks
+    gemini = _sdk_figures("gemini", "sse_chunk_sdk", baseline_samples, plain_samples, traced_samples, bare_hot, chunks)
+    events = bedrock.extra_stream_events()
+    bedrock_figures = _sdk_figures(
+        "bedrock", "stream_event", baseline_samples, plain_samples, traced_samples, bare_hot, events
+    )
     return {
         "bare_span_us": round(bare_hot * 1e6, 2),  # alone, in a tight loop
         "bare_span_in_call_us": round(bare * 1e6, 2),  # what one empty span adds to the call
@@ -441,7 +673,109 @@ def run(
         "added_per_call_vs_bare_span_cpu": _ratio(added_per_call_cpu, bare_cpu),
         "uninstrumented_call_us": round(plain["json"] * 1e6, 2),
         "loopback_call_instrumented_vs_not": round(loopback / uninstrumented_loopback, 3),
+        **gemini,
+        **bedrock_figures,
         **import_costs(import_runs),
+    }
+
+
+def _gemini_caller(json_body: bool = False, chunks: int = 0) -> Callable[[], None]:
+    """A ``google-genai`` call (the Gemini Developer API) through the real SDK and its ``httpx2`` client, on the
+    in-memory transport: ``generate_content`` when ``json_body``, else ``generate_content_stream`` of ``chunks``
+    content chunks, read to its end."""
+    if json_body:
+        pool = _MemoryPool([(b"content-type", b"application/json")], _gemini_json_body)
+    else:
+        pool = _MemoryPool([(b"content-type", b"text/event-stream")], lambda: iter(_gemini_sse_chunks(chunks)))
+    options = genai_types.HttpOptions(httpx_client=_client(pool))
+    # Kept by the closure: a collected genai.Client closes the HTTP client its models still use.
+    client = genai.Client(api_key=GEMINI_KEY, http_options=options)
+    prompt = "Summarise this paragraph. " * 20
+
+    if json_body:
+
+        def call() -> None:
+            client.models.generate_content(model=GEMINI_MODEL, contents=prompt)
+
+    else:
+
+        def call() -> None:
+            for _ in client.models.generate_content_stream(model=GEMINI_MODEL, contents=prompt):
+                pass
+
+    return call
+
+
+def _with_bare_span(tracer: Any, emitted: ReadableSpan, call: Callable[[], None]) -> Callable[[], None]:
+    """``call`` inside one empty span named as TokenTrail names the call's span."""
+    name = emitted.name
+
+    def operation() -> None:
+        span = tracer.start_span(name)
+        call()
+        span.end()
+
+    return operation
+
+
+def _with_attributed_span(tracer: Any, emitted: ReadableSpan, call: Callable[[], None]) -> Callable[[], None]:
+    """``call`` inside one span carrying exactly the attributes of the span TokenTrail emits for it, set as
+    TokenTrail sets them through the public API."""
+    name = emitted.name
+    at_start, at_end = _split_attributes(emitted)
+
+    def operation() -> None:
+        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=at_start)
+        call()
+        span.set_attributes(at_end)
+        span.end()
+
+    return operation
+
+
+def _sdk_figures(
+    prefix: str,
+    unit: str,
+    baseline_samples: dict[str, list[tuple[float, float]]],
+    plain_samples: dict[str, list[tuple[float, float]]],
+    traced_samples: dict[str, list[tuple[float, float]]],
+    bare_hot: float,
+    units: int,
+) -> dict[str, float]:
+    """The OpenAI call's figures for another SDK's calls (``prefix``: ``gemini`` through google-genai, ``bedrock``
+    through boto3): the non-streamed call against the same yardsticks (a bare and an attributed span around the same
+    SDK call), and per ``unit`` of its stream (``units`` more in a long stream than in a short one)."""
+
+    def fastest(samples: dict[str, list[tuple[float, float]]], name: str, clock: int = 0) -> float:
+        return _fastest(samples[f"{prefix}_{name}"], clock)
+
+    plain = fastest(plain_samples, "json")
+    bare = fastest(baseline_samples, "call_with_bare_span") - plain
+    attributed = fastest(baseline_samples, "call_with_attributed_span") - plain
+    added = fastest(traced_samples, "json") - plain
+    plain_cpu = fastest(plain_samples, "json", 1)
+    bare_cpu = fastest(baseline_samples, "call_with_bare_span", 1) - plain_cpu
+    added_cpu = fastest(traced_samples, "json", 1) - plain_cpu
+
+    def per_stream(samples: dict[str, list[tuple[float, float]]], clock: int) -> float:
+        return fastest(samples, "long", clock) - fastest(samples, "short", clock)
+
+    added_per_unit = (per_stream(traced_samples, 0) - per_stream(plain_samples, 0)) / units
+    added_per_unit_cpu = (per_stream(traced_samples, 1) - per_stream(plain_samples, 1)) / units
+    return {
+        f"{prefix}_uninstrumented_call_us": round(plain * 1e6, 2),
+        f"{prefix}_bare_span_in_call_us": round(bare * 1e6, 2),
+        f"{prefix}_attributed_span_in_call_us": round(attributed * 1e6, 2),
+        f"{prefix}_added_per_call_us": round(added * 1e6, 2),
+        f"{prefix}_added_per_call_vs_bare_span": _ratio(added, bare),  # target <= 3, as OpenAI's
+        f"{prefix}_added_per_call_vs_attributed_span": _ratio(added, attributed),
+        f"{prefix}_added_per_call_vs_bare_span_hot_loop": _ratio(added, bare_hot),
+        f"{prefix}_beyond_attributed_span_us": round((added - attributed) * 1e6, 2),
+        f"{prefix}_bare_span_in_call_cpu_us": round(bare_cpu * 1e6, 2),
+        f"{prefix}_added_per_call_cpu_us": round(added_cpu * 1e6, 2),
+        f"{prefix}_added_per_call_vs_bare_span_cpu": _ratio(added_cpu, bare_cpu),
+        f"{prefix}_added_per_{unit}_us": round(added_per_unit * 1e6, 3),
+        f"{prefix}_added_per_{unit}_cpu_us": round(added_per_unit_cpu * 1e6, 3),
     }
 
 
@@ -480,7 +814,11 @@ def _instruction_worker(side: str, workload: str, calls: int, chunks: int, warm_
     json_pool = _MemoryPool([(b"content-type", b"application/json")], _json_body)
     stream_chunks = chunks if workload == "sdk_long" else 0
     sse_pool = _MemoryPool([(b"content-type", b"text/event-stream")], lambda: iter(_sse_chunks(stream_chunks)))
-    if workload == "json":
+    if workload == "gemini_json":
+        call = _gemini_caller(json_body=True)
+    elif workload in ("gemini_long", "gemini_short"):
+        call = _gemini_caller(chunks=chunks if workload == "gemini_long" else 0)
+    elif workload == "json":
         client = _client(json_pool)
 
         def call() -> None:
@@ -512,8 +850,10 @@ def _instruction_worker(side: str, workload: str, calls: int, chunks: int, warm_
         openai_v2.instrument(tracer_provider=provider)
     elif side == "bare":
 
+        name = f"generate_content {GEMINI_MODEL}" if workload.startswith("gemini") else "chat gpt-4o-mini"
+
         def operation() -> None:
-            span = tracer.start_span("chat gpt-4o-mini")
+            span = tracer.start_span(name)
             call()
             span.end()
 
@@ -562,6 +902,12 @@ def instruction_counts(calls: int = 200, chunks: int = 200, stream_calls: int = 
             for side in ("plain", "ours", "openai_v2")
             for workload in ("sdk_long", "sdk_short")
         },
+        **{(side, "gemini_json", n): (side, "gemini_json", n, 0) for side in ("plain", "bare", "ours") for n in (0, calls)},
+        **{
+            (side, workload, stream_calls): (side, workload, stream_calls, chunks)
+            for side in ("plain", "ours")
+            for workload in ("gemini_long", "gemini_short")
+        },
     }  # fmt: skip
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {key: pool.submit(instructions, *job) for key, job in jobs.items()}
@@ -570,12 +916,14 @@ def instruction_counts(calls: int = 200, chunks: int = 200, stream_calls: int = 
     def per_call(side: str, workload: str) -> float:
         return (counted[(side, workload, calls)] - counted[(side, workload, 0)]) / calls
 
-    def per_chunk(side: str) -> float:
-        long, short = counted[(side, "sdk_long", stream_calls)], counted[(side, "sdk_short", stream_calls)]
+    def per_chunk(side: str, sdk: str = "sdk") -> float:
+        long, short = counted[(side, f"{sdk}_long", stream_calls)], counted[(side, f"{sdk}_short", stream_calls)]
         return (long - short) / ((_WARM_UP + stream_calls) * chunks)  # the warm-up's streams are long too
 
     bare = per_call("bare", "json") - per_call("plain", "json")
     ours = per_call("ours", "json") - per_call("plain", "json")
+    gemini_bare = per_call("bare", "gemini_json") - per_call("plain", "gemini_json")
+    gemini_ours = per_call("ours", "gemini_json") - per_call("plain", "gemini_json")
     return {
         "instructions_per_call_uninstrumented": round(per_call("plain", "json")),
         "instructions_added_per_call_bare_span": round(bare),
@@ -589,6 +937,12 @@ def instruction_counts(calls: int = 200, chunks: int = 200, stream_calls: int = 
         # Per SSE chunk through the real OpenAI SDK (target: ours <= openai-v2's).
         "instructions_added_per_sse_chunk_sdk": round(per_chunk("ours") - per_chunk("plain")),
         "openai_v2_instructions_added_per_sse_chunk_sdk": round(per_chunk("openai_v2") - per_chunk("plain")),
+        # The same through google-genai (the Gemini Developer API): a call against a bare span in it, and per chunk.
+        "gemini_instructions_per_call_uninstrumented": round(per_call("plain", "gemini_json")),
+        "gemini_instructions_added_per_call_bare_span": round(gemini_bare),
+        "gemini_instructions_added_per_call": round(gemini_ours),
+        "gemini_instructions_added_per_call_vs_bare_span": _ratio(gemini_ours, gemini_bare),
+        "gemini_instructions_added_per_sse_chunk_sdk": round(per_chunk("ours", "gemini") - per_chunk("plain", "gemini")),
     }
 
 
