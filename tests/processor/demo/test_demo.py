@@ -108,12 +108,19 @@ def test_demo_refuses_zero_calls(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_fake_provider_alone_serves_the_real_sdks_at_the_urls_it_prints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     process = subprocess.Popen(
         [*TOKENTRAIL, "demo", "--fake-provider"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread's stack
+        # Ctrl-C as in a terminal: a test run started in the background inherits SIGINT ignored, and so would the
+        # fake provider (a CI run hung so, its main thread asleep).
+        preexec_fn=_sigint_default,
     )
     try:
         assert process.stdout is not None
