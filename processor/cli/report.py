@@ -13,7 +13,7 @@ from typing import Any, Final
 from tokentrail.processor import environment
 from tokentrail.processor.reports.dataset import require_dataset
 from tokentrail.processor.reports.formatting import FORMATS, TRUNCATED_NOTE, format_rows
-from tokentrail.processor.reports.query import FILTER_COLUMNS, MAX_ROWS, ReportQuery
+from tokentrail.processor.reports.query import EXTENSION_FILTERS, MAX_ROWS, ReportQuery
 from tokentrail.processor.reports.report import run_report
 
 __all__ = [
@@ -32,14 +32,13 @@ def add_question_arguments(parser: argparse.ArgumentParser, default_data_dir: Pa
     parser.add_argument("--model")
     parser.add_argument("--provider")
     parser.add_argument("--credential-type", help="byok or system")
-    for name in _OUR_FILTERS:
+    for name in EXTENSION_FILTERS:
         parser.add_argument(f"--{name.replace('_', '-')}", help=_FILTER_HELP[name])
     parser.add_argument("--tags", help="comma-separated tags to filter on")
     parser.add_argument("--tags-match", help="any (default) or all of --tags")
 
 
-# The filters beyond Vercel's four, as options named after their parameters (--conversation-id, --trace-id, ...).
-_OUR_FILTERS: Final = FILTER_COLUMNS[4:]
+# The filters beyond Vercel's four are options named after their parameters (--conversation-id, --trace-id, ...).
 _FILTER_HELP: Final = {
     "service": "only this service's calls (service.name)",
     "environment": "only this environment's calls (deployment.environment)",
@@ -111,7 +110,7 @@ def question_params(args: argparse.Namespace) -> dict[str, str]:
         "model": args.model,
         "provider": args.provider,
         "credential_type": args.credential_type,
-        **{name: getattr(args, name) for name in _OUR_FILTERS},
+        **{name: getattr(args, name) for name in EXTENSION_FILTERS},
         "tags": args.tags,
         "tags_match": args.tags_match,
     }

@@ -22,6 +22,7 @@ __all__ = [
     "COST_METRICS",
     "CREDENTIAL_TYPES",
     "DATE_PARTS",
+    "EXTENSION_FILTERS",
     "FILTER_COLUMNS",
     "GROUPS",
     "GROUP_COLUMNS",
@@ -104,7 +105,8 @@ GROUP_COLUMNS: Final[dict[str, str]] = {
     "trace": "trace_id",  # one agent run, request or job: every call of one trace
 }
 
-_OUR_FILTERS: Final = FILTER_COLUMNS[4:]  # read as given (``from_params`` reads Vercel's four one by one)
+# The filters beyond Vercel's four, read as given (``from_params`` reads Vercel's four one by one).
+EXTENSION_FILTERS: Final = FILTER_COLUMNS[4:]
 # A trace id as OTLP/JSON and every tracing UI writes it: the stored form (lower-case hex).
 _TRACE_ID: Final = re.compile(r"[0-9a-f]{32}")
 
@@ -262,7 +264,7 @@ class ReportQuery:
             model=single_param(params, "model"),
             provider=single_param(params, "provider"),
             credential_type=credential_type.lower() if credential_type else None,
-            **{name: single_param(params, name) for name in _OUR_FILTERS},
+            **{name: single_param(params, name) for name in EXTENSION_FILTERS},
             tags=tuple(list_param(params, "tags")),
             tags_match=(single_param(params, "tags_match") or "any").lower(),
             order_by=single_param(params, "order_by"),
